@@ -1,0 +1,5 @@
+"""``python -m simlab`` is the same as the ``simlab`` command."""
+
+from simlab.cli import main
+
+raise SystemExit(main())
