@@ -1,0 +1,130 @@
+"""The cohort plan: the subjects a protocol asks for, grouped into populations.
+
+Subjects are the Cartesian product of the cohort factors in a fixed order, so a subject's index
+is stable for a given protocol. A population holds the replicates that share architecture,
+task, learning rule and batch size: they share array shapes and train as one compiled program.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from simlab.protocol.schema import Protocol
+
+FACTORS = ("architecture", "task", "learning_rule", "batch_size")
+"""Cohort factors in the order of the product (replicates vary fastest, after these)."""
+
+
+def _population_id(architecture: str, task: str, learning_rule: str, batch_size: int) -> str:
+    return f"{architecture}-{task}-{learning_rule}-b{batch_size}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One network of the cohort; ``index`` is its position in the plan."""
+
+    index: int
+    id: str
+    architecture: str
+    task: str
+    learning_rule: str
+    batch_size: int
+    replicate: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Population:
+    """Subjects that differ only by replicate, hence by seed."""
+
+    id: str
+    architecture: str
+    task: str
+    learning_rule: str
+    batch_size: int
+    subjects: tuple[Subject, ...]
+
+
+@dataclass(frozen=True)
+class CohortPlan:
+    """The subjects of a protocol in plan order, and the populations they train in."""
+
+    subjects: tuple[Subject, ...]
+    populations: tuple[Population, ...]
+
+    def varied_factors(self) -> list[str]:
+        """Factors with more than one level: the ones a recording labels subjects by."""
+        return [f for f in (*FACTORS, "seed") if len({getattr(s, f) for s in self.subjects}) > 1]
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+
+def plan_cohort(protocol: Protocol) -> CohortPlan:
+    """Every combination of the factor levels, replicate fastest; populations in order."""
+    cohort = protocol.cohort
+    levels = [getattr(cohort, f) for f in FACTORS] + [range(cohort.replicates)]
+    subjects = []
+    for index, (*factors, replicate) in enumerate(itertools.product(*levels)):
+        seed = protocol.subject_seed(replicate)
+        subjects.append(
+            Subject(index, f"{_population_id(*factors)}-s{seed}", *factors, replicate=replicate, seed=seed)
+        )
+    populations = tuple(
+        Population(_population_id(*key), *key, subjects=tuple(members))
+        for key, members in itertools.groupby(subjects, key=lambda s: tuple(getattr(s, f) for f in FACTORS))
+    )
+    return CohortPlan(tuple(subjects), populations)
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _settings(model) -> str:
+    """``learning_rate=0.05, classifiers=[random_forest, linear_svm]``: one line per item."""
+
+    def show(value) -> str:
+        return f"[{', '.join(map(str, value))}]" if isinstance(value, list) else str(value)
+
+    return ", ".join(f"{k}={show(v)}" for k, v in model.model_dump(mode="json").items())
+
+
+def _steps(steps) -> str:
+    """All session steps when they fit on a line, else the first and last few."""
+    shown = [str(s) for s in steps]
+    if len(shown) > 12:
+        shown = shown[:5] + ["..."] + shown[-2:]
+    return ", ".join(shown)
+
+
+def describe(protocol: Protocol, plan: CohortPlan) -> str:
+    """What ``simlab validate`` prints: what the protocol will train, record and analyze."""
+    cohort = protocol.cohort
+    product = " x ".join(
+        [
+            _count(len(cohort.architecture), "architecture"),
+            _count(len(cohort.task), "task"),
+            _count(len(cohort.learning_rule), "learning rule"),
+            _count(len(cohort.batch_size), "batch size"),
+            _count(cohort.replicates, "replicate"),
+        ]
+    )
+    training = protocol.training
+    lines = [
+        f"protocol {protocol.name}" + (f": {protocol.description}" if protocol.description else ""),
+        f"{_count(len(plan), 'subject')} = {product}",
+        f"{_count(len(plan.populations), 'population')} (replicates train together)",
+        f"training: {training.steps} steps, vectorize {training.vectorize}",
+    ]
+    lines += [f"  {rule}: {_settings(protocol.rule_hyperparameters(rule))}" for rule in cohort.learning_rule]
+    lines += [
+        f"recording: {protocol.recording.sessions} sessions at steps {_steps(protocol.session_steps())}",
+        f"stimuli: {protocol.recording.stimuli}",
+        "rigs:",
+        *(f"  {name}: {_settings(rig)}" for name, rig in protocol.rigs.items()),
+        "analyses:" + ("" if protocol.analyses else " none"),
+        *(f"  {name}: {_settings(spec)}" for name, spec in protocol.analyses.items()),
+    ]
+    return "\n".join(lines)

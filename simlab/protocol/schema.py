@@ -1,0 +1,479 @@
+"""The protocol schema: one pydantic model that is the single source of truth for a protocol file.
+
+Every section forbids unknown keys. Validation reports every problem at once: field errors from
+all sections and the checks that span sections (cohort names against ``architectures:`` and
+``tasks:``, sessions against steps), each located by its path in the file, so that the loader
+can point at lines. Sections that pydantic cannot type by itself (``training.rules`` and
+``analyses``, whose model depends on the key; ``rigs``, whose ``type`` may come from the key) are
+validated entry by entry by :class:`NamedEntries`, which keeps nested error locations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    StrictInt,
+    ValidationError,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from simlab.analysis.specs import ANALYSES, IdentifySpec
+from simlab.errors import SimlabError
+from simlab.recording.specs import RIG_TYPES, RigSpec
+from simlab.rules.hyperparameters import RULE_HYPERPARAMETERS
+from simlab.subjects.specs import (
+    PRESET_ARCHITECTURES,
+    PRESET_TASKS,
+    ArchitectureSpec,
+    TaskSpec,
+)
+
+# --------------------------------------------------------------------------- error helpers
+
+
+def unknown_name_message(kind: str, name: object, known: Iterable[str]) -> str:
+    """One wording for every unknown name, with the known ones and a likely typo fix."""
+    known = sorted(known)
+    message = f"unknown {kind} {name!r} (known: {', '.join(known) or 'none'})"
+    close = difflib.get_close_matches(str(name), known, n=1)
+    return message + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+def _error(kind: str, message: str, loc: tuple = (), value: Any = None) -> InitErrorDetails:
+    """A custom error at ``loc`` (relative to the value being validated)."""
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+def _rebased(exc: ValidationError, prefix: tuple) -> list[InitErrorDetails]:
+    """The errors of a nested validation, moved under ``prefix``, type and context kept."""
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(e["type"], e["msg"], e.get("ctx")),
+            loc=(*prefix, *e["loc"]),
+            input=e["input"],
+        )
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def _raise_all(title: str, errors: list[InitErrorDetails]) -> None:
+    """Raise every collected error at once; pydantic keeps their locations when nested."""
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
+
+
+# --------------------------------------------------------------------------- field types
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _invalid_name(value: Any) -> PydanticCustomError | None:
+    """Names become directory and file names, and parts of subject ids."""
+    if isinstance(value, str) and _NAME.match(value):
+        return None
+    return PydanticCustomError(
+        "invalid_name",
+        "expected a name of letters, digits, '_', '-' and '.' that does not start with '.' or '-', "
+        f"got {value!r}",
+    )
+
+
+def _check_name(value: str) -> str:
+    if problem := _invalid_name(value):
+        raise problem
+    return value
+
+
+Name = Annotated[str, Field(strict=True), AfterValidator(_check_name)]
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+_Str = Annotated[str, Field(strict=True)]
+
+
+def _as_list(value: Any) -> Any:
+    """A single level is shorthand for a one-element factor."""
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def _no_duplicates(levels: list) -> list:
+    """A repeated level would train the same subjects twice under one id."""
+    first: dict = {}
+    errors = []
+    for i, level in enumerate(levels):
+        if level in first:
+            message = f"duplicate level {level!r} (already at [{first[level]}])"
+            errors.append(_error("duplicate_level", message, (i,), level))
+        first.setdefault(level, i)
+    _raise_all("factor", errors)
+    return levels
+
+
+def _known_rule(name: str) -> str:
+    if name not in RULE_HYPERPARAMETERS:
+        message = unknown_name_message("learning rule", name, RULE_HYPERPARAMETERS)
+        raise PydanticCustomError("unknown_name", message)
+    return name
+
+
+def _factor(item: Any) -> Any:
+    """A cohort factor: a non-empty list of distinct levels, or one level."""
+    return Annotated[
+        list[item], BeforeValidator(_as_list), Field(min_length=1), AfterValidator(_no_duplicates)
+    ]
+
+
+_Architectures = _factor(_Str)
+_Tasks = _factor(_Str)
+_LearningRules = _factor(Annotated[_Str, AfterValidator(_known_rule)])
+_BatchSizes = _factor(PositiveInt)
+
+
+@dataclass(frozen=True)
+class NamedEntries:
+    """Validate a mapping ``name -> settings`` whose model depends on the name.
+
+    pydantic picks a union member by a field's value, never by a dict key, so each entry is
+    validated here; nested errors keep their location under the entry's name. ``model(name)``
+    returns the entry's model or raises a ValidationError; ``prepare(name, settings)`` may fill
+    settings in from the name. A null entry means the model's defaults.
+    """
+
+    model: Callable[[Any], type[BaseModel]]
+    prepare: Callable[[Any, Any], Any] = lambda name, settings: settings
+
+    def model_for(self, name: Any) -> type[BaseModel] | None:
+        """The model of an entry name, or None where the name is not a valid one."""
+        try:
+            return self.model(name)
+        except ValidationError:
+            return None
+
+    def __call__(self, value: Any, handler: Callable) -> dict:
+        # ``handler`` (the declared dict type) is not called: it would validate without the name
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+        entries, errors = {}, []
+        for name, settings in value.items():
+            try:
+                model = self.model(name)
+                if not isinstance(settings, model):
+                    settings = model.model_validate(self.prepare(name, {} if settings is None else settings))
+                entries[name] = settings
+            except ValidationError as exc:
+                errors += _rebased(exc, (name,))
+        _raise_all("entries", errors)
+        return entries
+
+
+def _registry_entries(kind: str, registry: Mapping[str, type[BaseModel]]) -> NamedEntries:
+    """Entries whose name is a key of ``registry`` (a learning rule, an analysis)."""
+
+    def model(name: Any) -> type[BaseModel]:
+        if name not in registry:
+            _raise_all(kind, [_error("unknown_name", unknown_name_message(kind, name, registry), (), name)])
+        return registry[name]
+
+    return NamedEntries(model)
+
+
+def _rig_model(name: Any) -> type[BaseModel]:
+    if problem := _invalid_name(name):
+        _raise_all("rig", [InitErrorDetails(type=problem, loc=(), input=name)])
+    return RigSpec
+
+
+def _rig_type_from_name(name: Any, settings: Any) -> Any:
+    """A rig named after a rig type may leave its ``type`` out."""
+    if isinstance(settings, Mapping) and "type" not in settings:
+        if name not in RIG_TYPES:
+            message = (
+                f"missing key 'type': rig {name!r} is not named after a rig type, so it needs one "
+                f"(one of: {', '.join(RIG_TYPES)})"
+            )
+            _raise_all("rig", [_error("missing_rig_type", message, ("type",), settings)])
+        settings = {"type": name, **settings}
+    return settings
+
+
+def _default_rigs() -> dict[str, RigSpec]:
+    """One rig of each type, recording everything without noise."""
+    return {kind: RigSpec(type=kind, seed=seed) for seed, kind in enumerate(RIG_TYPES)}
+
+
+def _at_least_one_rig(rigs: dict) -> dict:
+    if not rigs:
+        message = "expected at least one rig (leave the section out for one of each type)"
+        raise PydanticCustomError("no_rigs", message)
+    return rigs
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cohort(_Section):
+    """The factorial design: every combination of the factor levels, ``replicates`` times."""
+
+    architecture: _Architectures
+    task: _Tasks
+    learning_rule: _LearningRules
+    batch_size: _BatchSizes
+    # at most 1000 so that subject seeds (1000 * protocol seed + replicate) of different
+    # protocol seeds never collide
+    replicates: Annotated[StrictInt, Field(gt=0, le=1000)] = 3
+
+
+class Training(_Section):
+    """How long each subject trains, how populations run, and rule hyperparameter overrides."""
+
+    steps: PositiveInt = 1000
+    vectorize: Literal["auto", "vmap", "loop"] = "auto"
+    rules: Annotated[
+        dict[str, SerializeAsAny[BaseModel]],
+        WrapValidator(_registry_entries("learning rule", RULE_HYPERPARAMETERS)),
+    ] = Field(default_factory=dict)
+
+
+class Recording(_Section):
+    """The recording schedule: sessions spread evenly over training, and the stimulus set."""
+
+    sessions: Annotated[StrictInt, Field(ge=2)] = 21
+    stimuli: PositiveInt = 256
+
+
+_OPTIONAL_SECTIONS = ("architectures", "tasks", "training", "recording", "rigs", "analyses")
+
+
+class Protocol(_Section):
+    """One experiment: cohort, training, recording schedule, rigs and analyses."""
+
+    name: Name
+    description: str | None = None
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    cohort: Cohort
+    architectures: dict[Name, ArchitectureSpec] = Field(default_factory=dict)
+    tasks: dict[Name, TaskSpec] = Field(default_factory=dict)
+    training: Training = Field(default_factory=Training)
+    recording: Recording = Field(default_factory=Recording)
+    rigs: Annotated[
+        dict[str, RigSpec],
+        WrapValidator(NamedEntries(_rig_model, _rig_type_from_name)),
+        AfterValidator(_at_least_one_rig),
+    ] = Field(default_factory=_default_rigs)
+    analyses: Annotated[
+        dict[str, SerializeAsAny[BaseModel]], WrapValidator(_registry_entries("analysis", ANALYSES))
+    ] = Field(default_factory=lambda: {"identify": IdentifySpec()})
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate_everything(cls, data: Any, handler: Callable) -> Protocol:
+        """Report field errors and cross-section errors together, whichever sections fail."""
+        if isinstance(data, Mapping):
+            # an empty section (``rigs:`` with nothing under it) means its defaults
+            data = {k: v for k, v in data.items() if not (k in _OPTIONAL_SECTIONS and v is None)}
+        errors: list[InitErrorDetails] = []
+        protocol = None
+        try:
+            protocol = handler(data)
+        except ValidationError as exc:
+            errors = _rebased(exc, ())
+        if not isinstance(data, Protocol):
+            errors += _cross_section_errors(data)
+        _raise_all(cls.__name__, errors)
+        return protocol
+
+    # ----------------------------------------------------------------------- lookups
+
+    def architecture_spec(self, name: str) -> BaseModel:
+        """The protocol's own definition of ``name``, else the preset of that name."""
+        return _lookup("architecture", name, self.architectures, PRESET_ARCHITECTURES)
+
+    def task_spec(self, name: str) -> BaseModel:
+        """The protocol's own definition of ``name``, else the preset of that name."""
+        return _lookup("task", name, self.tasks, PRESET_TASKS)
+
+    def rule_hyperparameters(self, name: str) -> BaseModel:
+        """The override from ``training.rules``, else the rule's defaults."""
+        if name not in RULE_HYPERPARAMETERS:
+            raise SimlabError(unknown_name_message("learning rule", name, RULE_HYPERPARAMETERS))
+        if name in self.training.rules:
+            return self.training.rules[name]
+        return RULE_HYPERPARAMETERS[name]()
+
+    def session_steps(self) -> np.ndarray:
+        """Training steps of the sessions: evenly spread, first step 0 and last step ``steps``."""
+        steps = np.round(np.linspace(0, self.training.steps, self.recording.sessions)).astype(np.int64)
+        assert len(np.unique(steps)) == len(steps), "sessions <= steps + 1 makes session steps distinct"
+        return steps
+
+    def subject_seed(self, replicate: int) -> int:
+        """Seeds of replicates; another protocol seed gives another, disjoint set of subjects."""
+        return 1000 * self.seed + replicate
+
+    def to_yaml(self) -> str:
+        """The protocol as run, defaults filled, in a form the loader reads back to an equal one."""
+        data = self.model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _lookup(kind: str, name: str, defined: Mapping, presets: Mapping) -> BaseModel:
+    if name in defined:
+        return defined[name]
+    if name in presets:
+        return presets[name]
+    raise SimlabError(unknown_name_message(kind, name, {*defined, *presets}))
+
+
+# --------------------------------------------------------------------------- cross-section checks
+
+
+def _get(obj: Any, key: str) -> Any:
+    """A key of raw input, which may be a mapping or an already built model."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None) if isinstance(obj, BaseModel) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
+    """Checks that read two sections, run on the raw input so that they never wait on the
+    other sections being valid. Values of the wrong type are left to the field errors."""
+    errors = []
+    cohort = _get(data, "cohort")
+    named = (("architecture", "architectures", PRESET_ARCHITECTURES), ("task", "tasks", PRESET_TASKS))
+    for factor, section, presets in named:
+        defined = _get(data, section)
+        known = {*presets, *(defined if isinstance(defined, Mapping) else ())}
+        levels = _get(cohort, factor)
+        located = enumerate(levels) if isinstance(levels, (list, tuple)) else [(None, levels)]
+        for i, level in located:
+            if isinstance(level, str) and level not in known:
+                loc = ("cohort", factor) + (() if i is None else (i,))
+                errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
+
+    training, recording = _get(data, "training"), _get(data, "recording")
+    steps, sessions = _get(training, "steps"), _get(recording, "sessions")
+    given_sessions = sessions is not None
+    steps = Training.model_fields["steps"].default if steps is None else steps
+    sessions = Recording.model_fields["sessions"].default if sessions is None else sessions
+    if _is_int(steps) and _is_int(sessions) and steps >= 1 and sessions >= 2 and sessions > steps + 1:
+        if given_sessions:
+            message = (
+                f"expected at most steps + 1 = {steps + 1} sessions (each at its own step), "
+                f"got {sessions}"
+            )
+            errors.append(_error("too_many_sessions", message, ("recording", "sessions"), sessions))
+        else:
+            message = (
+                f"expected at least sessions - 1 = {sessions - 1} steps (each session at its own "
+                f"step), got {steps}"
+            )
+            errors.append(_error("too_many_sessions", message, ("training", "steps"), steps))
+    return errors
+
+
+# --------------------------------------------------------------------------- error locations
+
+
+def _unwrap(tp: Any) -> tuple[Any, list]:
+    """Strip ``Annotated`` and ``Optional``, keeping the annotations' metadata."""
+    metadata: list = []
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp, *extra = typing.get_args(tp)
+            metadata += extra
+        elif origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return typing.Union[tuple(members)], metadata
+            tp = members[0]
+        else:
+            return tp, metadata
+
+
+def _union_member(tp: Any, label: Any) -> Any:
+    """The member of a union that pydantic names ``label`` in an error location."""
+    for member in typing.get_args(tp):
+        member, _ = _unwrap(member)
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            field = member.model_fields.get("type")
+            if label == member.__name__ or (field is not None and field.default == label):
+                return member
+    return None
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a pydantic error is, in the file's terms: its ``path`` (without pydantic's union
+    member labels and ``[key]`` markers), the model that holds the path's last key (None when
+    that is not a model: it tells what keys were expected), and the annotation found there."""
+
+    path: tuple
+    holder: type[BaseModel] | None
+    annotation: Any
+
+
+def locate(loc: tuple) -> Located:
+    """Follow a pydantic error location through the schema."""
+    path: list = []
+    tp: Any = Protocol
+    metadata: list = []
+    holder = None
+    for part in loc:
+        if part == "[key]":
+            continue
+        tp, more = _unwrap(tp)
+        metadata += more
+        entries = next((m.func for m in metadata if isinstance(getattr(m, "func", None), NamedEntries)), None)
+        origin = typing.get_origin(tp)
+        holder = None
+        if entries is not None:
+            tp, metadata = entries.model_for(part), []
+        elif origin in (typing.Union, types.UnionType):
+            tp, metadata = _union_member(tp, part), []
+            continue  # a union member label, not a key of the file
+        elif isinstance(tp, type) and issubclass(tp, BaseModel):
+            holder = tp
+            field = tp.model_fields.get(part)
+            tp, metadata = (field.annotation, list(field.metadata)) if field else (None, [])
+        elif origin in (dict, list):
+            tp, metadata = typing.get_args(tp)[-1], []
+        else:
+            tp, metadata = None, []
+        path.append(part)
+    return Located(tuple(path), holder, _unwrap(tp)[0])
+
+
+def union_tags(annotation: Any) -> list[str]:
+    """The ``type`` values that select the members of a union of models."""
+    members = [_unwrap(m)[0] for m in typing.get_args(annotation)]
+    return [
+        m.model_fields["type"].default
+        for m in members
+        if isinstance(m, type) and issubclass(m, BaseModel) and "type" in m.model_fields
+    ]

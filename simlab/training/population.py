@@ -1,0 +1,169 @@
+"""Train a population (replicates sharing architecture, task, rule and batch size) as one program.
+
+The whole of training is one ``lax.scan`` over steps, compiled once per population. Parameters
+and feedback kernels are written into a per-session snapshot buffer inside the scan, so that
+rigs can record any session later without retraining. Replicates run either vmapped (one
+program for all of them) or one after another through the same compiled program; which is
+faster depends on the backend (see ``benchmarks/``), and ``vectorize="auto"`` picks the
+measured winner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from simlab.rules.rules import LearningRule
+from simlab.subjects.architectures import Network
+from simlab.subjects.tasks import TaskData
+
+
+@dataclass
+class PopulationResult:
+    """Everything training leaves behind. Leading axes: [replicate, session] for snapshots."""
+
+    params: Any
+    state: Any
+    losses: np.ndarray  # [replicate, step] training loss of each step's batch
+    test_accuracy: np.ndarray  # [replicate, session] accuracy on the task's test split
+    status: list[str]  # "ok" or "diverged", per replicate
+
+
+def session_slots(session_steps: Sequence[int], steps: int) -> np.ndarray:
+    """For each training step t (0-based), the session recorded after its update, or -1.
+
+    Session 0 is the initial state (step 0); session k with step s_k is written after the
+    s_k-th update, i.e. at scan index s_k - 1.
+    """
+    slots = np.full(steps, -1, np.int32)
+    for session, step in enumerate(session_steps):
+        if step > 0:
+            slots[step - 1] = session
+    return slots
+
+
+def cross_entropy(network: Network, params, state, x, y):
+    logits, sites = network.apply(params, state, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), sites
+
+
+def make_trainer(
+    network: Network,
+    rule: LearningRule,
+    batch_size: int,
+    steps: int,
+    session_steps: Sequence[int],
+    on_session: Callable[[np.ndarray], None] | None = None,
+):
+    """A pure function ``train(key, x_train, y_train) -> (snapshots, losses)`` for one subject.
+
+    ``snapshots`` is ``(params, state)`` with a leading session axis. Batches are drawn
+    uniformly with replacement from the training split, from a key of the subject's own.
+    ``on_session`` (host callback) is told when a session is written, for progress bars.
+    """
+    slots = jnp.asarray(session_slots(session_steps, steps))
+    n_sessions = len(session_steps)
+    loss_and_grad = jax.value_and_grad(lambda p, s, x, y: cross_entropy(network, p, s, x, y), has_aux=True)
+
+    def train(key, x_train, y_train):
+        init_key, data_key = jax.random.split(key)
+        params, state = network.init(init_key, x_train[:1])
+        optimizer_state = rule.optimizer.init(params)
+        feedback_state = rule.feedback_update.init(state) if rule.feedback_update else ()
+        snapshots = jax.tree.map(
+            lambda a: jnp.zeros((n_sessions, *a.shape), a.dtype).at[0].set(a), (params, state)
+        )
+
+        def step(carry, scan_input):
+            params, state, optimizer_state, feedback_state, snapshots = carry
+            t, slot = scan_input
+            batch = jax.random.randint(jax.random.fold_in(data_key, t), (batch_size,), 0, x_train.shape[0])
+            (loss, sites), grads = loss_and_grad(params, state, x_train[batch], y_train[batch])
+            updates, optimizer_state = rule.optimizer.update(grads, optimizer_state, params)
+            if rule.feedback_update is not None:
+                inputs = {name: site.input for name, site in sites.items()}
+                state, feedback_state = rule.feedback_update.update(
+                    state, params, inputs, network.ops, feedback_state
+                )
+            params = optax.apply_updates(params, updates)
+
+            def write(buffers):
+                if on_session is not None:
+                    jax.debug.callback(on_session, slot)
+                return jax.tree.map(lambda buf, a: buf.at[slot].set(a), buffers, (params, state))
+
+            snapshots = jax.lax.cond(slot >= 0, write, lambda buffers: buffers, snapshots)
+            return (params, state, optimizer_state, feedback_state, snapshots), loss
+
+        carry = (params, state, optimizer_state, feedback_state, snapshots)
+        carry, losses = jax.lax.scan(step, carry, (jnp.arange(steps), slots))
+        return carry[-1], losses
+
+    return train
+
+
+def make_evaluator(network: Network):
+    """``evaluate(params, state, x, y) -> accuracy`` per session (leading session axis)."""
+
+    def accuracy(params, state, x, y):
+        logits, _ = network.apply(params, state, x)
+        return jnp.mean(jnp.argmax(logits, -1) == y)
+
+    return jax.jit(jax.vmap(accuracy, in_axes=(0, 0, None, None)))
+
+
+def choose_vectorize(vectorize: str) -> str:
+    """``auto``: vmap replicates on accelerators; on CPU, run them one by one.
+
+    Measured on the quickstart populations (benchmarks/bench_vectorize.py): on a 2-core CPU a
+    compiled scan per subject already keeps both cores busy and vmapping gains nothing.
+    """
+    if vectorize != "auto":
+        return vectorize
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+def train_population(
+    network: Network,
+    rule: LearningRule,
+    task: TaskData,
+    batch_size: int,
+    steps: int,
+    session_steps: Sequence[int],
+    seeds: Sequence[int],
+    vectorize: str = "auto",
+    on_session: Callable[[np.ndarray], None] | None = None,
+) -> PopulationResult:
+    """Train one replicate per seed; same seed, same numbers."""
+    train = make_trainer(network, rule, batch_size, steps, session_steps, on_session)
+    keys = jnp.stack([jax.random.key(seed) for seed in seeds])
+    x_train, y_train = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
+    if choose_vectorize(vectorize) == "vmap":
+        (params, state), losses = jax.jit(jax.vmap(train, in_axes=(0, None, None)))(keys, x_train, y_train)
+    else:
+        compiled = jax.jit(train)
+        runs = [compiled(key, x_train, y_train) for key in keys]
+        (params, state), losses = jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
+    evaluate = make_evaluator(network)
+    x_test, y_test = jnp.asarray(task.x_test), jnp.asarray(task.y_test)
+    test_accuracy = np.stack(
+        [np.asarray(evaluate(*jax.tree.map(lambda a: a[r], (params, state)), x_test, y_test)) for r in range(len(seeds))]
+    )
+    losses = np.asarray(losses)
+    finite = [
+        bool(np.isfinite(losses[r]).all())
+        and all(bool(np.isfinite(np.asarray(leaf[r])).all()) for leaf in jax.tree.leaves(params))
+        for r in range(len(seeds))
+    ]
+    return PopulationResult(
+        params=jax.tree.map(np.asarray, params),
+        state=jax.tree.map(np.asarray, state),
+        losses=losses,
+        test_accuracy=test_accuracy,
+        status=["ok" if ok else "diverged" for ok in finite],
+    )

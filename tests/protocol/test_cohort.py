@@ -1,0 +1,73 @@
+"""The cohort plan: product order, ids, seeds, populations, and the validate summary."""
+
+import textwrap
+
+from simlab.protocol import describe, parse_protocol, plan_cohort
+
+QUICKSTART = textwrap.dedent(
+    """\
+    name: quickstart
+    seed: 1
+    cohort:
+      architecture: [mlp, conv1d]
+      task: [mnist1d]
+      learning_rule: [sgdm, adam, feedback_alignment, information_alignment]
+      batch_size: [32, 128]
+      replicates: 3
+    training:
+      steps: 1500
+    rigs:
+      synapse: {units: all}
+      ephys_sparse: {type: electrophysiology, units: 20, noise: 0.5, seed: 3}
+    analyses:
+      identify: {splits: 10}
+    """
+)
+
+
+def test_plan_is_the_product_with_replicates_fastest():
+    plan = plan_cohort(parse_protocol(QUICKSTART))
+    assert len(plan) == 48 == len(plan.subjects)
+    assert [s.index for s in plan.subjects] == list(range(48))
+    first, second, fourth = plan.subjects[0], plan.subjects[1], plan.subjects[3]
+    assert (first.id, first.replicate, first.seed) == ("mlp-mnist1d-sgdm-b32-s1000", 0, 1000)
+    assert (second.id, second.replicate, second.seed) == ("mlp-mnist1d-sgdm-b32-s1001", 1, 1001)
+    assert fourth.id == "mlp-mnist1d-sgdm-b128-s1000"
+    assert plan.subjects[6].learning_rule == "adam"
+    assert plan.subjects[24].architecture == "conv1d"
+    assert plan.subjects[-1].id == "conv1d-mnist1d-information_alignment-b128-s1002"
+    assert len({s.id for s in plan.subjects}) == 48
+
+
+def test_populations_group_replicates_in_first_appearance_order():
+    plan = plan_cohort(parse_protocol(QUICKSTART))
+    assert len(plan.populations) == 16
+    assert [p.id for p in plan.populations[:3]] == ["mlp-mnist1d-sgdm-b32", "mlp-mnist1d-sgdm-b128", "mlp-mnist1d-adam-b32"]
+    population = plan.populations[2]
+    assert (population.learning_rule, population.batch_size) == ("adam", 32)
+    assert [s.index for s in population.subjects] == [6, 7, 8]
+    assert [s for p in plan.populations for s in p.subjects] == list(plan.subjects)
+
+
+def test_varied_factors():
+    assert plan_cohort(parse_protocol(QUICKSTART)).varied_factors() == [
+        "architecture",
+        "learning_rule",
+        "batch_size",
+        "seed",
+    ]
+    single = QUICKSTART.replace("[mlp, conv1d]", "mlp").replace("replicates: 3", "replicates: 1")
+    assert plan_cohort(parse_protocol(single)).varied_factors() == ["learning_rule", "batch_size"]
+
+
+def test_describe_summarizes_what_will_run():
+    protocol = parse_protocol(QUICKSTART)
+    text = describe(protocol, plan_cohort(protocol))
+    assert "quickstart" in text
+    assert "48 subjects = 2 architectures x 1 task x 4 learning rules x 2 batch sizes x 3 replicates" in text
+    assert "16 populations" in text
+    assert "1500 steps" in text
+    assert "21 sessions at steps 0, 75, 150, 225, 300, ..., 1425, 1500" in text
+    assert "stimuli: 256" in text
+    assert "  ephys_sparse: type=electrophysiology, units=20, noise=0.5, seed=3" in text
+    assert "  identify: " in text
