@@ -34,11 +34,14 @@ from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 
 __all__ = [
+    "Sites",
     "balanced_splits",
     "build_features",
+    "feature_sets",
     "format_table",
     "identify",
     "make_classifier",
+    "select_sites",
     "write_results",
 ]
 
@@ -72,7 +75,8 @@ def balanced_splits(
     groups = np.asarray(groups)
     if labels.shape != groups.shape or labels.ndim != 1:
         raise ValueError(
-            f"labels and groups must be 1-d and of equal length; got {labels.shape} and {groups.shape}"
+            "labels and groups must be 1-d and of equal length; "
+            f"got {labels.shape} and {groups.shape}"
         )
     if seed < 0:
         raise SimlabError(f"identify seed must be >= 0; got {seed}")
@@ -82,7 +86,8 @@ def balanced_splits(
         if group_label.setdefault(g, lab) != lab:
             raise ValueError(f"group {uniq_groups[g]!r} holds samples of more than one class")
     classes = np.unique(labels)
-    by_class = {c: np.array(sorted(g for g, lab in group_label.items() if lab == c)) for c in classes}
+    by_class = {c: np.array(sorted(g for g, lab in group_label.items() if lab == c))
+                for c in classes}
     smallest = min(len(v) for v in by_class.values())
     n_test = max(1, int(np.floor(test_fraction * smallest + 0.5)))  # round half up
     if n_test >= smallest:
@@ -94,7 +99,9 @@ def balanced_splits(
     splits = []
     for i in range(n_splits):
         rng = np.random.default_rng([seed, i])
-        test_groups = np.concatenate([rng.choice(by_class[c], n_test, replace=False) for c in classes])
+        test_groups = np.concatenate(
+            [rng.choice(by_class[c], n_test, replace=False) for c in classes]
+        )
         is_test = np.isin(group_of_sample, test_groups)
         splits.append((np.flatnonzero(~is_test), np.flatnonzero(is_test)))
     return splits
@@ -109,6 +116,7 @@ class Sites:
 
     observation: np.ndarray  # (site, session, observable) float64
     labels: np.ndarray  # (site,) str
+    classes: tuple[str, ...]  # labels present, in the target's natural order
     subject_index: np.ndarray  # (site,) int, position on the subject dimension
     names: np.ndarray  # (site,) "subject:layer"
     depth: np.ndarray  # (site,) str, "" when unknown
@@ -169,17 +177,23 @@ def select_sites(ds: xr.Dataset, target: str) -> Sites:
     names = np.array([f"{subjects[s]}:{layers[l]}" for s, l in zip(s_idx, l_idx)], dtype=str)
     # np.unique gives natural order for numeric targets (batch_size) before turning to text
     uniq, inv = np.unique(target_values, return_inverse=True)
-    label_text = np.array([str(u) for u in uniq], dtype=str)[inv.reshape(-1)]
+    text = np.array([str(u) for u in uniq], dtype=str)
+    label_text = text[inv.reshape(-1)]
+    present = set(label_text[s_idx])
 
     obs_names = (
         ds["observable"].values.astype(str)
         if "observable" in ds.coords
         else np.array([f"observable_{i}" for i in range(values.shape[3])])
     )
-    measures = ds["measure"].values.astype(str) if "measure" in ds.coords else np.full(len(obs_names), ALL)
+    if "measure" in ds.coords:
+        measures = ds["measure"].values.astype(str)
+    else:  # no measures named: one feature set of everything
+        measures = np.full(len(obs_names), ALL)
     return Sites(
         observation=values[s_idx, l_idx],
         labels=label_text[s_idx],
+        classes=tuple(str(t) for t in text if t in present),
         subject_index=s_idx,
         names=names,
         depth=depth[s_idx, l_idx],
@@ -253,7 +267,10 @@ def make_classifier(name: str, seed: int, split: int, n_train_groups: int):
                 (
                     "svm",
                     LinearSVC(
-                        C=1.0, dual="auto", max_iter=SVM_MAX_ITER, random_state=_random_state(seed, split, 2)
+                        C=1.0,
+                        dual="auto",
+                        max_iter=SVM_MAX_ITER,
+                        random_state=_random_state(seed, split, 2),
                     ),
                 ),
             ]
@@ -310,7 +327,10 @@ def _n_workers(n_jobs: int | None) -> int:
 
 
 def identify(
-    ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), progress: bool = False, n_jobs: int | None = None
+    ds: xr.Dataset,
+    spec: IdentifySpec = IdentifySpec(),
+    progress: bool = False,
+    n_jobs: int | None = None,
 ) -> xr.Dataset:
     """Test accuracy of each classifier on each feature set over ``spec.splits`` splits.
 
@@ -324,8 +344,10 @@ def identify(
     """
     sites = select_sites(ds, spec.target)
     if len(sites.labels) == 0:
-        raise SimlabError("identify found no sites: every subject diverged or every layer is padding")
-    classes = [str(c) for c in np.unique(sites.labels)]
+        raise SimlabError(
+            "identify found no sites: every subject diverged or every layer is padding"
+        )
+    classes = list(sites.classes)
     if len(classes) < 2:
         raise SimlabError(
             f"identify needs at least 2 classes of {spec.target!r} among usable subjects; "
@@ -357,11 +379,16 @@ def identify(
 
     units = [(f, s) for f in range(len(fs_names)) for s in range(spec.splits)]
     jobs = (
-        delayed(_evaluate)(sets[fs_names[f]], sites.labels, groups, *splits[s], clf_names, spec.seed, s)
+        delayed(_evaluate)(
+            sets[fs_names[f]], sites.labels, groups, *splits[s], clf_names, spec.seed, s
+        )
         for f, s in units
     )
     n_workers = min(_n_workers(n_jobs), len(units))
-    outcomes = Parallel(n_jobs=n_workers, return_as="generator")(jobs) if n_workers > 1 else map(_run, jobs)
+    if n_workers > 1:
+        outcomes = Parallel(n_jobs=n_workers, return_as="generator")(jobs)
+    else:
+        outcomes = map(_run, jobs)
     with tqdm(total=len(units), desc="identify", unit="split", disable=not progress) as bar:
         for (f, s), outcome in zip(units, outcomes):
             test = splits[s][1]
@@ -373,7 +400,10 @@ def identify(
             bar.update(1)
 
     n_splits = spec.splits
-    sem = accuracy.std(axis=2, ddof=1) / np.sqrt(n_splits) if n_splits > 1 else np.full(accuracy.shape[:2], np.nan)
+    if n_splits > 1:
+        sem = accuracy.std(axis=2, ddof=1) / np.sqrt(n_splits)
+    else:  # one split has no spread to estimate
+        sem = np.full(accuracy.shape[:2], np.nan)
     test_names = [",".join(sites.names[test]) for _, test in splits]
     n_test_per_class = len(np.unique(groups[splits[0][1]])) // len(classes)
     attrs = {
@@ -399,26 +429,36 @@ def identify(
     }
     for name, dropped in dropped_by_set.items():
         attrs[f"dropped_{name}"] = ",".join(dropped)
+    per_set = ("feature_set",)
+    per_result = ("classifier", "feature_set")
     data_vars = {
-        "accuracy": (("classifier", "feature_set", "split"), accuracy, {"long_name": "test accuracy", "units": "1"}),
+        "accuracy": (
+            ("classifier", "feature_set", "split"),
+            accuracy,
+            {"long_name": "test accuracy", "units": "1"},
+        ),
         "accuracy_mean": (
-            ("classifier", "feature_set"),
+            per_result,
             accuracy.mean(axis=2),
             {"long_name": "mean test accuracy over splits", "units": "1"},
         ),
         "accuracy_sem": (
-            ("classifier", "feature_set"),
+            per_result,
             sem,
-            {"long_name": "standard error of the mean test accuracy (std ddof=1 / sqrt(splits))", "units": "1"},
+            {"long_name": "s.e.m. of test accuracy: std(ddof=1) / sqrt(splits)", "units": "1"},
         ),
-        "n_features": (("feature_set",), np.array([sets[f].shape[1] for f in fs_names], np.int64)),
-        "n_observables": (("feature_set",), np.array([len(kept_by_set[f]) for f in fs_names], np.int64)),
+        "n_features": (per_set, np.array([sets[f].shape[1] for f in fs_names], np.int64)),
+        "n_observables": (per_set, np.array([len(kept_by_set[f]) for f in fs_names], np.int64)),
         "confusion": (
             ("classifier", "feature_set", "true_class", "predicted_class"),
             confusion,
             {"long_name": "test predictions summed over splits", "units": "1"},
         ),
-        "test_sites": (("split",), np.array(test_names, dtype=str), {"long_name": "test sites (subject:layer)"}),
+        "test_sites": (
+            ("split",),
+            np.array(test_names, dtype=str),
+            {"long_name": "test sites (subject:layer), comma-separated"},
+        ),
     }
     if "linear_svm" in clf_names:
         data_vars["linear_svm_C"] = (
@@ -426,13 +466,14 @@ def identify(
             chosen_c,
             {"long_name": "C chosen by grouped inner cross-validation"},
         )
+    dropped_text = np.array([",".join(dropped_by_set[f]) for f in fs_names], dtype=str)
     coords = {
         "classifier": np.array(clf_names, dtype=str),
         "feature_set": np.array(fs_names, dtype=str),
         "split": np.arange(n_splits, dtype=np.int64),
         "true_class": np.array(classes, dtype=str),
         "predicted_class": np.array(classes, dtype=str),
-        "dropped_observables": ("feature_set", np.array([",".join(dropped_by_set[f]) for f in fs_names], dtype=str)),
+        "dropped_observables": (per_set, dropped_text),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
@@ -444,39 +485,41 @@ def format_table(results: xr.Dataset) -> str:
     """Mean ± s.e.m. test accuracy, one row per feature set, one column per classifier."""
     a = results.attrs
     classifiers = [str(c) for c in results["classifier"].values]
-    feature_sets_ = [str(f) for f in results["feature_set"].values]
+    sets = [str(f) for f in results["feature_set"].values]
+    mean, sem = results["accuracy_mean"], results["accuracy_sem"]
     cells = {
-        (f, c): f"{float(results['accuracy_mean'].sel(classifier=c, feature_set=f)):.3f} ± "
-        f"{float(results['accuracy_sem'].sel(classifier=c, feature_set=f)):.3f}"
-        for f in feature_sets_
+        (f, c): f"{float(mean.sel(classifier=c, feature_set=f)):.3f} ± "
+        f"{float(sem.sel(classifier=c, feature_set=f)):.3f}"
+        for f in sets
         for c in classifiers
     }
-    first = max(len("feature_set"), len("chance"), *(len(f) for f in feature_sets_))
-    widths = [max(len(c), *(len(cells[f, c]) for f in feature_sets_)) for c in classifiers]
+    first = max(len("feature_set"), *(len(f) for f in sets))
+    widths = [max(len(c), *(len(cells[f, c]) for f in sets)) for c in classifiers]
+
+    def row(name, values, last=""):
+        cols = [f"{name:<{first}}", *(f"{v:>{w}}" for v, w in zip(values, widths))]
+        return "  ".join(cols) + (f"  {last:>8}" if last != "" else "")
+
+    classes = str(a.get("classes", "")).split(",")
     lines = [
-        f"identify {a.get('target')}: {len(str(a.get('classes', '')).split(','))} classes "
-        f"({str(a.get('classes', '')).replace(',', ', ')}), {a.get('n_subjects')} subjects, {a.get('n_samples')} sites, "
-        f"{a.get('excluded_diverged', 0)} diverged excluded",
-        f"splits: {a.get('splits')} x group_by={a.get('group_by')}, test_fraction={a.get('test_fraction')}",
+        f"identify {a.get('target')}: {len(classes)} classes ({', '.join(classes)})",
+        f"{a.get('n_subjects')} subjects, {a.get('n_samples')} sites, "
+        f"{a.get('excluded_diverged', 0)} diverged subjects excluded",
+        f"{a.get('splits')} splits grouped by {a.get('group_by')}, "
+        f"test fraction {a.get('test_fraction')}",
         "",
-        "  ".join([f"{'feature_set':<{first}}", *(f"{c:>{w}}" for c, w in zip(classifiers, widths))])
-        + f"  {'features':>8}",
+        row("feature_set", classifiers, "features"),
     ]
-    for f in feature_sets_:
-        n = int(results["n_features"].sel(feature_set=f))
-        lines.append(
-            "  ".join([f"{f:<{first}}", *(f"{cells[f, c]:>{w}}" for c, w in zip(classifiers, widths))])
-            + f"  {n:>8}"
-        )
-    chance = f"{float(a.get('chance', np.nan)):.3f}"
-    lines.append("  ".join([f"{'chance':<{first}}", *(f"{chance:>{w}}" for w in widths)]))
-    lines.append("")
-    lines.append("dropped observables (not finite for every site and session):")
-    for f in feature_sets_:
+    for f in sets:
+        n_features = int(results["n_features"].sel(feature_set=f))
+        lines.append(row(f, [cells[f, c] for c in classifiers], str(n_features)))
+    lines.append(row("chance", [f"{float(a.get('chance', np.nan)):.3f}"] * len(classifiers)))
+    lines += ["", "dropped observables (not finite for every site and session):"]
+    for f in sets:
         dropped = str(a.get(f"dropped_{f}", ""))
         lines.append(f"  {f}: {dropped.replace(',', ', ') if dropped else 'none'}")
     if a.get("empty_feature_sets"):
-        lines.append(f"  feature sets left out, no finite observable: {a['empty_feature_sets']}")
+        lines.append(f"  left out, no finite observable: {a['empty_feature_sets']}")
     return "\n".join(lines)
 
 
