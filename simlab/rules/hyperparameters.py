@@ -34,17 +34,17 @@ class Adam(_Strict):
 class FeedbackAlignment(SGDMomentum):
     """Fixed random feedback weights B; W trained with SGD and momentum."""
 
-    learning_rate: PositiveFloat = 0.02
+    learning_rate: PositiveFloat = 0.005
 
 
 class InformationAlignment(SGDMomentum):
     """Feedback weights B trained by the local loss alpha*amp + beta*null + gamma*decay."""
 
-    learning_rate: PositiveFloat = 0.02
+    learning_rate: PositiveFloat = 0.01
     alpha: float = Field(2e-3, ge=0.0)
     beta: float = Field(1e-3, ge=0.0)
     gamma: float = Field(1e-3, ge=0.0)
-    feedback_learning_rate: PositiveFloat = 0.05
+    feedback_learning_rate: PositiveFloat = 0.001
     feedback_momentum: float = Field(0.9, ge=0.0, lt=1.0)
 
 

@@ -1,0 +1,193 @@
+"""The ``simlab`` command: run, record, identify, validate, info.
+
+User mistakes (a missing file, a bad value, an existing output) end with a one-line error
+(or, for a protocol, one line per problem) and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from simlab import __version__
+from simlab.errors import SimlabError
+
+EPILOG = """examples:
+  simlab validate protocols/quickstart.yaml
+  simlab run protocols/quickstart.yaml --out runs/quickstart
+  simlab record runs/quickstart --rig electrophysiology --units 20 --noise 0.5
+  simlab identify runs/quickstart/recordings/synapse.nc runs/quickstart/recordings/electrophysiology.nc
+  simlab info runs/quickstart
+"""
+
+
+def _units(text: str):
+    """``all``, a count (``300``) or a fraction (``0.25``)."""
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all', a count or a fraction, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simlab",
+        description="A virtual neuroscience laboratory: train cohorts of networks under known learning rules, "
+        "record them with simulated rigs, and identify the learning rule from the recordings.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"simlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train, record and analyze the cohort of a protocol file")
+    run.add_argument("protocol", type=Path, help="protocol YAML file")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<protocol name>)")
+    run.add_argument("--force", action="store_true", help="redo and overwrite existing outputs")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    record = commands.add_parser(
+        "record", help="record a trained cohort again with a rig (no retraining)", description=(
+            "Apply a rig to the snapshots of a run. --rig names a rig of the run's protocol or a rig type "
+            "(synapse, electrophysiology, paired); the flags override its settings."
+        )
+    )
+    record.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by 'simlab run'")
+    record.add_argument("--rig", required=True, help="rig name in the protocol, or a rig type")
+    record.add_argument("--units", type=_units, help="units per site: 'all', a count, or a fraction in (0, 1]")
+    record.add_argument("--noise", type=float, help="standard deviation of additive Gaussian measurement noise")
+    record.add_argument("--seed", type=int, help="the rig's seed for unit sampling and noise")
+    record.add_argument("--out", type=Path, help="output NetCDF file (default: RUN_DIR/recordings/<rig>-<settings>.nc)")
+    record.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    record.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ident = commands.add_parser(
+        "identify", help="identify the learning rule from recordings",
+        description="Classify the learning rule of each recorded site from its session trajectories, "
+        "per measure and with all measures together. Several files (one per rig) are combined.",
+    )
+    ident.add_argument("recordings", type=Path, nargs="+", metavar="FILE", help="recording NetCDF file(s)")
+    ident.add_argument("--out", type=Path, help="results NetCDF file (default: next to the first file, <name>.identify.nc)")
+    ident.add_argument("--splits", type=int, help="number of train/test splits (default 10)")
+    ident.add_argument("--target", help="subject coordinate to predict (default learning_rule)")
+    ident.add_argument("--group-by", choices=["subject", "layer"], help="split by subject (default) or by layer")
+    ident.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    ident.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    validate = commands.add_parser("validate", help="check a protocol file and describe its cohort")
+    validate.add_argument("protocol", type=Path, help="protocol YAML file")
+
+    info = commands.add_parser("info", help="summarize a run directory or a NetCDF file")
+    info.add_argument("path", type=Path, help="run directory, recording or results file")
+    return parser
+
+
+def cmd_validate(args) -> int:
+    from simlab.protocol import describe, load_protocol, plan_cohort
+
+    protocol = load_protocol(args.protocol)
+    print(f"{args.protocol}: valid")
+    print(describe(protocol, plan_cohort(protocol)))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from simlab.run import run_protocol
+
+    run_protocol(args.protocol, args.out, force=args.force, progress=not args.quiet)
+    return 0
+
+
+def cmd_record(args) -> int:
+    from simlab.recording.contract import write_recording
+    from simlab.recording.record import record_cohort
+    from simlab.recording.specs import RIG_TYPES, RigSpec
+    from simlab.rundir import RunDirectory
+
+    run = RunDirectory.existing(args.run_dir)
+    protocol = run.protocol()
+    if args.rig in protocol.rigs:
+        base = protocol.rigs[args.rig].model_dump()
+    elif args.rig in RIG_TYPES:
+        base = {"type": args.rig}
+    else:
+        known = ", ".join([*protocol.rigs, *(t for t in RIG_TYPES if t not in protocol.rigs)])
+        raise SimlabError(f"--rig {args.rig!r}: not a rig of {run.protocol_file} nor a rig type (expected one of: {known})")
+    overrides = {key: getattr(args, key) for key in ("units", "noise", "seed") if getattr(args, key) is not None}
+    try:
+        spec = RigSpec(**{**base, **overrides})
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        details = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SimlabError(f"bad rig settings: {details}") from None
+    out = args.out or run.recording(f"{args.rig}-units{spec.units}-noise{spec.noise:g}-seed{spec.seed}")
+    from simlab.fileio import refuse_overwrite
+
+    refuse_overwrite(out, args.force)  # before recording: fail fast, lose nothing
+    write_recording(record_cohort(run, args.rig, spec, progress=not args.quiet), out, force=args.force)
+    run.log(f"record: {args.rig} {spec.model_dump()} -> {out}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_identify(args) -> int:
+    from simlab.analysis.identify import format_table, write_results
+    from simlab.analysis.specs import IdentifySpec
+    from simlab.fileio import refuse_overwrite, write_text_atomic
+    from simlab.run import identify_recordings
+
+    settings = {"splits": args.splits, "target": args.target, "group_by": args.group_by}
+    try:
+        spec = IdentifySpec(**{k: v for k, v in settings.items() if v is not None})
+    except ValueError as exc:
+        raise SimlabError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+    first = args.recordings[0]
+    out = args.out or first.with_name(f"{first.stem}.identify.nc")
+    refuse_overwrite(out, args.force)
+    results = identify_recordings(args.recordings, spec, progress=not args.quiet)
+    table = format_table(results)
+    write_results(results, out, force=args.force)
+    write_text_atomic(out.with_suffix(".txt"), table + "\n", force=True)
+    print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from simlab.info import describe_path
+
+    print(describe_path(args.path))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "record": cmd_record,
+    "identify": cmd_identify,
+    "validate": cmd_validate,
+    "info": cmd_info,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return COMMANDS[args.command](args)
+    except SimlabError as error:
+        print(f"simlab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"simlab {args.command}: interrupted; finished outputs are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""``simlab info``: a readable summary of a run directory or of a NetCDF file simlab wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from simlab.errors import SimlabError
+
+
+def describe_path(path: Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        return describe_run(path)
+    if not path.exists():
+        raise SimlabError(f"{path}: no such file or directory")
+    try:
+        dataset = xr.open_dataset(path).load()
+    except Exception:  # any unreadable file is the user's to fix, not a crash
+        raise SimlabError(f"{path}: not a NetCDF file simlab can read") from None
+    schema = str(dataset.attrs.get("schema", ""))
+    if schema.startswith("simlab.recording"):
+        return describe_recording(path, dataset)
+    if "accuracy_mean" in dataset:
+        from simlab.analysis.identify import format_table
+
+        return f"{path}: identification results\n" + format_table(dataset)
+    if "test_accuracy" in dataset:
+        return f"{path}: subject table\n" + describe_subjects(dataset)
+    raise SimlabError(f"{path}: a NetCDF file, but not a recording, subject table or analysis result of simlab")
+
+
+def describe_recording(path: Path, ds: xr.Dataset) -> str:
+    from simlab.recording.contract import problems
+
+    obs = ds["observation"]
+    lines = [
+        f"{path}: {ds.attrs.get('title', 'recording')}",
+        f"  schema {ds.attrs.get('schema')}, simlab {ds.attrs.get('simlab_version')}, created {ds.attrs.get('created')}",
+        f"  {ds.sizes['subject']} subjects x {ds.sizes['layer']} layers x {ds.sizes['session']} sessions "
+        f"x {ds.sizes['observable']} observables",
+        f"  sessions at steps {', '.join(str(s) for s in ds['step'].values[:6])}"
+        + (" ..." if ds.sizes["session"] > 6 else ""),
+    ]
+    for measure in np.unique(ds["measure"].values.astype(str)):
+        count = int((ds["measure"].values.astype(str) == measure).sum())
+        lines.append(f"  {measure}: {count} observables")
+    for factor in ("learning_rule", "architecture", "task", "batch_size"):
+        values, counts = np.unique(ds[factor].values, return_counts=True)
+        lines.append(f"  {factor}: " + ", ".join(f"{v} ({c})" for v, c in zip(values, counts)))
+    diverged = int((ds["status"].values.astype(str) == "diverged").sum())
+    lines.append(f"  diverged subjects: {diverged}")
+    finite = np.isfinite(obs.values).mean()
+    lines.append(f"  finite values: {finite:.1%} (NaN: padding layers, undefined statistics, diverged subjects)")
+    lines.append("  rig: " + " ".join(str(ds.attrs.get("rig", "")).split()))
+    found = problems(ds)
+    lines.append("  contract: conforms" if not found else "  contract problems:\n    " + "\n    ".join(found))
+    return "\n".join(lines)
+
+
+def describe_subjects(table: xr.Dataset) -> str:
+    lines = [f"  {'subject':<44s} {'final acc':>9s}  status"]
+    for subject in table["subject"].values:
+        row = table.sel(subject=subject)
+        lines.append(f"  {subject:<44s} {float(row['final_accuracy']):9.3f}  {row['status'].item()}")
+    return "\n".join(lines)
+
+
+def describe_run(path: Path) -> str:
+    from simlab.protocol import plan_cohort
+    from simlab.rundir import RunDirectory
+    from simlab.run import training_summary
+
+    run = RunDirectory.existing(path)
+    protocol = run.protocol()
+    plan = plan_cohort(protocol)
+    trained = sum(run.shard(pop.id).exists() for pop in plan.populations)
+    lines = [
+        f"{path}: run of protocol {protocol.name!r}",
+        f"  {len(plan)} subjects in {len(plan.populations)} populations; {trained} populations trained",
+        f"  {protocol.training.steps} steps, {protocol.recording.sessions} sessions, "
+        f"{protocol.recording.stimuli} stimuli",
+    ]
+    if run.subjects_file.exists():
+        lines.append(training_summary(run))
+    recordings = sorted((run.path / "recordings").glob("*.nc"))
+    lines.append("  recordings: " + (", ".join(p.name for p in recordings) if recordings else "none"))
+    analyses = sorted((run.path / "analyses").glob("*.txt"))
+    for analysis in analyses:
+        lines.append(f"  analysis {analysis.stem}:")
+        lines.extend("    " + line for line in analysis.read_text().splitlines())
+    return "\n".join(lines)

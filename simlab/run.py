@@ -1,0 +1,115 @@
+"""The whole flow for one protocol: validate, train, record with every rig, analyze.
+
+Each stage reads only what the previous one wrote to the run directory. Outputs that exist
+are kept (the run resumes) unless ``force``; a run directory holding another protocol is
+refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from simlab.analysis.identify import format_table, identify, write_results
+from simlab.errors import SimlabError
+from simlab.fileio import write_text_atomic
+from simlab.protocol import Protocol, describe, load_protocol, plan_cohort
+from simlab.recording.contract import combine_recordings, open_recording, write_recording
+from simlab.recording.record import record_cohort
+from simlab.rundir import RunDirectory
+from simlab.subjects.tasks import load_task, stimulus_set
+from simlab.training.cohort import subject_table, train_cohort, write_subject_table
+
+
+def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> RunDirectory:
+    """Create (or reopen, for the same protocol) the run directory and write the protocol."""
+    run = RunDirectory(out if out is not None else Path("runs") / protocol.name)
+    text = protocol.to_yaml()
+    if run.protocol_file.exists() and run.protocol_text() != text and not force:
+        raise SimlabError(
+            f"{run.path} holds a run of another protocol; choose another --out, or pass --force to replace it"
+        )
+    if not run.protocol_file.exists() or run.protocol_text() != text:
+        write_text_atomic(run.protocol_file, text, force=True)
+    return run
+
+
+def write_stimuli(run: RunDirectory, protocol: Protocol, force: bool) -> None:
+    if run.stimuli_file.exists() and not force:
+        return
+    tasks = sorted(set(protocol.cohort.task))
+    run.write_stimuli(
+        {
+            task: stimulus_set(load_task(protocol.task_spec(task)), protocol.recording.stimuli, protocol.seed)
+            for task in tasks
+        },
+        force=True,
+    )
+
+
+def record_rigs(run: RunDirectory, protocol: Protocol, force: bool, progress: bool, echo: Callable) -> list[Path]:
+    paths = []
+    for name, spec in protocol.rigs.items():
+        path = run.recording(name)
+        if path.exists() and not force:
+            echo(f"recording {path} exists, kept")
+        else:
+            write_recording(record_cohort(run, name, spec, progress), path, force=force)
+            run.log(f"record: {name} -> {path}")
+        paths.append(path)
+    return paths
+
+
+def identify_recordings(paths: Sequence[Path], spec, progress: bool):
+    recordings = [open_recording(path) for path in paths]
+    dataset = recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
+    return identify(dataset, spec, progress=progress)
+
+
+def run_protocol(
+    path: str | Path, out: str | Path | None = None, force: bool = False, progress: bool = True, echo: Callable = print
+) -> RunDirectory:
+    protocol = load_protocol(path)  # refuses an invalid protocol before anything is trained
+    plan = plan_cohort(protocol)
+    echo(describe(protocol, plan))
+    run = prepare_run_directory(protocol, Path(out) if out is not None else None, force)
+    run.log(f"run: {path} -> {run.path} ({len(plan)} subjects)")
+    write_stimuli(run, protocol, force)
+
+    trained = train_cohort(run, protocol, plan, force=force, progress=progress)
+    if trained or force or not run.subjects_file.exists():
+        write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
+    echo(training_summary(run))
+
+    recordings = record_rigs(run, protocol, force, progress, echo)
+    for name, spec in protocol.analyses.items():
+        nc, txt = run.analysis(name, "nc"), run.analysis(name, "txt")
+        if nc.exists() and not force:
+            echo(f"analysis {nc} exists, kept")
+            continue
+        results = identify_recordings(recordings, spec, progress)
+        write_results(results, nc, force=force)
+        table = format_table(results)
+        write_text_atomic(txt, table + "\n", force=force)
+        run.log(f"analysis: {name} -> {nc}")
+        echo(table)
+    echo(f"run directory: {run.path}")
+    return run
+
+
+def training_summary(run: RunDirectory) -> str:
+    """Final test accuracy per population (mean and each replicate), and diverged subjects."""
+    import xarray as xr
+
+    table = xr.open_dataset(run.subjects_file).load()
+    lines = ["final test accuracy by population (replicates):"]
+    for population, group in table.groupby("population", squeeze=False):
+        accuracy = group["final_accuracy"].values
+        diverged = int((group["status"].values == "diverged").sum())
+        note = f"  {diverged} diverged" if diverged else ""
+        lines.append(
+            f"  {population:<40s} {np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Train every population of a cohort into the run directory's snapshot store.
+
+A population whose shard already exists is finished and skipped (unless ``force``), so an
+interrupted run picks up where it stopped and never loses trained subjects.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from simlab.fileio import atomic_path
+from simlab.protocol import CohortPlan, Protocol
+from simlab.rules.rules import make_rule
+from simlab.rundir import RunDirectory
+from simlab.subjects.architectures import Network
+from simlab.subjects.tasks import load_task
+from simlab.training.population import train_population
+from simlab.training.snapshots import read_shard, write_shard
+
+
+def train_cohort(run: RunDirectory, protocol: Protocol, plan: CohortPlan, force: bool = False, progress: bool = True):
+    """Train the populations that have no shard yet; returns the ids of those trained now."""
+    session_steps = protocol.session_steps()
+    todo = [pop for pop in plan.populations if force or not run.shard(pop.id).exists()]
+    done = len(plan.populations) - len(todo)
+    if done:
+        run.log(f"train: {done} population(s) already in the snapshot store, kept")
+    bar = tqdm(
+        total=sum(len(pop.subjects) for pop in todo) * len(session_steps),
+        desc="training (subject-sessions)",
+        unit="session",
+        disable=not progress,
+    )
+
+    def advance(slot):
+        bar.update(int(np.size(slot)))
+
+    for pop in todo:
+        bar.set_postfix_str(pop.id)
+        started = time.perf_counter()
+        task = load_task(protocol.task_spec(pop.task))
+        rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
+        network = Network(protocol.architecture_spec(pop.architecture), task.n_classes, rule.credit)
+        bar.update(len(pop.subjects))  # session 0, the initial state
+        result = train_population(
+            network,
+            rule,
+            task,
+            pop.batch_size,
+            protocol.training.steps,
+            session_steps,
+            [subject.seed for subject in pop.subjects],
+            protocol.training.vectorize,
+            on_session=advance if progress else None,
+        )
+        write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
+        accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
+        run.log(
+            f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final test accuracy {accuracies}; "
+            f"status {', '.join(result.status)}"
+        )
+    bar.close()
+    return [pop.id for pop in todo]
+
+
+def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr.Dataset:
+    """Factors, training curves, test accuracy per session and status of every subject."""
+    steps = protocol.training.steps
+    session_steps = protocol.session_steps()
+    losses = np.full((len(plan), steps), np.nan, np.float32)
+    accuracy = np.full((len(plan), len(session_steps)), np.nan, np.float32)
+    status = np.empty(len(plan), dtype=object)
+    for pop in plan.populations:
+        shard = read_shard(run.shard(pop.id))
+        for replicate, subject in enumerate(pop.subjects):
+            losses[subject.index] = shard.losses[replicate]
+            accuracy[subject.index] = shard.test_accuracy[replicate]
+            status[subject.index] = shard.status[replicate]
+    subjects = plan.subjects
+    table = xr.Dataset(
+        {
+            "loss": (("subject", "step"), losses, {"long_name": "training loss of each step's batch", "units": "1"}),
+            "test_accuracy": (
+                ("subject", "session"),
+                accuracy,
+                {"long_name": "accuracy on the task's test split", "units": "1"},
+            ),
+        },
+        coords={
+            "subject": [s.id for s in subjects],
+            "step": np.arange(1, steps + 1),
+            "session": np.arange(len(session_steps)),
+            "session_step": ("session", session_steps),
+            "population": ("subject", [f"{s.architecture}-{s.task}-{s.learning_rule}-b{s.batch_size}" for s in subjects]),
+            **subject_coords(plan, accuracy[:, -1], status),
+        },
+        attrs={"title": f"{protocol.name}: subjects", "protocol": protocol.to_yaml()},
+    )
+    return table
+
+
+def subject_coords(plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
+    """The per-subject coordinates that every recording and the subject table carry."""
+    subjects = plan.subjects
+    return {
+        "learning_rule": ("subject", [s.learning_rule for s in subjects]),
+        "architecture": ("subject", [s.architecture for s in subjects]),
+        "task": ("subject", [s.task for s in subjects]),
+        "batch_size": ("subject", np.array([s.batch_size for s in subjects], np.int64)),
+        "seed": ("subject", np.array([s.seed for s in subjects], np.int64)),
+        "replicate": ("subject", np.array([s.replicate for s in subjects], np.int64)),
+        "final_accuracy": ("subject", np.asarray(final_accuracy, np.float32)),
+        "status": ("subject", np.asarray(status).astype(str)),
+    }
+
+
+def write_subject_table(table: xr.Dataset, path, force: bool = False) -> None:
+    with atomic_path(path, force) as tmp:
+        table.to_netcdf(tmp, engine="netcdf4")
