@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MEASURES = ("weight", "activation", "activity_change")
 FUNCTIONS = ("raw", "abs", "sq")
@@ -57,113 +58,128 @@ def observables_for(measure: str) -> tuple[Observable, ...]:
     )
 
 
-@functools.partial(jax.jit, static_argnames="name")
-def apply_function(x, name: str):
-    """raw = x, abs = |x|, sq = x**2 (``name`` is static: a Python string)."""
-    x = jnp.asarray(x, dtype=jnp.float32)
+def apply_function(x, name: str, xp=jnp):
+    """raw = x, abs = |x|, sq = x**2."""
+    x = xp.asarray(x, dtype=xp.float32)
     if name == "raw":
         return x
     if name == "abs":
-        return jnp.abs(x)
+        return xp.abs(x)
     if name == "sq":
-        return jnp.square(x)
+        return xp.square(x)
     raise ValueError(f"unknown function {name!r}; expected one of {FUNCTIONS}")
 
 
-def _all_functions(x, axis: int):
+def _all_functions(x, axis: int, xp):
     """Stack raw, abs and sq of ``x`` along a new ``axis`` (so one sort serves all three)."""
-    return jnp.stack([apply_function(x, f) for f in FUNCTIONS], axis=axis)
+    return xp.stack([apply_function(x, f, xp) for f in FUNCTIONS], axis=axis)
 
 
-def _quantile_sorted(xs, q: float):
+def _quantile_sorted(xs, q: float, xp):
     """Linear-interpolation quantile of values sorted along the last axis (numpy's default)."""
     n = xs.shape[-1]
     pos = q * (n - 1)
     lo = int(pos)  # floor: pos >= 0
     hi = min(lo + 1, n - 1)
-    t = jnp.float32(pos - lo)
+    t = xp.float32(pos - lo)
     a, b = xs[..., lo], xs[..., hi]
     return a + t * (b - a)
 
 
-@jax.jit
-def statistics(x):
-    """The seven statistics of ``x`` over its last axis: shape ``x.shape[:-1] + (7,)``.
-
-    One sort gives the median, the third quartile and the range. Moments are computed on x
-    scaled by a power of two near max|x| (exact in floating point), so squares and fourth
-    powers neither overflow nor underflow before the answer itself would. Where all values
-    are equal the variance is exactly 0 (float32 rounding of the mean would otherwise leave a
-    tiny positive variance and make skew rounding noise), and skew and kurtosis are NaN.
-    Non-finite results are returned as NaN, never inf.
-    """
-    x = jnp.asarray(x, dtype=jnp.float32)
+def _statistics(x, xp):
+    x = xp.asarray(x, dtype=xp.float32)
     n = x.shape[-1]
     if n == 0:
         raise ValueError("statistics need at least one value along the last axis, got 0")
-    nan = jnp.float32(jnp.nan)
-    xs = jnp.sort(x, axis=-1)  # NaNs sort last
+    nan = xp.float32(xp.nan)
+    xs = xp.sort(x, axis=-1)  # NaNs sort last
     lo, hi = xs[..., 0], xs[..., -1]
-    has_nan = jnp.isnan(hi)
+    has_nan = xp.isnan(hi)
     constant = lo == hi
 
-    amax = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-    _, exponent = jnp.frexp(jnp.where(amax > 0, amax, jnp.float32(1.0)))
-    scale = jnp.ldexp(jnp.float32(1.0), exponent)  # 2**e >= max|x|: dividing by it is exact
+    amax = xp.maximum(xp.abs(lo), xp.abs(hi))
+    _, exponent = xp.frexp(xp.where(amax > 0, amax, xp.float32(1.0)))
+    scale = xp.ldexp(xp.float32(1.0), exponent).astype(xp.float32)  # 2**e >= max|x|: exact division
     xn = x / scale[..., None]
 
-    norm = scale * jnp.sqrt(jnp.sum(jnp.square(xn), axis=-1))
-    mean_n = jnp.mean(xn, axis=-1)
+    norm = scale * xp.sqrt(xp.sum(xp.square(xn), axis=-1))
+    mean_n = xp.mean(xn, axis=-1)
     dev = xn - mean_n[..., None]
-    var_n = jnp.where(constant, jnp.float32(0.0), jnp.mean(jnp.square(dev), axis=-1))
-    std_n = jnp.sqrt(var_n)
+    var_n = xp.where(constant, xp.float32(0.0), xp.mean(xp.square(dev), axis=-1))
+    std_n = xp.sqrt(var_n)
     defined = std_n > 0
-    safe_std = jnp.where(defined, std_n, jnp.float32(1.0))
-    median = _quantile_sorted(xs, 0.5)
-    third = _quantile_sorted(xs, 0.75)
-    skew = jnp.where(defined, 3.0 * (mean_n - median / scale) / safe_std, nan)
-    z2 = jnp.square(dev / safe_std[..., None])
-    kurtosis = jnp.where(defined, jnp.mean(jnp.square(z2), axis=-1), nan)
+    safe_std = xp.where(defined, std_n, xp.float32(1.0))
+    median = _quantile_sorted(xs, 0.5, xp)
+    third = _quantile_sorted(xs, 0.75, xp)
+    skew = xp.where(defined, 3.0 * (mean_n - median / scale) / safe_std, nan)
+    z2 = xp.square(dev / safe_std[..., None])
+    kurtosis = xp.where(defined, xp.mean(xp.square(z2), axis=-1), nan)
     mean = mean_n * scale
-    var = var_n * jnp.square(scale)
+    var = var_n * xp.square(scale)
 
-    out = jnp.stack([norm, mean, median, third, var, skew, kurtosis], axis=-1)
-    out = jnp.where(has_nan[..., None], nan, out)
-    return jnp.where(jnp.isfinite(out), out, nan)
+    out = xp.stack([norm, mean, median, third, var, skew, kurtosis], axis=-1).astype(xp.float32)
+    out = xp.where(has_nan[..., None], nan, out)
+    return xp.where(xp.isfinite(out), out, nan)
 
 
-@jax.jit
-def weight_observables(w):
-    """Weight observables: ``w`` [..., n_synapses] -> [..., 21], ordered as
-    ``observables_for("weight")`` (each function, then the statistics over synapses)."""
-    w = jnp.asarray(w, dtype=jnp.float32)
-    stats = statistics(_all_functions(w, axis=-2))  # [..., 3, 7]
+def _weight_observables(w, xp):
+    w = xp.asarray(w, dtype=xp.float32)
+    stats = _statistics(_all_functions(w, -2, xp), xp)  # [..., 3, 7]
     return stats.reshape(stats.shape[:-2] + (len(FUNCTIONS) * len(STATISTICS),))
 
 
-@jax.jit
-def activation_observables(a):
-    """Activation observables: ``a`` [..., n_stimuli, n_units] -> [..., 21].
-
-    Statistics over units for each stimulus, then the mean over stimuli; a NaN for any
-    stimulus makes the site's value NaN (the mean propagates it).
-    """
-    a = jnp.asarray(a, dtype=jnp.float32)
+def _activation_observables(a, xp):
+    a = xp.asarray(a, dtype=xp.float32)
     if a.ndim < 2:
         raise ValueError(f"activations need shape [..., n_stimuli, n_units], got {a.shape}")
-    stats = statistics(_all_functions(a, axis=-3))  # [..., 3, n_stimuli, 7]
-    stats = jnp.mean(stats, axis=-2)  # [..., 3, 7]
+    stats = _statistics(_all_functions(a, -3, xp), xp)  # [..., 3, n_stimuli, 7]
+    stats = xp.mean(stats, axis=-2)  # [..., 3, 7]
     return stats.reshape(stats.shape[:-2] + (len(FUNCTIONS) * len(STATISTICS),))
 
 
-@jax.jit
-def activity_change_observables(v):
-    """Activity-change observables: ``v`` [..., n_stimuli] -> [..., 3] (raw, abs, sq).
-
-    The function is applied per stimulus, then the mean over stimuli is taken.
-    """
-    v = jnp.asarray(v, dtype=jnp.float32)
+def _activity_change_observables(v, xp):
+    v = xp.asarray(v, dtype=xp.float32)
     if v.ndim < 1:
         raise ValueError(f"activity changes need shape [..., n_stimuli], got {v.shape}")
-    out = jnp.mean(_all_functions(v, axis=-1), axis=-2)
-    return jnp.where(jnp.isfinite(out), out, jnp.float32(jnp.nan))
+    out = xp.mean(_all_functions(v, -1, xp), axis=-2)
+    return xp.where(xp.isfinite(out), out, xp.float32(xp.nan))
+
+
+def _on_either_backend(implementation):
+    """Public form of an implementation: jitted JAX by default, plain numpy with ``xp=np``.
+
+    Both run the same code. The numpy form exists for speed on CPU hosts: XLA's CPU sort is
+    about 200x slower than numpy's (1.4 s vs 7 ms for 21x256x320 float32 values, measured on
+    2 cores), and statistics are mostly sorting.
+    """
+    jitted = jax.jit(functools.partial(implementation, xp=jnp))
+
+    @functools.wraps(implementation)
+    def observe(x, xp=jnp):
+        return implementation(x, xp=np) if xp is np else jitted(x)
+
+    return observe
+
+
+statistics = _on_either_backend(_statistics)
+statistics.__doc__ = """The seven statistics of ``x`` over its last axis: shape ``x.shape[:-1] + (7,)``.
+
+One sort gives the median, the third quartile and the range. Moments are computed on x
+scaled by a power of two near max|x| (exact in floating point), so squares and fourth
+powers neither overflow nor underflow before the answer itself would. Where all values
+are equal the variance is exactly 0 (float32 rounding of the mean would otherwise leave a
+tiny positive variance and make skew rounding noise), and skew and kurtosis are NaN.
+Non-finite results are returned as NaN, never inf. ``xp``: jax.numpy (default) or numpy.
+"""
+weight_observables = _on_either_backend(_weight_observables)
+weight_observables.__doc__ = """Weight observables: ``w`` [..., n_synapses] -> [..., 21], ordered as
+``observables_for("weight")`` (each function, then the statistics over synapses)."""
+activation_observables = _on_either_backend(_activation_observables)
+activation_observables.__doc__ = """Activation observables: ``a`` [..., n_stimuli, n_units] -> [..., 21].
+
+Statistics over units for each stimulus, then the mean over stimuli; a NaN for any
+stimulus makes the site's value NaN (the mean propagates it)."""
+activity_change_observables = _on_either_backend(_activity_change_observables)
+activity_change_observables.__doc__ = """Activity-change observables: ``v`` [..., n_stimuli] -> [..., 3] (raw, abs, sq).
+
+The function is applied per stimulus, then the mean over stimuli is taken."""

@@ -51,14 +51,13 @@ def record_cohort(run: RunDirectory, name: str, spec: RigSpec, progress: bool = 
         network = network_for(pop.architecture, pop.task)
         stimuli = run.stimuli(pop.task)
         sites = len(network.site_names)
-        for replicate, subject in enumerate(pop.subjects):
-            params, _ = shard.replicate(replicate)
-            result = rig.record(network, params, {}, stimuli, subject.index)
-            observation[subject.index, :sites] = np.moveaxis(result.observation, 0, 0)
-            layer_name[subject.index, :sites] = network.site_names
-            n_units[subject.index, :sites] = result.n_units
-            n_recorded[subject.index, :sites] = result.n_recorded
-            bar.update(1)
+        indices = [subject.index for subject in pop.subjects]
+        result = rig.record(network, shard.params, stimuli, indices)
+        observation[indices, :sites] = result.observation
+        layer_name[indices, :sites] = network.site_names
+        n_units[indices, :sites] = result.n_units
+        n_recorded[indices, :sites] = result.n_recorded
+        bar.update(len(indices))
     bar.close()
 
     coords = subject_coords(plan, subjects["final_accuracy"].values, subjects["status"].values)

@@ -56,61 +56,100 @@ def sample_units(available: int, units, seed: int, subject: int, layer: int, rol
     return np.sort(rng.choice(available, size=count, replace=False))
 
 
-def noise_key(seed: int, subject: int, layer: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), subject), layer)
-
-
 class SiteRecording(NamedTuple):
-    """A rig's output for one subject: observables [layer, session, observable] and unit counts."""
+    """A rig's output for a population: observables [replicate, layer, session, observable]
+    and, per layer, the units available and recorded."""
 
     observation: np.ndarray
     n_units: np.ndarray
     n_recorded: np.ndarray
 
 
-class Rig:
-    """One instrument with its settings. ``record(network, params, state, stimuli, subject)``.
+OBSERVE = {
+    "synapse": weight_observables,
+    "electrophysiology": activation_observables,
+    "paired": activity_change_observables,
+}
 
-    ``params`` / ``state`` are one subject's snapshots (leading session axis); ``subject`` is
-    the subject's index in the cohort, which seeds its unit sample and noise.
+
+class Rig:
+    """One instrument with its settings.
+
+    ``record(network, params, stimuli, subjects)`` records the replicates of a population:
+    ``params`` has leading axes [replicate, session]; ``subjects`` holds each replicate's
+    index in the cohort, which seeds its unit sample and noise. Measuring (forward passes,
+    sampling, noise) is one compiled program per network; statistics run on the host with
+    numpy on CPU backends (XLA's CPU sort is slow) and inside the program elsewhere.
     """
 
     def __init__(self, spec: RigSpec):
         self.spec = spec
         self.measure = MEASURE_OF_RIG[spec.type]
         self.observables: tuple[Observable, ...] = observables_for(self.measure)
-        self._compiled: dict = {}
+        self._programs: dict = {}
 
-    def record(self, network: Network, params, state, stimuli: np.ndarray, subject: int) -> SiteRecording:
-        shapes = network.site_shapes(stimuli.shape[1:])
+    def available_units(self, network: Network, input_shape) -> dict[str, tuple[int, int]]:
+        """Per site: (post-synaptic units or synapses, pre-synaptic units) the rig can reach."""
+        shapes = network.site_shapes(input_shape)
         if self.spec.type == "synapse":
-            available = [int(np.prod(params[name]["w"].shape[1:])) for name in network.site_names]
-        else:
-            available = [int(np.prod(shapes[name][1])) for name in network.site_names]
-        post = {
-            name: sample_units(n, self.spec.units, self.spec.seed, subject, layer, POST)
-            for layer, (name, n) in enumerate(zip(network.site_names, available))
-        }
-        keys = {name: noise_key(self.spec.seed, subject, layer) for layer, name in enumerate(network.site_names)}
-        arguments = [params, state, jnp.asarray(stimuli), post, keys, jnp.float32(self.spec.noise)]
-        if self.spec.type == "paired":
-            pre = {
-                name: sample_units(
-                    int(np.prod(shapes[name][0])), self.spec.units, self.spec.seed, subject, layer, PRE
-                )
+            sizes = network.kernel_sizes(input_shape)
+            return {name: (sizes[name], 0) for name in network.site_names}
+        return {name: (int(np.prod(shapes[name][1])), int(np.prod(shapes[name][0]))) for name in network.site_names}
+
+    def sample(self, network: Network, input_shape, subjects) -> tuple[dict, dict]:
+        """Recorded unit indices per site, stacked over replicates: (post [R, k], pre [R, k'])."""
+        available = self.available_units(network, input_shape)
+        units, seed = self.spec.units, self.spec.seed
+
+        def stacked(role: int, pick) -> dict[str, np.ndarray]:
+            return {
+                name: np.stack([sample_units(pick(available[name]), units, seed, s, layer, role) for s in subjects])
                 for layer, name in enumerate(network.site_names)
             }
-            arguments.append(pre)
-        observation = np.asarray(self._program(network)(*arguments))
-        n_recorded = np.array([len(post[name]) for name in network.site_names])
-        return SiteRecording(observation, np.array(available), n_recorded)
 
-    def _program(self, network: Network):
-        """The compiled recording function of this rig for one network (compiled once, reused)."""
-        if network not in self._compiled:
-            build = {"synapse": _synapse, "electrophysiology": _electrophysiology, "paired": _paired}[self.spec.type]
-            self._compiled[network] = jax.jit(build(network))
-        return self._compiled[network]
+        post = stacked(POST, lambda counts: counts[0])
+        pre = stacked(PRE, lambda counts: counts[1]) if self.spec.type == "paired" else {}
+        return post, pre
+
+    def record(self, network: Network, params, stimuli: np.ndarray, subjects) -> SiteRecording:
+        post, pre = self.sample(network, stimuli.shape[1:], subjects)
+        on_host = jax.default_backend() == "cpu"
+        program = self._program(network, observe_inside=not on_host)
+        measured = program(
+            params, jnp.asarray(stimuli), post, pre, jnp.asarray(subjects, jnp.int32), jnp.float32(self.spec.noise)
+        )
+        observe = OBSERVE[self.spec.type]
+        per_site = [
+            observe(np.asarray(measured[name]), xp=np) if on_host else np.asarray(measured[name])
+            for name in network.site_names
+        ]
+        available = self.available_units(network, stimuli.shape[1:])
+        return SiteRecording(
+            observation=np.stack(per_site, axis=1),
+            n_units=np.array([available[name][0] for name in network.site_names]),
+            n_recorded=np.array([post[name].shape[1] for name in network.site_names]),
+        )
+
+    def _program(self, network: Network, observe_inside: bool):
+        """The compiled measuring function of this rig for one network (compiled once, reused)."""
+        if (network, observe_inside) not in self._programs:
+            measure = {"synapse": _synapse, "electrophysiology": _electrophysiology, "paired": _paired}[self.spec.type]
+            measure_one = measure(network)
+            observe = OBSERVE[self.spec.type]
+            seed = self.spec.seed
+
+            def measure_population(params, stimuli, post, pre, subjects, sd):
+                def one(params, post, pre, subject):
+                    base = jax.random.fold_in(jax.random.key(seed), subject)
+                    keys = {name: jax.random.fold_in(base, layer) for layer, name in enumerate(network.site_names)}
+                    values = measure_one(params, stimuli, post, pre)
+                    noisy = {name: _with_noise(values[name], keys[name], sd) for name in values}
+                    return {name: observe(v) for name, v in noisy.items()} if observe_inside else noisy
+
+                return jax.vmap(one)(params, post, pre, subjects)
+
+            self._programs[network, observe_inside] = jax.jit(measure_population)
+        return self._programs[network, observe_inside]
 
 
 def _with_noise(values, key, sd):
@@ -118,52 +157,48 @@ def _with_noise(values, key, sd):
 
 
 def _synapse(network: Network):
-    def record(params, state, stimuli, units, keys, sd):
-        per_site = []
-        for name in network.site_names:
-            kernel = params[name]["w"]
-            synapses = kernel.reshape(kernel.shape[0], -1)[:, units[name]]
-            per_site.append(weight_observables(_with_noise(synapses, keys[name], sd)))
-        return jnp.stack(per_site)
+    def measure(params, stimuli, units, _):
+        """Kernel entries of the recorded synapses: [session, k] per site."""
+        return {
+            name: params[name]["w"].reshape(params[name]["w"].shape[0], -1)[:, units[name]]
+            for name in network.site_names
+        }
 
-    return record
+    return measure
 
 
 def _electrophysiology(network: Network):
-    def record(params, state, stimuli, units, keys, sd):
-        sites = jax.vmap(lambda p, s: network.apply(p, s, stimuli)[1])(params, state)
-        per_site = []
-        for name in network.site_names:
-            output = sites[name].output
-            responses = output.reshape(*output.shape[:2], -1)[..., units[name]]
-            per_site.append(activation_observables(_with_noise(responses, keys[name], sd)))
-        return jnp.stack(per_site)
+    def measure(params, stimuli, units, _):
+        """Responses of the recorded units: [session, stimulus, k] per site."""
+        sites = jax.vmap(lambda p: network.apply(p, {}, stimuli)[1])(params)
+        return {
+            name: sites[name].output.reshape(*sites[name].output.shape[:2], -1)[..., units[name]]
+            for name in network.site_names
+        }
 
-    return record
+    return measure
 
 
 def _paired(network: Network):
-    def activity_change(params, state, stimuli, post, pre):
+    def activity_change(params, stimuli, post, pre):
         """Per stimulus and site: (1/N_post) sum_{i in pre} sum_{j in post} dy_j / dx_i."""
-        _, sites = network.apply(params, state, stimuli)
+        _, sites = network.apply(params, {}, stimuli)
         probes = {name: jnp.zeros_like(site.input) for name, site in sites.items()}
 
         def recorded_output(probes):
-            _, probed = network.apply(params, state, stimuli, probes)
+            _, probed = network.apply(params, {}, stimuli, probes)
             return sum(
                 jnp.sum(probed[name].output.reshape(len(stimuli), -1)[:, post[name]]) for name in network.site_names
             )
 
         sensitivity = jax.grad(recorded_output)(probes)
         return {
-            name: jnp.sum(sensitivity[name].reshape(len(stimuli), -1)[:, pre[name]], axis=-1) / len(post[name])
+            name: jnp.sum(sensitivity[name].reshape(len(stimuli), -1)[:, pre[name]], axis=-1) / post[name].shape[0]
             for name in network.site_names
         }
 
-    def record(params, state, stimuli, post, keys, sd, pre):
-        changes = jax.vmap(lambda p, s: activity_change(p, s, stimuli, post, pre))(params, state)
-        return jnp.stack(
-            [activity_change_observables(_with_noise(changes[name], keys[name], sd)) for name in network.site_names]
-        )
+    def measure(params, stimuli, post, pre):
+        """Activity change of each stimulus: [session, stimulus] per site."""
+        return jax.vmap(lambda p: activity_change(p, stimuli, post, pre))(params)
 
-    return record
+    return measure
