@@ -27,8 +27,8 @@ def conv1d(stride: int) -> LinearOp:
 
     Written as patches times a matrix rather than ``lax.conv_general_dilated``: inside the
     ``lax.scan`` of training, XLA's CPU convolution ran about 4x slower than outside it, while
-    a matrix product keeps its speed (measured on 2 cores; /tmp-free bench in
-    benchmarks/bench_conv.py). The result equals XLA's convolution to float32 rounding (tested).
+    a matrix product keeps its speed (2-core CPU; ``python benchmarks/bench_conv.py``). The
+    result equals XLA's convolution to float32 rounding (tested).
     Cached so that one stride always gives the same function object, which keeps the
     custom-gradient wrappers built from it cached too.
     """
