@@ -12,20 +12,24 @@ from pathlib import Path
 
 import pytest
 
-# Two rules x 2 replicates of a narrow MLP on digits: trains, records and identifies in a few
-# seconds, and still has every stage of the flow (2 populations, 2 layers, 4 sessions).
+# Two architectures of different depth (so recordings of the shallow one are NaN-padded) x two
+# rules x 3 replicates of narrow MLPs on digits: trains, records and identifies in seconds and
+# still has every stage of the flow (4 populations, 2-3 layers, 4 sessions). Three replicates,
+# not two: identification needs two training subjects per class for its inner
+# cross-validation.
 TINY_PROTOCOL = """\
 # tests/conftest.py: the smallest cohort that exercises the whole flow
 name: tiny-test
 seed: 0
 cohort:
-  architecture: [mlp]
+  architecture: [shallow, deep]
   task: [digits]
   learning_rule: [sgdm, feedback_alignment]
   batch_size: [16]
-  replicates: 2
+  replicates: 3
 architectures:
-  mlp: {type: mlp, hidden: [16]}
+  shallow: {type: mlp, hidden: [16]}
+  deep: {type: mlp, hidden: [16, 8]}
 training:
   steps: 30
 recording:

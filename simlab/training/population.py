@@ -123,6 +123,8 @@ def choose_vectorize(vectorize: str) -> str:
     Measured on the quickstart populations (benchmarks/bench_vectorize.py): on a 2-core CPU a
     compiled scan per subject already keeps both cores busy and vmapping gains nothing.
     """
+    if vectorize not in ("auto", "vmap", "loop"):
+        raise ValueError(f"vectorize must be 'auto', 'vmap' or 'loop', got {vectorize!r}")
     if vectorize != "auto":
         return vectorize
     return "loop" if jax.default_backend() == "cpu" else "vmap"
@@ -157,7 +159,7 @@ def train_population(
     losses = np.asarray(losses)
     finite = [
         bool(np.isfinite(losses[r]).all())
-        and all(bool(np.isfinite(np.asarray(leaf[r])).all()) for leaf in jax.tree.leaves(params))
+        and all(bool(np.isfinite(np.asarray(leaf[r])).all()) for leaf in jax.tree.leaves((params, state)))
         for r in range(len(seeds))
     ]
     return PopulationResult(

@@ -58,11 +58,6 @@ class Shard:
     test_accuracy: np.ndarray
     status: list[str]
 
-    def replicate(self, index: int) -> tuple[dict, dict]:
-        """Parameters and state of one subject, with a leading session axis."""
-        pick = lambda tree: {k: pick(v) if isinstance(v, dict) else v[index] for k, v in tree.items()}
-        return pick(self.params), pick(self.state)
-
 
 def write_shard(path: Path, population: str, subject_ids, session_steps, result: PopulationResult, force=False):
     arrays = {**_flatten(result.params, "params"), **_flatten(result.state, "state")}

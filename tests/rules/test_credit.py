@@ -111,12 +111,14 @@ CONV_CASES = [
 def test_conv1d_equals_numpy_loops_and_xla(stride, length, width):
     rng = np.random.default_rng(100 * stride + 10 * length + width)
     x, k = f32(rng, 2, length, 3), f32(rng, width, 3, 4)
-    y = conv1d(stride)(jnp.asarray(x), jnp.asarray(k))
+    # jitted throughout: the ops run under jit in training, and compiling once is cheaper than
+    # dispatching each op eagerly
+    y = jax.jit(conv1d(stride))(jnp.asarray(x), jnp.asarray(k))
     assert y.shape == (2, -(-length // stride), 4)
     assert_close(y, np_conv(f64(x), f64(k), stride))
-    xla = jax.lax.conv_general_dilated(
-        jnp.asarray(x), jnp.asarray(k), (stride,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")
-    )
+    xla = jax.jit(
+        lambda x, k: jax.lax.conv_general_dilated(x, k, (stride,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"))
+    )(jnp.asarray(x), jnp.asarray(k))
     assert_close(y, xla)
 
 
@@ -145,9 +147,9 @@ def test_transpose_conv_is_adjoint(stride, length, width):
     op = conv1d(stride)
     x, k = f32(rng, 3, length, 2), f32(rng, width, 2, 5)
     y = f32(rng, 3, -(-length // stride), 5)
-    xt = transpose(op, jnp.asarray(x), jnp.asarray(k), jnp.asarray(y))
+    xt = jax.jit(lambda x, k, y: transpose(op, x, k, y))(jnp.asarray(x), jnp.asarray(k), jnp.asarray(y))
     assert xt.shape == x.shape
-    lhs = float(np.sum(f64(op(jnp.asarray(x), jnp.asarray(k))) * f64(y)))
+    lhs = float(np.sum(f64(jax.jit(op)(jnp.asarray(x), jnp.asarray(k))) * f64(y)))
     rhs = float(np.sum(f64(x) * f64(xt)))
     assert lhs == pytest.approx(rhs, rel=1e-4, abs=1e-4)
     # and it is the transposed convolution written by hand
@@ -208,7 +210,7 @@ def _np_dense_feedback_grads(a, y):
 
 def test_feedback_dense_forward_uses_W():
     a, _ = _two_layer_dense_problem()
-    out = feedback(dense)(jnp.asarray(a["x"]), jnp.asarray(a["w1"]), jnp.asarray(a["B1"]))
+    out = jax.jit(feedback(dense))(jnp.asarray(a["x"]), jnp.asarray(a["w1"]), jnp.asarray(a["B1"]))
     assert_close(out, f64(a["x"]) @ f64(a["w1"]))
 
 
@@ -216,7 +218,7 @@ def test_feedback_dense_two_layer_gradients_match_numpy():
     a, y = _two_layer_dense_problem()
     fb = feedback(dense)
     loss_fn = _dense_loss(fb, fb)
-    loss, grads = jax.value_and_grad(loss_fn)({k: jnp.asarray(v) for k, v in a.items()}, jnp.asarray(y))
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))({k: jnp.asarray(v) for k, v in a.items()}, jnp.asarray(y))
     np_loss, np_grads = _np_dense_feedback_grads(a, y)
     assert float(loss) == pytest.approx(np_loss, rel=1e-5)
     for name in np_grads:
@@ -234,9 +236,9 @@ def test_feedback_with_B_equal_W_is_backprop():
     a["B1"], a["B2"] = a["w1"].copy(), a["w2"].copy()
     ja = {k: jnp.asarray(v) for k, v in a.items()}
     fb = feedback(dense)
-    feedback_grads = jax.grad(_dense_loss(fb, fb))(ja, jnp.asarray(y))
+    feedback_grads = jax.jit(jax.grad(_dense_loss(fb, fb)))(ja, jnp.asarray(y))
     plain = lambda x, w, B: x @ w  # noqa: E731
-    true_grads = jax.grad(_dense_loss(plain, plain))(ja, jnp.asarray(y))
+    true_grads = jax.jit(jax.grad(_dense_loss(plain, plain)))(ja, jnp.asarray(y))
     for name in ("x", "w1", "b1", "w2", "b2"):
         assert_close(feedback_grads[name], true_grads[name])
 
@@ -261,7 +263,7 @@ def test_feedback_conv_two_layer_gradients_match_numpy():
         out = fb(h, p["w2"], p["B2"])
         return 0.5 * jnp.sum((out - target) ** 2) / n
 
-    loss, grads = jax.value_and_grad(loss_fn)({k: jnp.asarray(v) for k, v in a.items()})
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))({k: jnp.asarray(v) for k, v in a.items()})
 
     d = {k: f64(v) for k, v in a.items()}
     z1 = np_conv(d["x"], d["w1"], 2)
@@ -320,7 +322,9 @@ def _primitive_problem(seed=5):
 
 def test_alignment_primitives_dense_match_numpy():
     x, W, B = _primitive_problem()
-    terms = alignment_primitives(dense, jnp.asarray(x), jnp.asarray(W), jnp.asarray(B), NAMES)
+    terms = jax.jit(lambda x, W, B: alignment_primitives(dense, x, W, B, NAMES))(
+        jnp.asarray(x), jnp.asarray(W), jnp.asarray(B)
+    )
     assert set(terms) == set(NAMES)
     expected = np_primitives(f64(x), f64(W), f64(B))
     for name in NAMES:
@@ -358,7 +362,7 @@ def test_ia_gradient_wrt_B_matches_numpy(alpha, beta, gamma):
         t = alignment_primitives(dense, x, W, B, ("amp", "null", "decay"))
         return alpha * t["amp"] + beta * t["null"] + gamma * t["decay"]
 
-    gx, gW, gB = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(x), jnp.asarray(W), jnp.asarray(B))
+    gx, gW, gB = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(jnp.asarray(x), jnp.asarray(W), jnp.asarray(B))
     assert_close(gB, np_ia_grad_B(f64(x), f64(W), f64(B), alpha, beta, gamma))
     # x and W are constants of the local loss
     assert not np.any(np.asarray(gx)) and not np.any(np.asarray(gW))
@@ -369,7 +373,9 @@ def test_alignment_primitives_conv_match_numpy():
     stride, width = 2, 3
     x, W, B = f32(rng, 3, 9, 2), f32(rng, width, 2, 4, scale=0.5), f32(rng, width, 2, 4, scale=0.5)
     op = conv1d(stride)
-    terms = alignment_primitives(op, jnp.asarray(x), jnp.asarray(W), jnp.asarray(B), NAMES)
+    terms = jax.jit(lambda x, W, B: alignment_primitives(op, x, W, B, NAMES))(
+        jnp.asarray(x), jnp.asarray(W), jnp.asarray(B)
+    )
     d_x, d_W, d_B = f64(x), f64(W), f64(B)
     n = x.shape[0]
     f, b = np_conv(d_x, d_W, stride), np_conv(d_x, d_B, stride)
@@ -397,4 +403,4 @@ def test_alignment_primitives_conv_match_numpy():
         + beta * (2.0 / n) * np_conv_kernel_grad(r, f, stride, width)
         + gamma * 2.0 * d_B
     )
-    assert_close(jax.grad(loss)(jnp.asarray(B)), expected_grad)
+    assert_close(jax.jit(jax.grad(loss))(jnp.asarray(B)), expected_grad)

@@ -23,10 +23,22 @@ def _shapes(tree):
     return jax.tree.map(lambda a: tuple(a.shape), tree)
 
 
+def _abstract_init(network):
+    """Parameter and state shapes without compiling the initializers (slow on CPU)."""
+    return jax.eval_shape(network.init, jax.random.key(0), jnp.zeros((1, LENGTH, 1), jnp.float32))
+
+
+def _random_params(network, seed):
+    """Random float32 params (nonzero biases included) with the network's shapes."""
+    rng = np.random.default_rng(seed)
+    params, _ = _abstract_init(network)
+    return jax.tree.map(lambda a: (0.5 * rng.standard_normal(a.shape)).astype(np.float32), params)
+
+
 def test_mlp_sites_and_shapes():
     network = Network(MLP, 10, "backprop")
     assert network.site_names == ("dense_0", "dense_1", "readout")
-    params, state = network.init(jax.random.key(0), jnp.asarray(_x(1)))
+    params, state = _abstract_init(network)
     assert _shapes(params) == {
         "dense_0": {"w": (LENGTH, 8), "b": (8,)},
         "dense_1": {"w": (8, 4), "b": (4,)},
@@ -44,7 +56,7 @@ def test_mlp_sites_and_shapes():
 def test_conv_sites_and_shapes():
     network = Network(CONV, 10, "backprop")
     assert network.site_names == ("conv_0", "conv_1", "dense_0", "readout")
-    params, state = network.init(jax.random.key(0), jnp.asarray(_x(1)))
+    params, state = _abstract_init(network)
     assert _shapes(params) == {
         "conv_0": {"w": (3, 1, 4), "b": (4,)},
         "conv_1": {"w": (3, 4, 8), "b": (8,)},
@@ -64,19 +76,33 @@ def test_conv_sites_and_shapes():
 @pytest.mark.parametrize("spec", [MLP, CONV], ids=["mlp", "conv"])
 def test_feedback_credit_puts_B_in_state(spec):
     network = Network(spec, 10, "feedback")
-    params, state = network.init(jax.random.key(1), jnp.asarray(_x(1)))
+    params, state = _abstract_init(network)
     assert set(state) == set(network.site_names)
     for site in network.site_names:
         assert set(state[site]) == {"feedback"}
-        B, W = np.asarray(state[site]["feedback"]), np.asarray(params[site]["w"])
-        assert B.shape == W.shape and B.dtype == W.dtype
-        assert not np.allclose(B, W)  # initialized alike but independently
+        assert state[site]["feedback"].shape == params[site]["w"].shape
+        assert state[site]["feedback"].dtype == params[site]["w"].dtype
     # the forward pass uses W only: same logits as a backprop network with the same params
+    params = _random_params(network, seed=1)
+    state = {site: {"feedback": np.zeros_like(params[site]["w"])} for site in network.site_names}
     backprop = Network(spec, 10, "backprop")
     x = jnp.asarray(_x())
     np.testing.assert_allclose(
-        np.asarray(network.apply(params, state, x)[0]), np.asarray(backprop.apply(params, {}, x)[0]), rtol=1e-6
+        np.asarray(jax.jit(network.apply)(params, state, x)[0]),
+        np.asarray(jax.jit(backprop.apply)(params, {}, x)[0]),
+        rtol=1e-6,
     )
+
+
+def test_feedback_kernels_initialized_like_W_but_independently():
+    network = Network(MLPSpec(hidden=[64]), 10, "feedback")
+    params, state = network.init(jax.random.key(1), jnp.zeros((1, 32, 1), jnp.float32))
+    for site in network.site_names:
+        B, W = np.asarray(state[site]["feedback"]), np.asarray(params[site]["w"])
+        assert not np.allclose(B, W)
+        assert abs(np.corrcoef(B.ravel(), W.ravel())[0, 1]) < 0.2
+        # same He-style scale (variance 2/fan_in for relu sites, 1/fan_in for the readout)
+        assert np.std(B) == pytest.approx(np.std(W), rel=0.25)
 
 
 def test_unknown_credit_is_rejected():
@@ -91,11 +117,8 @@ def _np(a):
 def test_mlp_forward_matches_numpy():
     network = Network(MLP, 10, "backprop")
     x = _x(4, seed=2)
-    params, state = network.init(jax.random.key(3), jnp.asarray(x[:1]))
-    # nonzero biases so that they are exercised
-    rng = np.random.default_rng(5)
-    params = jax.tree.map(lambda a: a + 0.1 * rng.standard_normal(a.shape).astype(np.float32), params)
-    logits, sites = network.apply(params, state, jnp.asarray(x))
+    params = _random_params(network, seed=3)
+    logits, sites = jax.jit(network.apply)(params, {}, jnp.asarray(x))
     p = jax.tree.map(_np, params)
     h0_in = _np(x).reshape(4, -1)
     h0 = np.maximum(h0_in @ p["dense_0"]["w"] + p["dense_0"]["b"], 0)
@@ -111,8 +134,8 @@ def test_mlp_forward_matches_numpy():
 def test_conv_forward_matches_numpy():
     network = Network(CONV, 10, "backprop")
     x = _x(2, seed=4)
-    params, state = network.init(jax.random.key(6), jnp.asarray(x[:1]))
-    logits, sites = network.apply(params, state, jnp.asarray(x))
+    params = _random_params(network, seed=6)
+    logits, sites = jax.jit(network.apply)(params, {}, jnp.asarray(x))
     p = jax.tree.map(_np, params)
 
     def conv(h, k, stride):  # SAME padding, by hand
@@ -142,15 +165,15 @@ def test_probe_gradient_is_layer_local_jacobian_sum(site):
     """d/d probe of sum_j y_j = sum_j W_ij relu'(z_j), per example; upstream probes get nothing."""
     network = Network(MLP, 10, "backprop")
     x = jnp.asarray(_x(4, seed=7))
-    params, state = network.init(jax.random.key(8), x[:1])
-    _, sites = network.apply(params, state, x)
+    params, state = _random_params(network, seed=8), {}
+    _, sites = jax.jit(network.apply)(params, state, x)
     probes = {name: jnp.zeros_like(s.input) for name, s in sites.items()}
 
     def site_output_sum(probes):
         _, probed = network.apply(params, state, x, probes)
         return jnp.sum(probed[site].output)
 
-    grads = jax.grad(site_output_sum)(probes)
+    grads = jax.jit(jax.grad(site_output_sum))(probes)
     W, b = _np(params[site]["w"]), _np(params[site]["b"])
     z = _np(sites[site].input) @ W + b
     expected = (z > 0).astype(np.float64) @ W.T  # [batch, in]: sum_j W_ij relu'(z_j)
@@ -160,5 +183,7 @@ def test_probe_gradient_is_layer_local_jacobian_sum(site):
         if other != site:
             assert not np.any(np.asarray(grads[other])), other
     # probes of zero leave the forward pass unchanged
-    logits, _ = network.apply(params, state, x, probes)
-    np.testing.assert_array_equal(np.asarray(logits), np.asarray(network.apply(params, state, x)[0]))
+    apply = jax.jit(network.apply)
+    np.testing.assert_array_equal(
+        np.asarray(apply(params, state, x, probes)[0]), np.asarray(apply(params, state, x)[0])
+    )
