@@ -37,6 +37,11 @@ def _units(text: str):
         raise argparse.ArgumentTypeError(f"expected 'all', a count or a fraction, got {text!r}") from None
 
 
+def _message(error: dict) -> str:
+    """pydantic's message without its 'Value error, ' prefix."""
+    return error["msg"].removeprefix("Value error, ")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simlab",
@@ -125,7 +130,7 @@ def cmd_record(args) -> int:
     try:
         spec = RigSpec(**{**base, **overrides})
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        details = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        details = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {_message(e)}" for e in exc.errors())
         raise SimlabError(f"bad rig settings: {details}") from None
     out = args.out or run.recording(f"{args.rig}-units{spec.units}-noise{spec.noise:g}-seed{spec.seed}")
     from simlab.fileio import refuse_overwrite
@@ -147,7 +152,7 @@ def cmd_identify(args) -> int:
     try:
         spec = IdentifySpec(**{k: v for k, v in settings.items() if v is not None})
     except ValueError as exc:
-        raise SimlabError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        raise SimlabError("; ".join(f"--{e['loc'][0]}: {_message(e)}" for e in exc.errors())) from None
     first = args.recordings[0]
     out = args.out or first.with_name(f"{first.stem}.identify.nc")
     refuse_overwrite(out, args.force)

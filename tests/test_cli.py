@@ -8,6 +8,7 @@ status 2 and a short message, never a traceback.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ import xarray as xr
 from simlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SIMLAB = Path(sys.executable).with_name("simlab")
+SIMLAB = Path(sys.executable).with_name("simlab")  # the virtualenv's console script
+if not SIMLAB.exists():
+    SIMLAB = Path(shutil.which("simlab") or SIMLAB)
 RIGS = ("synapse", "electrophysiology", "paired")
 
 # five mistakes, one per line, at known lines
@@ -265,6 +268,20 @@ def test_identify_prints_a_table_and_writes_results(tiny_run_copy, capsys):
     assert exit_code(argv) == 2
     err = capsys.readouterr().err
     assert str(results_path) in err and "--force" in err
+
+
+def test_identify_with_two_subjects_per_rule_gives_a_result_or_a_clear_error(tiny_run, tmp_path, capsys):
+    import numpy as np
+
+    from simlab.recording.contract import open_recording, write_recording
+
+    ds = open_recording(tiny_run / "recordings" / "synapse.nc")
+    keep = (ds["architecture"].values == "shallow") & (ds["seed"].values < 2)  # 2 subjects per rule
+    small = tmp_path / "small.nc"
+    write_recording(ds.isel(subject=np.flatnonzero(keep)), small)
+    code = exit_code(["identify", small, "--splits", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), err
 
 
 def test_identify_refuses_a_file_that_is_not_a_recording(tiny_run, tmp_path, capsys):

@@ -51,4 +51,5 @@ def test_same_protocol_gives_identical_identification(tiny_run, second_run):
     again = xr.open_dataset(second_run / "analyses" / "identify.nc").load()
     np.testing.assert_array_equal(first["accuracy"].values, again["accuracy"].values)
     xr.testing.assert_identical(first, again)
-    assert (tiny_run / "analyses" / "identify.txt").read_text() == (second_run / "analyses" / "identify.txt").read_text()
+    table = "analyses/identify.txt"
+    assert (tiny_run / table).read_text() == (second_run / table).read_text()

@@ -23,7 +23,7 @@ import xarray as xr
 from joblib import Parallel, cpu_count, delayed
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
@@ -246,12 +246,14 @@ def _random_state(seed: int, split: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, split, stream]).generate_state(1)[0])
 
 
-def make_classifier(name: str, seed: int, split: int, n_train_groups: int):
+def make_classifier(name: str, seed: int, split: int, inner_folds: int):
     """A fresh, seeded estimator; both z-score features with training-split statistics.
 
-    The linear SVM picks C from a small grid by grouped cross-validation inside the training
-    split (groups as in the outer split), so no test data and no training subject on both
-    sides of an inner fold informs the choice.
+    The linear SVM picks C from a small grid by class-stratified, grouped cross-validation
+    inside the training split (groups as in the outer split), so no test data and no
+    training subject on both sides of an inner fold informs the choice. ``inner_folds`` is at
+    most the number of training groups of the rarest class, so every inner training fold
+    sees every class; below 2 there is nothing to cross-validate and C is the grid's middle.
     """
     if name == "random_forest":
         return Pipeline(
@@ -266,13 +268,14 @@ def make_classifier(name: str, seed: int, split: int, n_train_groups: int):
             ]
         )
     if name == "linear_svm":
+        default_c = SVM_C_GRID[len(SVM_C_GRID) // 2]
         pipe = Pipeline(
             [
                 ("scale", StandardScaler()),
                 (
                     "svm",
                     LinearSVC(
-                        C=1.0,
+                        C=default_c,
                         dual=False,  # primal: fast when C is small (see SVM_C_GRID)
                         max_iter=SVM_MAX_ITER,
                         random_state=_random_state(seed, split, 2),
@@ -280,10 +283,12 @@ def make_classifier(name: str, seed: int, split: int, n_train_groups: int):
                 ),
             ]
         )
+        if inner_folds < 2:
+            return pipe
         return GridSearchCV(
             pipe,
             param_grid={"svm__C": list(SVM_C_GRID)},
-            cv=GroupKFold(n_splits=min(INNER_FOLDS, n_train_groups)),
+            cv=StratifiedGroupKFold(n_splits=inner_folds, shuffle=True, random_state=_random_state(seed, split, 3)),
             scoring="accuracy",
             refit=True,
             n_jobs=1,
@@ -301,16 +306,19 @@ def _evaluate(X, labels, groups, train, test, classifiers, seed, split):
     process and the result is the same.
     """
     out = []
-    n_train_groups = len(np.unique(groups[train]))
+    groups_per_class = [len(np.unique(groups[train][labels[train] == c])) for c in np.unique(labels[train])]
+    inner_folds = min(INNER_FOLDS, *groups_per_class)
     for name in classifiers:
-        clf = make_classifier(name, seed, split, n_train_groups)
+        clf = make_classifier(name, seed, split, inner_folds)
         with warnings.catch_warnings():
             # a C at the top of the grid may stop short of convergence on separable data; the
             # inner cross-validation scores it honestly either way
             warnings.simplefilter("ignore", ConvergenceWarning)
             if name == "linear_svm":
-                clf.fit(X[train], labels[train], groups=groups[train])
-                out.append((clf.predict(X[test]), float(clf.best_params_["svm__C"])))
+                searched = isinstance(clf, GridSearchCV)
+                clf.fit(X[train], labels[train], **({"groups": groups[train]} if searched else {}))
+                chosen = clf.best_params_["svm__C"] if searched else clf.named_steps["svm"].C
+                out.append((clf.predict(X[test]), float(chosen)))
             else:
                 clf.fit(X[train], labels[train])
                 out.append((clf.predict(X[test]), None))

@@ -43,7 +43,8 @@ def units_to_record(available: int, units) -> int:
     if units == "all":
         return available
     if isinstance(units, float):
-        return max(1, min(available, math.ceil(units * available)))
+        # round first: 0.07 * 100 is 7.000000000000001 in floating point, and ceil would give 8
+        return max(1, min(available, math.ceil(round(units * available, 9))))
     return min(available, int(units))
 
 
@@ -114,7 +115,7 @@ class Rig:
     def record(self, network: Network, params, stimuli: np.ndarray, subjects) -> SiteRecording:
         post, pre = self.sample(network, stimuli.shape[1:], subjects)
         on_host = jax.default_backend() == "cpu"
-        program = self._program(network, observe_inside=not on_host)
+        program = self._program(network, observe_inside=not on_host, noisy=self.spec.noise > 0)
         measured = program(
             params, jnp.asarray(stimuli), post, pre, jnp.asarray(subjects, jnp.int32), jnp.float32(self.spec.noise)
         )
@@ -130,9 +131,13 @@ class Rig:
             n_recorded=np.array([post[name].shape[1] for name in network.site_names]),
         )
 
-    def _program(self, network: Network, observe_inside: bool):
-        """The compiled measuring function of this rig for one network (compiled once, reused)."""
-        if (network, observe_inside) not in self._programs:
+    def _program(self, network: Network, observe_inside: bool, noisy: bool):
+        """The compiled measuring function of this rig for one network (compiled once, reused).
+
+        The noise level is an argument (a grid of noise levels reuses one program), but a
+        noiseless rig leaves the random-number code out: it costs seconds of compilation.
+        """
+        if (network, observe_inside, noisy) not in self._programs:
             measure = {"synapse": _synapse, "electrophysiology": _electrophysiology, "paired": _paired}[self.spec.type]
             measure_one = measure(network)
             observe = OBSERVE[self.spec.type]
@@ -140,16 +145,19 @@ class Rig:
 
             def measure_population(params, stimuli, post, pre, subjects, sd):
                 def one(params, post, pre, subject):
-                    base = jax.random.fold_in(jax.random.key(seed), subject)
-                    keys = {name: jax.random.fold_in(base, layer) for layer, name in enumerate(network.site_names)}
                     values = measure_one(params, stimuli, post, pre)
-                    noisy = {name: _with_noise(values[name], keys[name], sd) for name in values}
-                    return {name: observe(v) for name, v in noisy.items()} if observe_inside else noisy
+                    if noisy:
+                        base = jax.random.fold_in(jax.random.key(seed), subject)
+                        values = {
+                            name: _with_noise(values[name], jax.random.fold_in(base, layer), sd)
+                            for layer, name in enumerate(network.site_names)
+                        }
+                    return {name: observe(v) for name, v in values.items()} if observe_inside else values
 
                 return jax.vmap(one)(params, post, pre, subjects)
 
-            self._programs[network, observe_inside] = jax.jit(measure_population)
-        return self._programs[network, observe_inside]
+            self._programs[network, observe_inside, noisy] = jax.jit(measure_population)
+        return self._programs[network, observe_inside, noisy]
 
 
 def _with_noise(values, key, sd):

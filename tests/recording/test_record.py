@@ -109,13 +109,11 @@ def test_sites_are_labelled_and_shallow_subjects_are_padded(tiny_run, rig):
 
     shallow = by_architecture(ds, "shallow")
     assert np.isnan(shallow["observation"].sel(layer=2).values).all()  # the padding layer
-    real = ds["observation"].where(ds["layer_name"] != "")
+    real = ds["observation"].values[ds["layer_name"].values != ""]  # [site, session, observable]
     if rig == "synapse":  # weights: every statistic is defined
-        assert np.isfinite(ds["observation"].values[ds["layer_name"].values != ""]).all()
-    else:
-        assert np.isfinite(real.values).sum() > 0.9 * (ds["layer_name"].values != "").sum() * real.sizes[
-            "session"
-        ] * real.sizes["observable"]
+        assert np.isfinite(real).all()
+    else:  # a site silent for a stimulus has no skew or kurtosis; most are defined
+        assert np.isfinite(real).mean() > 0.9
 
 
 def test_synapse_recording_holds_each_subjects_own_snapshots(tiny_run):
@@ -151,7 +149,11 @@ def test_recordings_of_different_rigs_combine(tiny_run):
 
 def test_record_again_with_another_rig_setting(tiny_run_copy, capsys):
     run = tiny_run_copy
-    untouched = [*sorted((run / "snapshots").glob("*.npz")), run / "subjects.nc", *sorted((run / "recordings").glob("*.nc"))]
+    untouched = [
+        *sorted((run / "snapshots").glob("*.npz")),
+        run / "subjects.nc",
+        *sorted((run / "recordings").glob("*.nc")),
+    ]
     assert len(untouched) == 4 + 1 + 3
     before = file_state(untouched)
 

@@ -336,12 +336,6 @@ def test_units_to_record(available, units, expected):
     assert units_to_record(available, units) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in simlab/recording/rigs.py units_to_record: math.ceil(units * available) in "
-    "floating point rounds an exact product up, e.g. 0.07 of 100 units: 0.07 * 100 = "
-    "7.000000000000001 -> 8 units (0.14 of 100 -> 15, 0.035 of 200 -> 8)",
-)
 @pytest.mark.parametrize("available, units, expected", [(100, 0.07, 7), (100, 0.14, 14), (200, 0.035, 7)])
 def test_units_to_record_fraction_of_an_exact_product_is_not_rounded_up(available, units, expected):
     assert units_to_record(available, units) == expected
@@ -420,10 +414,12 @@ def test_paired_rig_draws_pre_and_post_units_independently():
         assert not np.array_equal(
             sample_units(12, UNITS, SEED, subject, 1, PRE), sample_units(12, UNITS, SEED, subject, 1, POST)
         )
-    sizes = {"dense_0": (20, 12), "dense_1": (12, 12), "readout": (12, N_CLASSES)}
+    sizes = {"dense_0": (20, 12), "dense_1": (12, 12), "readout": (12, N_CLASSES)}  # (inputs, outputs)
     for r, (params, subject) in enumerate(zip(replicates, SUBJECTS)):
-        pre = {name: sample_units(n_in, UNITS, SEED, subject, layer, PRE) for layer, (name, (n_in, _)) in enumerate(sizes.items())}
-        post = {name: sample_units(n_out, UNITS, SEED, subject, layer, POST) for layer, (name, (_, n_out)) in enumerate(sizes.items())}
+        pre, post = {}, {}
+        for layer, (name, (n_in, n_out)) in enumerate(sizes.items()):
+            pre[name] = sample_units(n_in, UNITS, SEED, subject, layer, PRE)
+            post[name] = sample_units(n_out, UNITS, SEED, subject, layer, POST)
         for s in range(N_SESSIONS):
             changes = mlp_activity_changes(at_session(params, s), stimuli, pre, post)
             for layer, name in enumerate(MLP.site_names):
