@@ -110,6 +110,6 @@ def training_summary(run: RunDirectory) -> str:
         diverged = int((group["status"].values == "diverged").sum())
         note = f"  {diverged} diverged" if diverged else ""
         lines.append(
-            f"  {population:<40s} {np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
+            f"  {population:<42s} {np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
         )
     return "\n".join(lines)
