@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run directory (default: runs/<protocol name>)")
     run.add_argument("--force", action="store_true", help="redo and overwrite existing outputs")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cluster", metavar="local:N", help="train the populations on a local Dask cluster of N worker processes "
+        "(local:N:T pins each worker to T CPUs)"
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="train the populations on a running Dask scheduler (tcp://host:8786); "
+        "the workers must see the run directory"
+    )
 
     record = commands.add_parser(
         "record", help="record a trained cohort again with a rig (no retraining)", description=(
@@ -107,7 +116,9 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from simlab.run import run_protocol
 
-    run_protocol(args.protocol, args.out, force=args.force, progress=not args.quiet)
+    run_protocol(
+        args.protocol, args.out, force=args.force, progress=not args.quiet, cluster=args.cluster, scheduler=args.scheduler
+    )
     return 0
 
 

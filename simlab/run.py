@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from simlab.analysis.identify import format_table, identify, write_results
+from simlab.cluster import connect, parse_cluster
 from simlab.errors import SimlabError
 from simlab.fileio import write_text_atomic
 from simlab.protocol import Protocol, describe, load_protocol, plan_cohort
@@ -20,6 +21,7 @@ from simlab.recording.contract import combine_recordings, open_recording, write_
 from simlab.recording.record import record_cohort
 from simlab.rundir import RunDirectory
 from simlab.subjects.tasks import load_task, stimulus_set
+from simlab.training.accelerators import enable_compilation_cache
 from simlab.training.cohort import subject_table, train_cohort, write_subject_table
 
 
@@ -69,16 +71,28 @@ def identify_recordings(paths: Sequence[Path], spec, progress: bool):
 
 
 def run_protocol(
-    path: str | Path, out: str | Path | None = None, force: bool = False, progress: bool = True, echo: Callable = print
+    path: str | Path,
+    out: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    echo: Callable = print,
+    cluster: str | None = None,
+    scheduler: str | None = None,
 ) -> RunDirectory:
+    """``cluster`` (``local:N``) or ``scheduler`` (a Dask scheduler's address): train the
+    populations as tasks on a Dask cluster (:mod:`simlab.cluster`); the results are the same."""
     protocol = load_protocol(path)  # refuses an invalid protocol before anything is trained
+    if cluster:
+        parse_cluster(cluster)  # a bad value fails before anything is written
     plan = plan_cohort(protocol)
     echo(describe(protocol, plan))
     run = prepare_run_directory(protocol, Path(out) if out is not None else None, force)
     run.log(f"run: {path} -> {run.path} ({len(plan)} subjects)")
     write_stimuli(run, protocol, force)
 
-    trained = train_cohort(run, protocol, plan, force=force, progress=progress)
+    enable_compilation_cache()
+    with connect(cluster, scheduler) as client:
+        trained = train_cohort(run, protocol, plan, force=force, progress=progress, client=client)
     if trained or force or not run.subjects_file.exists():
         write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
     echo(training_summary(run))

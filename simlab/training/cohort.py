@@ -13,7 +13,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from simlab.fileio import atomic_path
-from simlab.protocol import CohortPlan, Protocol
+from simlab.protocol import CohortPlan, Population, Protocol
 from simlab.rules.rules import make_rule
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
@@ -22,8 +22,19 @@ from simlab.training.population import train_population
 from simlab.training.snapshots import read_shard, write_shard
 
 
-def train_cohort(run: RunDirectory, protocol: Protocol, plan: CohortPlan, force: bool = False, progress: bool = True):
-    """Train the populations that have no shard yet; returns the ids of those trained now."""
+def train_cohort(
+    run: RunDirectory,
+    protocol: Protocol,
+    plan: CohortPlan,
+    force: bool = False,
+    progress: bool = True,
+    client=None,
+):
+    """Train the populations that have no shard yet; returns the ids of those trained now.
+
+    With a Dask ``client`` (see :mod:`simlab.cluster`), each population is a task on the
+    cluster that writes its own shard; otherwise they train here, one after another.
+    """
     session_steps = protocol.session_steps()
     todo = [pop for pop in plan.populations if force or not run.shard(pop.id).exists()]
     done = len(plan.populations) - len(todo)
@@ -35,36 +46,51 @@ def train_cohort(run: RunDirectory, protocol: Protocol, plan: CohortPlan, force:
         unit="session",
         disable=not progress,
     )
+    if client is not None:
+        from simlab.cluster import train_on_cluster
+
+        try:
+            train_on_cluster(client, run, [pop.id for pop in todo], force=force, on_done=lambda pop_id, n: bar.update(n))
+        finally:
+            bar.close()
+        return [pop.id for pop in todo]
 
     def advance(slot):
         bar.update(int(np.size(slot)))
 
     for pop in todo:
         bar.set_postfix_str(pop.id)
-        started = time.perf_counter()
-        task = load_task(protocol.task_spec(pop.task))
-        rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
-        network = Network(protocol.architecture_spec(pop.architecture), task.n_classes, rule.credit)
         bar.update(len(pop.subjects))  # session 0, the initial state
-        result = train_population(
-            network,
-            rule,
-            task,
-            pop.batch_size,
-            protocol.training.steps,
-            session_steps,
-            [subject.seed for subject in pop.subjects],
-            protocol.training.vectorize,
-            on_session=advance if progress else None,
-        )
-        write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
-        accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
-        run.log(
-            f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final test accuracy {accuracies}; "
-            f"status {', '.join(result.status)}"
-        )
+        message = train_and_write(run, protocol, pop, force=force, on_session=advance if progress else None)
+        run.log(message)
     bar.close()
     return [pop.id for pop in todo]
+
+
+def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool = False, on_session=None) -> str:
+    """Train one population and write its shard (atomically); returns the line for the log."""
+    started = time.perf_counter()
+    task = load_task(protocol.task_spec(pop.task))
+    rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
+    network = Network(protocol.architecture_spec(pop.architecture), task.n_classes, rule.credit)
+    session_steps = protocol.session_steps()
+    result = train_population(
+        network,
+        rule,
+        task,
+        pop.batch_size,
+        protocol.training.steps,
+        session_steps,
+        [subject.seed for subject in pop.subjects],
+        protocol.training.vectorize,
+        on_session=on_session,
+    )
+    write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
+    accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
+    return (
+        f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final test accuracy {accuracies}; "
+        f"status {', '.join(result.status)}"
+    )
 
 
 def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr.Dataset:

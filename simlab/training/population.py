@@ -21,6 +21,7 @@ import optax
 from simlab.rules.rules import LearningRule
 from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import TaskData
+from simlab.training.accelerators import run_vmapped
 
 
 @dataclass
@@ -146,7 +147,8 @@ def train_population(
     keys = jnp.stack([jax.random.key(seed) for seed in seeds])
     x_train, y_train = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
     if choose_vectorize(vectorize) == "vmap":
-        (params, state), losses = jax.jit(jax.vmap(train, in_axes=(0, None, None)))(keys, x_train, y_train)
+        # sharded over the host's devices along the population axis, in chunks that fit them
+        (params, state), losses = run_vmapped(train, keys, x_train, y_train)
     else:
         compiled = jax.jit(train)
         runs = [compiled(key, x_train, y_train) for key in keys]

@@ -1,0 +1,106 @@
+"""Using the devices of one host: population sharding, memory-sized chunks, compilation cache.
+
+On a host with several devices (GPUs, TPU cores), the replicates of a vmapped population are
+sharded along the population axis, one slice per device, with ``jax.sharding``; the training
+split is replicated. A population too large for device memory runs in chunks, each a multiple
+of the device count. Compiled programs go to JAX's persistent compilation cache, so a rerun
+(or another worker of a cluster sharing the cache directory) does not compile them again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CACHE_ENV = "SIMLAB_COMPILATION_CACHE"
+MEMORY_FRACTION = 0.5  # of a device's memory, for one chunk of a population
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "simlab" / "jax"
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Point JAX's persistent compilation cache at ``path``.
+
+    Default: ``$SIMLAB_COMPILATION_CACHE``, else ``~/.cache/simlab/jax``; the value ``off``
+    disables it. Returns the directory in use, or None.
+    """
+    if path is None:
+        path = os.environ.get(CACHE_ENV) or default_cache_dir()
+    if str(path) == "off":
+        return None
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: compile every time rather than fail
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
+
+
+def tree_bytes(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+def device_memory(device) -> int | None:
+    """Bytes a device may allocate, where the backend says (GPU, TPU); None on CPU."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some backends do not implement it
+        return None
+    return (stats or {}).get("bytes_limit")
+
+
+def chunk_size(n_subjects: int, subject_bytes: int, devices: list, fraction: float = MEMORY_FRACTION) -> int:
+    """Subjects per chunk: as many as fit ``fraction`` of the smallest device's memory (all
+    devices together), a multiple of the device count; all of them where memory is unknown."""
+    limits = [device_memory(device) for device in devices]
+    if any(limit is None for limit in limits) or subject_bytes <= 0:
+        return n_subjects
+    per_device = max(1, int(min(limits) * fraction) // subject_bytes)
+    return min(n_subjects, per_device * len(devices))
+
+
+def run_vmapped(train: Callable, keys: jax.Array, x_train, y_train, devices: list | None = None) -> Any:
+    """``jax.vmap(train)`` over ``keys``, sharded along the population axis over ``devices``
+    (default: all local devices of the default backend) and chunked to fit their memory."""
+    devices = list(devices if devices is not None else jax.local_devices())
+    n = keys.shape[0]
+    vmapped = jax.jit(jax.vmap(train, in_axes=(0, None, None)))
+    snapshot_shape = jax.eval_shape(lambda k: train(k, x_train, y_train), keys[0])
+    subject_bytes = 4 * tree_bytes(snapshot_shape)  # snapshots, optimizer state, activations: a margin
+    size = chunk_size(n, subject_bytes, devices)
+    outputs = []
+    for start in range(0, n, size):
+        chunk = keys[start : start + size]
+        if len(devices) > 1:
+            chunk, x, y = shard_population(chunk, x_train, y_train, devices)
+        else:
+            x, y = x_train, y_train
+        out = vmapped(chunk, x, y)
+        outputs.append(jax.tree.map(lambda a: a[: min(size, n - start)], out))
+    if len(outputs) == 1:
+        return outputs[0]
+    return jax.tree.map(lambda *parts: jnp.concatenate([jax.device_get(p) for p in parts]), *outputs)
+
+
+def shard_population(keys: jax.Array, x_train, y_train, devices: list):
+    """Pad ``keys`` to a multiple of the device count (repeating the last key; the padding's
+    results are dropped) and lay them out along a ``population`` mesh axis; replicate data."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    pad = -keys.shape[0] % len(devices)
+    if pad:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+    mesh = Mesh(np.array(devices), ("population",))
+    keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("population")))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return keys, jax.device_put(x_train, replicated), jax.device_put(y_train, replicated)
