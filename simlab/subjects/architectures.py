@@ -1,86 +1,239 @@
 """Architectures: a plan of layers (the recording sites) and the Haiku network that runs it.
 
 Every dense or conv layer is a *site*: the synapse rig reads its kernel, the
-electrophysiology rig its output after the nonlinearity, the paired rig the change of its
-output with its input. The network returns, next to the logits, each site's input and
-output, which is all that recording and local learning rules need.
+electrophysiology rig its output, the paired rig the change of its output with its input.
+The network returns, next to the logits, each site's input and output, which is all that
+recording and local learning rules need.
+
+A site's map, from its input x to its output y, is always
+
+    y = relu?( normalize?( op(x, W) + b ) + shortcut? )
+
+with ``op`` a dense product or a 1-D/2-D convolution (:mod:`simlab.subjects.ops`),
+``normalize`` the parameter-free per-example ``rms_normalize`` (ResNets only, where the papers
+have batch norm), ``shortcut`` the residual input added by the last conv of a residual block
+(a constant of the site's map: it is detached when the paired rig probes), and relu present
+unless the site feeds a residual stream linearly or is the readout. Everything else happens
+*between* sites, on the way to the next site's input: flattening before dense layers,
+pooling and local response normalization (KNet, AlexNet), the stem max pool, the
+pre-activation ``relu(rms_normalize(.))`` of ResNet v2 blocks, global average pooling.
+So the paired rig's dy/dx is the derivative of the map above, and the electrophysiology rig
+records y, before any pooling or LRN.
+
+Residual blocks (basic blocks, two 3x3 convs ``conv1``, ``conv2``, and a 1x1 ``shortcut``
+projection site where the shape changes):
+
+- v1: conv1: relu(norm(conv(h))); shortcut: norm(conv1x1(h)) (linear); conv2:
+  relu(norm(conv(a)) + s) with s the shortcut site's output or h. conv2's output is the
+  block's output (the post-activation after the addition).
+- v2 (pre-activation): p = relu(norm(h)) between sites; conv1: relu(norm(conv(p))) (the
+  norm and relu before conv2 sit in conv1's map); shortcut: conv1x1(p) (linear); conv2:
+  conv(a) + s (linear), with s the shortcut site's output or h itself. conv2's output is the
+  block's output, the residual stream; the stem is linear, and relu(norm(.)) follows the
+  last block.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+from pydantic import BaseModel
 
 from simlab.subjects.layers import Layer
-from simlab.subjects.ops import LinearOp, conv1d, dense
-from simlab.subjects.specs import Conv1DSpec, MLPSpec
+from simlab.subjects.ops import LinearOp, conv1d, conv2d, dense, local_response_norm, pool2d, rms_normalize
+from simlab.subjects.specs import AlexNetSpec, Conv1DSpec, KNetSpec, MLPSpec, ResNetSpec
 
 
 @dataclass(frozen=True)
 class SitePlan:
-    """One layer: a conv layer reads [batch, length, channels]; a dense layer flattens first."""
+    """One layer. ``kind``: "dense" (flattens its input first), "conv" (1-D, [batch, length,
+    channels]) or "conv2d" ([batch, height, width, channels]); ``kernel_size`` is the conv
+    window (square for conv2d). ``normalize`` and ``relu`` are parts of the site's map (see
+    the module docstring); ``residual`` says that the site adds a shortcut."""
 
     name: str
-    kind: str  # "dense" or "conv"
+    kind: str
     features: int
     kernel_size: int = 1
     stride: int = 1
     relu: bool = True
+    normalize: bool = False
+    residual: bool = False
 
     @property
     def op(self) -> LinearOp:
-        return dense if self.kind == "dense" else conv1d(self.stride)
+        if self.kind == "dense":
+            return dense
+        return conv1d(self.stride) if self.kind == "conv" else conv2d(self.stride)
+
+    def kernel_shape(self, in_channels: int) -> tuple[int, ...]:
+        if self.kind == "conv":
+            return (self.kernel_size, in_channels, self.features)
+        if self.kind == "conv2d":
+            return (self.kernel_size, self.kernel_size, in_channels, self.features)
+        return (in_channels, self.features)
 
 
 class Site(NamedTuple):
-    """What one site saw and did on a batch: its input and its output after the nonlinearity."""
+    """What one site saw and did on a batch: its input and its output (see the module docstring)."""
 
     input: jax.Array
     output: jax.Array
 
 
-def plan_sites(spec: MLPSpec | Conv1DSpec, n_classes: int) -> tuple[SitePlan, ...]:
-    """The layers of an architecture, input first; the last is the linear readout."""
+def _scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def _knet_channels(spec: KNetSpec) -> list[int]:
+    channels = list(spec.channels) + ([spec.channels[-1]] if spec.extra_conv else [])
+    return [_scaled(c, spec.width) for c in channels]
+
+
+class _Block(NamedTuple):
+    prefix: str
+    features: int
+    stride: int
+    projection: bool
+
+
+def _resnet_blocks(spec: ResNetSpec) -> Iterator[_Block]:
+    channels = _scaled(spec.stem_channels, spec.width)
+    for stage, (n_blocks, width) in enumerate(zip(spec.blocks, spec.widths)):
+        features = _scaled(width, spec.width)
+        for block in range(n_blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            yield _Block(f"stage{stage + 1}_block{block + 1}", features, stride, stride != 1 or channels != features)
+            channels = features
+
+
+def plan_sites(spec: BaseModel, n_classes: int) -> tuple[SitePlan, ...]:
+    """The layers of an architecture in the order the input reaches them; the last is the
+    linear readout. (In a residual block: conv1, then the shortcut projection, then conv2.)"""
     sites: list[SitePlan] = []
     if isinstance(spec, Conv1DSpec):
         sites += [
             SitePlan(f"conv_{i}", "conv", channels, spec.kernel_size, spec.stride)
             for i, channels in enumerate(spec.channels)
         ]
+    elif isinstance(spec, KNetSpec):
+        sites += [SitePlan(f"conv_{i}", "conv2d", c, spec.kernel_size) for i, c in enumerate(_knet_channels(spec))]
+    elif isinstance(spec, AlexNetSpec):
+        sites += [
+            SitePlan(f"conv_{i}", "conv2d", _scaled(c, spec.width), k, s)
+            for i, (c, k, s) in enumerate(zip(spec.channels, spec.kernel_sizes, spec.strides))
+        ]
+    elif isinstance(spec, ResNetSpec):
+        v1 = spec.version == 1
+        stem = SitePlan("stem", "conv2d", _scaled(spec.stem_channels, spec.width), spec.stem_kernel,
+                        spec.stem_stride, relu=v1, normalize=v1)
+        sites.append(stem)
+        for block in _resnet_blocks(spec):
+            sites.append(SitePlan(f"{block.prefix}_conv1", "conv2d", block.features, 3, block.stride, normalize=True))
+            if block.projection:
+                sites.append(
+                    SitePlan(f"{block.prefix}_shortcut", "conv2d", block.features, 1, block.stride, relu=False, normalize=v1)
+                )
+            sites.append(
+                SitePlan(f"{block.prefix}_conv2", "conv2d", block.features, 3, 1, relu=v1, normalize=v1, residual=True)
+            )
+        return (*sites, SitePlan("readout", "dense", n_classes, relu=False))
+    elif not isinstance(spec, MLPSpec):
+        raise TypeError(f"unknown architecture spec {spec!r}")
     sites += [SitePlan(f"dense_{i}", "dense", width) for i, width in enumerate(spec.hidden)]
     sites.append(SitePlan("readout", "dense", n_classes, relu=False))
     return tuple(sites)
 
 
-def _run_sites(plan, credit, x, probes):
-    """Apply the sites in order. ``probes``: zeros added to each site's detached input.
+class _Sites:
+    """Runs sites by name and keeps what each saw and did.
 
-    With probes, each site's input is cut from the graph upstream (``stop_gradient``), so the
-    gradient with respect to a probe is the *layer-wise* input-output derivative that the
+    ``probes``: zeros added to each site's detached input. With probes, each site's input is
+    cut from the graph upstream (``stop_gradient``), and so is a shortcut entering a site, so
+    the gradient with respect to a probe is the *layer-wise* input-output derivative that the
     paired rig measures, not the whole network's.
     """
-    sites = {}
-    h = x
-    for site in plan:
+
+    def __init__(self, plan: tuple[SitePlan, ...], credit: str, probes):
+        self.plan = {site.name: site for site in plan}
+        self.credit, self.probes = credit, probes
+        self.seen: dict[str, Site] = {}
+
+    def __call__(self, name: str, h: jax.Array, shortcut: jax.Array | None = None) -> jax.Array:
+        site = self.plan[name]
+        assert (shortcut is not None) == site.residual, name
         if site.kind == "dense":
             h = h.reshape(h.shape[0], -1)
-        if probes is not None:
-            h = jax.lax.stop_gradient(h) + probes[site.name]
-        kernel_shape = (
-            (site.kernel_size, h.shape[-1], site.features) if site.kind == "conv" else (h.shape[-1], site.features)
-        )
+        if self.probes is not None:
+            h = jax.lax.stop_gradient(h) + self.probes[name]
+            shortcut = None if shortcut is None else jax.lax.stop_gradient(shortcut)
         gain = 2.0 if site.relu else 1.0
-        y = Layer(site.op, kernel_shape, credit, gain, name=site.name)(h)
+        y = Layer(site.op, site.kernel_shape(h.shape[-1]), self.credit, gain, name=name)(h)
+        if site.normalize:
+            y = rms_normalize(y)
+        if shortcut is not None:
+            y = y + shortcut
         if site.relu:
             y = jax.nn.relu(y)
-        sites[site.name] = Site(h, y)
-        h = y
-    return h, sites
+        self.seen[name] = Site(h, y)
+        return y
+
+    def dense_layers(self, h: jax.Array) -> jax.Array:
+        """The hidden dense layers ``dense_i`` that the plan has, then the readout."""
+        i = 0
+        while f"dense_{i}" in self.plan:
+            h = self(f"dense_{i}", h)
+            i += 1
+        return self("readout", h)
+
+
+def _forward(spec: BaseModel, sites: _Sites, x: jax.Array) -> jax.Array:
+    """The logits of one architecture; ``sites`` runs the layers, the rest is between sites."""
+    h = x
+    if isinstance(spec, Conv1DSpec):
+        i = 0
+        while f"conv_{i}" in sites.plan:
+            h = sites(f"conv_{i}", h)
+            i += 1
+    elif isinstance(spec, KNetSpec):
+        # conv -> relu (the site), then pool, then LRN (TensorFlow's CIFAR-10 settings)
+        for i in range(len(_knet_channels(spec))):
+            h = pool2d(sites(f"conv_{i}", h), spec.pool, spec.pool_size, 2)
+            if spec.lrn:
+                h = local_response_norm(h, radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
+    elif isinstance(spec, AlexNetSpec):
+        # conv -> relu (the site), LRN after the 1st and 2nd, max pool after the 1st, 2nd, 5th
+        for i in range(5):
+            h = sites(f"conv_{i}", h)
+            if spec.lrn and i in (0, 1):
+                h = local_response_norm(h)
+            if i in (0, 1, 4):
+                h = pool2d(h, "max", spec.pool_size, 2)
+    elif isinstance(spec, ResNetSpec):
+        h = sites("stem", h)
+        if spec.stem_pool:
+            h = pool2d(h, "max", 3, 2)
+        for block in _resnet_blocks(spec):
+            entry = h if spec.version == 1 else jax.nn.relu(rms_normalize(h))
+            a = sites(f"{block.prefix}_conv1", entry)
+            shortcut = sites(f"{block.prefix}_shortcut", entry) if block.projection else h
+            h = sites(f"{block.prefix}_conv2", a, shortcut)
+        if spec.version == 2:
+            h = jax.nn.relu(rms_normalize(h))
+        h = jnp.mean(h, axis=(1, 2))
+    return sites.dense_layers(h)
+
+
+def _run_sites(spec, plan, credit, x, probes):
+    sites = _Sites(plan, credit, probes)
+    logits = _forward(spec, sites, x)
+    assert list(sites.seen) == [site.name for site in plan], "sites ran out of plan order"
+    return logits, sites.seen
 
 
 class Network:
@@ -91,14 +244,14 @@ class Network:
     (empty for backprop).
     """
 
-    def __init__(self, spec: MLPSpec | Conv1DSpec, n_classes: int, credit: str):
+    def __init__(self, spec: BaseModel, n_classes: int, credit: str):
         if credit not in ("backprop", "feedback"):
             raise ValueError(f"credit must be 'backprop' or 'feedback', got {credit!r}")
         self.spec, self.n_classes, self.credit = spec, n_classes, credit
         self.plan = plan_sites(spec, n_classes)
         self.ops = {site.name: site.op for site in self.plan}
         self._transformed = hk.without_apply_rng(
-            hk.transform_with_state(lambda x, probes=None: _run_sites(self.plan, credit, x, probes))
+            hk.transform_with_state(lambda x, probes=None: _run_sites(spec, self.plan, credit, x, probes))
         )
 
     @property

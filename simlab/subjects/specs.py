@@ -3,24 +3,63 @@
 A protocol names architectures and tasks in ``cohort``; a name is either a built-in preset
 (``PRESET_ARCHITECTURES``, ``PRESET_TASKS``) or an entry of the protocol's top-level
 ``architectures:`` / ``tasks:`` mappings, which define variants of a ``type``.
+
+Inputs come in two layouts: *signals* ``[length, channels]`` (mnist1d, digits, the vector
+teacher task) and *images* ``[height, width, channels]`` (cifar10, the image teacher task).
+``mlp`` reads either (it flattens); ``conv1d`` needs signals; ``knet``, ``alexnet`` and
+``resnet`` need images. A protocol that pairs an architecture with a task of the other layout
+is refused by ``simlab validate`` (:func:`input_layout_conflict`).
+
+Presets of the image architectures come in two sizes: the plain names (``knet``,
+``alexnet_lrn``, ``resnet18v2``, ...) are small, for 16x16 or 32x32 inputs on a laptop CPU;
+the ``*_paper`` names are the sizes of the reference (Nayebi et al. 2020), for accelerators.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# --------------------------------------------------------------------------- architectures
+
+
 class MLPSpec(_Strict):
-    """Fully connected ReLU network: hidden dense layers, then a linear readout."""
+    """Fully connected ReLU network: hidden dense layers, then a linear readout.
+
+    ``hidden`` lists the widths; ``depth`` and ``width`` are a shorthand for ``depth`` layers
+    of ``width`` units (``hidden`` is then filled in; giving both forms must agree).
+    """
 
     type: Literal["mlp"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128], min_length=1)
+    depth: PositiveInt | None = None
+    width: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _depth_and_width(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or (data.get("depth") is None and data.get("width") is None):
+            return data
+        depth, width = data.get("depth"), data.get("width")
+        if not (isinstance(depth, int) and isinstance(width, int)) or depth < 1 or width < 1:
+            return data  # the field errors say what is wrong
+        hidden = [width] * depth
+        if data.get("hidden") is not None and list(data["hidden"]) != hidden:
+            raise ValueError(f"hidden {data['hidden']} disagrees with depth {depth} x width {width}")
+        return {**data, "hidden": hidden}
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "MLPSpec":
+        if (self.depth is None) != (self.width is None):
+            raise ValueError("give depth and width together (or hidden alone)")
+        return self
 
 
 class Conv1DSpec(_Strict):
@@ -33,7 +72,81 @@ class Conv1DSpec(_Strict):
     hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
 
 
-ArchitectureSpec = Annotated[Union[MLPSpec, Conv1DSpec], Field(discriminator="type")]
+class KNetSpec(_Strict):
+    """The reference's small CIFAR-10 net (cuda-convnet's): conv 32 5x5, pool; conv 32 5x5,
+    pool; conv 64 5x5, pool; then ``hidden`` dense layers (none in the reference) and a
+    linear readout.
+
+    ``extra_conv`` adds a 4th conv layer (``channels[-1]`` channels, same kernel) with its
+    pool; ``lrn`` adds local response normalization after each pool; ``width`` scales every
+    conv's channels (at least 1). Pools are ``pool_size`` x ``pool_size`` with stride 2.
+    """
+
+    type: Literal["knet"] = "knet"
+    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 32, 64], min_length=1)
+    kernel_size: PositiveInt = 5
+    extra_conv: bool = False
+    lrn: bool = False
+    pool: Literal["max", "avg"] = "max"
+    pool_size: PositiveInt = 3
+    width: PositiveFloat = 1.0
+    hidden: list[PositiveInt] = Field(default_factory=list)
+
+
+class AlexNetSpec(_Strict):
+    """AlexNet (Krizhevsky et al. 2012), one tower: five conv layers (max pools after the
+    1st, 2nd and 5th; LRN after the 1st and 2nd when ``lrn``), two dense layers, a linear
+    readout. ``width`` scales conv channels and dense widths; kernel sizes and strides are
+    fields so that small inputs keep a sensible spatial size."""
+
+    type: Literal["alexnet"] = "alexnet"
+    channels: list[PositiveInt] = Field(default_factory=lambda: [96, 256, 384, 384, 256], min_length=5, max_length=5)
+    kernel_sizes: list[PositiveInt] = Field(default_factory=lambda: [11, 5, 3, 3, 3], min_length=5, max_length=5)
+    strides: list[PositiveInt] = Field(default_factory=lambda: [4, 1, 1, 1, 1], min_length=5, max_length=5)
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [4096, 4096])
+    lrn: bool = False
+    pool_size: PositiveInt = 3
+    width: PositiveFloat = 1.0
+
+
+class ResNetSpec(_Strict):
+    """ResNet with basic blocks (two 3x3 convs): ``version`` 1 (He et al. 2016a: the
+    addition, then ReLU) or 2 (He et al. 2016b: pre-activation, identity path untouched).
+
+    ``blocks`` per stage ([2, 2, 2, 2]: ResNet-18; [3, 4, 6, 3]: ResNet-34), ``widths`` per
+    stage (stages after the first halve the resolution), a stem conv (``stem_kernel``,
+    ``stem_stride``, then a 3x3 stride-2 max pool when ``stem_pool``), global average
+    pooling and a linear readout; ``width`` scales every conv's channels.
+
+    No batch normalization (its running statistics are mutable state and it mixes examples,
+    which breaks per-example layer-local derivatives): where BN sits in the papers, a
+    parameter-free per-example scale-only normalization (``rms_normalize``: each example
+    divided by the root mean square of its units) is used, see
+    :mod:`simlab.subjects.architectures` for where it enters the sites.
+    """
+
+    type: Literal["resnet"] = "resnet"
+    version: Literal[1, 2] = 1
+    blocks: list[PositiveInt] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
+    widths: list[PositiveInt] = Field(default_factory=lambda: [64, 128, 256, 512], min_length=1)
+    stem_channels: PositiveInt = 64
+    stem_kernel: PositiveInt = 7
+    stem_stride: PositiveInt = 2
+    stem_pool: bool = True
+    width: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _one_width_per_stage(self) -> "ResNetSpec":
+        if len(self.blocks) != len(self.widths):
+            raise ValueError(f"blocks has {len(self.blocks)} stages but widths has {len(self.widths)}")
+        return self
+
+
+ArchitectureSpec = Annotated[
+    Union[MLPSpec, Conv1DSpec, KNetSpec, AlexNetSpec, ResNetSpec], Field(discriminator="type")
+]
+
+# --------------------------------------------------------------------------- tasks
 
 
 class MNIST1DSpec(_Strict):
@@ -52,7 +165,133 @@ class DigitsSpec(_Strict):
     data_seed: int = 0
 
 
-TaskSpec = Annotated[Union[MNIST1DSpec, DigitsSpec], Field(discriminator="type")]
+class CIFAR10Spec(_Strict):
+    """CIFAR-10 from a local directory in the official python format (``data_batch_1`` ..
+    ``data_batch_5``, ``test_batch``, ``batches.meta``), as [32, 32, 3] images normalized per
+    channel with training-split statistics. ``max_train`` / ``max_test`` keep the first
+    examples; ``resolution`` (32, 16 or 8) averages 32 / resolution pixel blocks."""
 
-PRESET_ARCHITECTURES: dict[str, BaseModel] = {"mlp": MLPSpec(), "conv1d": Conv1DSpec()}
-PRESET_TASKS: dict[str, BaseModel] = {"mnist1d": MNIST1DSpec(), "digits": DigitsSpec()}
+    type: Literal["cifar10"] = "cifar10"
+    path: str
+    max_train: PositiveInt | None = None
+    max_test: PositiveInt | None = None
+    resolution: Literal[32, 16, 8] = 32
+
+
+class TeacherSpec(_Strict):
+    """Labels from a fixed random teacher network: Gaussian inputs, a ReLU MLP teacher with
+    ``teacher_hidden`` layers, label = argmax of its ``n_classes`` outputs (centered so that
+    classes are about balanced). Inputs are signals [input_dim, 1], or images when
+    ``image_shape`` [height, width, channels] is given (then input_dim is their product);
+    the teacher of images reads them average-pooled to ``teacher_resolution`` x
+    ``teacher_resolution`` (channels kept; height and width must be multiples of it), so that
+    the labels depend on coarse spatial structure that conv nets with pooling can reach.
+    Everything is drawn from ``data_seed``."""
+
+    type: Literal["teacher"] = "teacher"
+    n_classes: Annotated[int, Field(ge=2)] = 10
+    input_dim: PositiveInt | None = None
+    image_shape: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = None
+    n_train: PositiveInt = 4000
+    n_test: PositiveInt = 1000
+    teacher_hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
+    teacher_resolution: PositiveInt = 4
+    data_seed: int = 0
+
+    @model_validator(mode="after")
+    def _input_dim(self) -> "TeacherSpec":
+        if self.image_shape is not None:
+            size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+            if self.input_dim is not None and self.input_dim != size:
+                raise ValueError(f"input_dim {self.input_dim} disagrees with image_shape {self.image_shape} ({size})")
+            if any(side % self.teacher_resolution for side in self.image_shape[:2]):
+                raise ValueError(
+                    f"image_shape {self.image_shape}: height and width must be multiples of "
+                    f"teacher_resolution {self.teacher_resolution}"
+                )
+        return self
+
+    @property
+    def dim(self) -> int:
+        """The number of input values of one example."""
+        if self.image_shape is not None:
+            return self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        return 64 if self.input_dim is None else self.input_dim
+
+
+TaskSpec = Annotated[
+    Union[MNIST1DSpec, DigitsSpec, CIFAR10Spec, TeacherSpec], Field(discriminator="type")
+]
+
+# --------------------------------------------------------------------------- input layouts
+
+_ARCHITECTURE_LAYOUT = {"mlp": None, "conv1d": "signal", "knet": "image", "alexnet": "image", "resnet": "image"}
+
+
+def architecture_layout(spec: Any) -> str | None:
+    """The input layout an architecture needs ("signal" or "image"), None for either or unknown.
+    ``spec``: a model or a raw mapping from a protocol file."""
+    kind = spec.get("type") if isinstance(spec, Mapping) else getattr(spec, "type", None)
+    return _ARCHITECTURE_LAYOUT.get(kind) if isinstance(kind, str) else None
+
+
+def task_layout(spec: Any) -> str | None:
+    """The input layout of a task ("signal" or "image"), None where unknown (an invalid entry)."""
+    get = spec.get if isinstance(spec, Mapping) else lambda key: getattr(spec, key, None)
+    kind = get("type")
+    if kind in ("mnist1d", "digits"):
+        return "signal"
+    if kind == "cifar10":
+        return "image"
+    if kind == "teacher":
+        return "signal" if get("image_shape") is None else "image"
+    return None
+
+
+def input_layout_conflict(architecture: Any, task: Any) -> str | None:
+    """Why an architecture cannot read a task's inputs, or None when it can."""
+    needed, given = architecture_layout(architecture), task_layout(task)
+    if needed is None or given is None or needed == given:
+        return None
+    what = {"signal": "1-D signals [length, channels]", "image": "images [height, width, channels]"}
+    return f"needs {what[needed]}, but the task gives {what[given]}"
+
+
+# --------------------------------------------------------------------------- presets
+
+_SMALL_RESNET = dict(widths=[8, 16, 32, 64], stem_channels=8, stem_kernel=3, stem_stride=1, stem_pool=False)
+_SMALL_KNET = dict(channels=[8, 8, 16])
+_SMALL_ALEXNET = dict(
+    channels=[16, 32, 48, 48, 32], kernel_sizes=[5, 3, 3, 3, 3], strides=[1, 1, 1, 1, 1], hidden=[128, 128]
+)
+
+PRESET_ARCHITECTURES: dict[str, BaseModel] = {
+    "mlp": MLPSpec(),
+    "conv1d": Conv1DSpec(),
+    # small: 16x16 or 32x32 inputs, trains on a laptop CPU
+    "knet": KNetSpec(**_SMALL_KNET),
+    "knet_lrn": KNetSpec(**_SMALL_KNET, lrn=True),
+    "knet4": KNetSpec(**_SMALL_KNET, extra_conv=True),
+    "alexnet": AlexNetSpec(**_SMALL_ALEXNET),
+    "alexnet_lrn": AlexNetSpec(**_SMALL_ALEXNET, lrn=True),
+    "resnet18": ResNetSpec(version=1, blocks=[2, 2, 2, 2], **_SMALL_RESNET),
+    "resnet18v2": ResNetSpec(version=2, blocks=[2, 2, 2, 2], **_SMALL_RESNET),
+    "resnet34": ResNetSpec(version=1, blocks=[3, 4, 6, 3], **_SMALL_RESNET),
+    "resnet34v2": ResNetSpec(version=2, blocks=[3, 4, 6, 3], **_SMALL_RESNET),
+    # the reference's sizes (KNet for 32x32 CIFAR-10, the others for 224x224 ImageNet)
+    "knet_paper": KNetSpec(),
+    "knet_lrn_paper": KNetSpec(lrn=True),
+    "knet4_paper": KNetSpec(extra_conv=True),
+    "alexnet_paper": AlexNetSpec(),
+    "alexnet_lrn_paper": AlexNetSpec(lrn=True),
+    "resnet18_paper": ResNetSpec(version=1, blocks=[2, 2, 2, 2]),
+    "resnet18v2_paper": ResNetSpec(version=2, blocks=[2, 2, 2, 2]),
+    "resnet34_paper": ResNetSpec(version=1, blocks=[3, 4, 6, 3]),
+    "resnet34v2_paper": ResNetSpec(version=2, blocks=[3, 4, 6, 3]),
+}
+PRESET_TASKS: dict[str, BaseModel] = {
+    "mnist1d": MNIST1DSpec(),
+    "digits": DigitsSpec(),
+    "teacher": TeacherSpec(),
+    "teacher_image": TeacherSpec(image_shape=[16, 16, 3]),
+}

@@ -185,7 +185,7 @@ def test_problems_in_every_section_are_reported_together_with_lines():
     assert found["cohort.learning_rule[1]"][1].startswith(
         "unknown learning rule 'backprop' (known: adam, feedback_alignment, information_alignment, sgdm)"
     )
-    assert found["cohort.architecture[1]"][1].startswith("unknown architecture 'resnet' (known: conv1d, mlp)")
+    assert found["cohort.architecture[1]"][1].startswith("unknown architecture 'resnet' (known: alexnet, alexnet_lrn,")
     assert found["training.rules.bp"][1].startswith("unknown learning rule 'bp'")
     assert found["recording.sessions"][1] == "expected at most steps + 1 = 11 sessions (each at its own step), got 12"
     assert "rig 'ephys' is not named after a rig type" in found["rigs.ephys.type"][1]
@@ -216,7 +216,7 @@ def test_error_text_lists_file_line_location_and_message(tmp_path):
         ("colour: red\n", "colour", 7, "unknown key 'colour'"),
         ("training: {steps: 5}\n", "training.steps", 7, "expected at least sessions - 1 = 20 steps"),
         ("training: {vectorize: pmap}\n", "training.vectorize", 7, "expected 'auto', 'vmap' or 'loop', got 'pmap'"),
-        ("tasks:\n  t: {}\n", "tasks.t", 8, "missing key 'type' (one of: 'mnist1d', 'digits')"),
+        ("tasks:\n  t: {}\n", "tasks.t", 8, "missing key 'type' (one of: 'mnist1d', 'digits', 'cifar10', 'teacher')"),
         ("rigs:\n  synapse: {units: 2}\n  synapse: {units: 3}\n", "rigs.synapse", 9, "duplicate key 'synapse'"),
     ],
 )
