@@ -70,15 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     record = commands.add_parser(
         "record", help="record a trained cohort again with a rig (no retraining)", description=(
-            "Apply a rig to the snapshots of a run. --rig names a rig of the run's protocol or a rig type "
-            "(synapse, electrophysiology, paired); the flags override its settings."
+            "Apply a rig to the snapshots of a run. --rig names a rig of the run's protocol, a rig type "
+            "(synapse, electrophysiology, paired) or a rig YAML file; the flags override its settings. "
+            "Every setting lands in the recording's 'rig' attribute."
         )
     )
     record.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by 'simlab run'")
-    record.add_argument("--rig", required=True, help="rig name in the protocol, or a rig type")
-    record.add_argument("--units", type=_units, help="units per site: 'all', a count, or a fraction in (0, 1]")
-    record.add_argument("--noise", type=float, help="standard deviation of additive Gaussian measurement noise")
-    record.add_argument("--seed", type=int, help="the rig's seed for unit sampling and noise")
+    record.add_argument("--rig", required=True, help="rig name in the protocol, a rig type, or a rig YAML file")
+    units = record.add_argument_group("units")
+    units.add_argument("--units", type=_units, help="units per site: 'all', a count, or a fraction in (0, 1]")
+    units.add_argument("--sampling", choices=["chronic", "acute"], help="same units every session (chronic) or new ones (acute)")
+    noise = record.add_argument_group("measurement noise")
+    noise.add_argument("--noise-model", choices=["gaussian", "gain", "lognormal", "poisson"], help="noise model (default gaussian)")
+    noise.add_argument("--noise", type=float, help="scale of the noise: sd of gaussian, gain and lognormal noise")
+    noise.add_argument("--rate-gain", type=float, help="poisson: firing rate (Hz) per unit of activation (default 20)")
+    noise.add_argument("--count-window", type=float, help="poisson: spike-counting window in seconds (default 0.5)")
+    noise.add_argument("--seed", type=int, help="the rig's seed for unit sampling and noise")
+    schedule = record.add_argument_group("schedule (which of the run's sessions)")
+    schedule.add_argument("--sessions", type=int, help="record this many sessions")
+    schedule.add_argument("--spacing", choices=["linear", "log"], help="spacing of --sessions in training steps")
+    schedule.add_argument("--window", type=_window, metavar="START:END", help="only sessions in this fraction of training")
+    schedule.add_argument("--every", type=int, metavar="K", help="every k-th session")
+    stimuli = record.add_argument_group("stimuli (electrophysiology and paired rigs)")
+    stimuli.add_argument("--stimuli", choices=["heldout", "noise"], help="the rig's own stimulus set instead of the run's")
+    stimuli.add_argument("--stimuli-size", type=int, help="size of the rig's stimulus set (default 256)")
+    stimuli.add_argument("--stimuli-seed", type=int, help="seed of the rig's stimulus set")
+    raw = record.add_argument_group("raw unit recordings")
+    raw.add_argument("--keep-units", action="store_true", default=None, help="also store per-unit responses")
+    raw.add_argument("--max-unit-bytes", type=int, help="refuse to keep unit responses larger than this (default 1 GiB)")
     record.add_argument("--out", type=Path, help="output NetCDF file (default: RUN_DIR/recordings/<rig>-<settings>.nc)")
     record.add_argument("--force", action="store_true", help="overwrite an existing output file")
     record.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,33 +141,59 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _window(text: str) -> tuple[float, float]:
+    """``START:END`` fractions of training, e.g. ``0:0.2``."""
+    try:
+        start, end = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END fractions of training such as 0:0.2, got {text!r}") from None
+    return start, end
+
+
+RECORD_FLAGS = {  # flag destination -> where it goes in the rig settings
+    "units": ("units",),
+    "sampling": ("sampling",),
+    "noise": ("noise",),
+    "noise_model": ("noise_model",),
+    "rate_gain": ("rate_gain",),
+    "count_window": ("count_window",),
+    "seed": ("seed",),
+    "sessions": ("schedule", "count"),
+    "spacing": ("schedule", "spacing"),
+    "window": ("schedule", "window"),
+    "every": ("schedule", "every"),
+    "stimuli": ("stimuli", "source"),
+    "stimuli_size": ("stimuli", "size"),
+    "stimuli_seed": ("stimuli", "seed"),
+    "keep_units": ("keep_units",),
+    "max_unit_bytes": ("max_unit_bytes",),
+}
+
+
 def cmd_record(args) -> int:
+    from simlab.fileio import refuse_overwrite
     from simlab.recording.contract import write_recording
     from simlab.recording.record import record_cohort
-    from simlab.recording.specs import RIG_TYPES, RigSpec
+    from simlab.recording.rigfiles import recording_name, resolve_rig
     from simlab.rundir import RunDirectory
 
     run = RunDirectory.existing(args.run_dir)
-    protocol = run.protocol()
-    if args.rig in protocol.rigs:
-        base = protocol.rigs[args.rig].model_dump()
-    elif args.rig in RIG_TYPES:
-        base = {"type": args.rig}
-    else:
-        known = ", ".join([*protocol.rigs, *(t for t in RIG_TYPES if t not in protocol.rigs)])
-        raise SimlabError(f"--rig {args.rig!r}: not a rig of {run.protocol_file} nor a rig type (expected one of: {known})")
-    overrides = {key: getattr(args, key) for key in ("units", "noise", "seed") if getattr(args, key) is not None}
-    try:
-        spec = RigSpec(**{**base, **overrides})
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        details = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {_message(e)}" for e in exc.errors())
-        raise SimlabError(f"bad rig settings: {details}") from None
-    out = args.out or run.recording(f"{args.rig}-units{spec.units}-noise{spec.noise:g}-seed{spec.seed}")
-    from simlab.fileio import refuse_overwrite
-
+    overrides: dict = {}
+    flags = {}
+    for flag, path in RECORD_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        node = overrides
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+        flags[path] = "--" + flag.replace("_", "-")
+    name, spec = resolve_rig(args.rig, run.protocol(), overrides, flags)
+    out = args.out or run.recording(recording_name(name, spec))
     refuse_overwrite(out, args.force)  # before recording: fail fast, lose nothing
-    write_recording(record_cohort(run, args.rig, spec, progress=not args.quiet), out, force=args.force)
-    run.log(f"record: {args.rig} {spec.model_dump()} -> {out}")
+    write_recording(record_cohort(run, name, spec, progress=not args.quiet), out, force=args.force)
+    run.log(f"record: {name} {spec.model_dump(mode='json')} -> {out}")
     print(f"wrote {out}")
     return 0
 

@@ -82,13 +82,28 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-def _settings(model) -> str:
-    """``learning_rate=0.05, classifiers=[random_forest, linear_svm]``: one line per item."""
+def _settings(model, always: tuple[str, ...] | None = None) -> str:
+    """``learning_rate=0.05, classifiers=[random_forest, linear_svm]``: one line per item.
+
+    With ``always``, only those fields and the ones that differ from their defaults are
+    shown (a rig has many settings that are rarely changed).
+    """
 
     def show(value) -> str:
-        return f"[{', '.join(map(str, value))}]" if isinstance(value, list) else str(value)
+        if isinstance(value, list):
+            return f"[{', '.join(map(str, value))}]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+        return str(value)
 
-    return ", ".join(f"{k}={show(v)}" for k, v in model.model_dump(mode="json").items())
+    values = model.model_dump(mode="json")
+    if always is not None:
+        changed = model.model_dump(mode="json", exclude_defaults=True)
+        values = {k: v for k, v in values.items() if k in always or k in changed}
+    return ", ".join(f"{k}={show(v)}" for k, v in values.items())
+
+
+RIG_SUMMARY = ("type", "units", "noise", "seed")
 
 
 def _steps(steps) -> str:
@@ -123,7 +138,7 @@ def describe(protocol: Protocol, plan: CohortPlan) -> str:
         f"recording: {protocol.recording.sessions} sessions at steps {_steps(protocol.session_steps())}",
         f"stimuli: {protocol.recording.stimuli}",
         "rigs:",
-        *(f"  {name}: {_settings(rig)}" for name, rig in protocol.rigs.items()),
+        *(f"  {name}: {_settings(rig, RIG_SUMMARY)}" for name, rig in protocol.rigs.items()),
         "analyses:" + ("" if protocol.analyses else " none"),
         *(f"  {name}: {_settings(spec)}" for name, spec in protocol.analyses.items()),
     ]

@@ -100,7 +100,7 @@ def record(rig: Rig, network: Network, replicates, stimuli, subjects):
     """Record replicates (each params [session, ...]) as one population -> SiteRecording
     with observation [replicate, layer, session, observable]."""
     population = jax.tree.map(lambda *a: np.stack(a), *replicates)
-    result = rig.record(network, population, stimuli, list(subjects))
+    result = rig.record(network, population, stimuli, list(subjects), np.arange(N_SESSIONS))
     assert result.observation.shape[:3] == (len(replicates), len(network.site_names), N_SESSIONS)
     assert result.observation.shape[3] == len(rig.observables)
     return result

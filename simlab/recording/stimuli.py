@@ -1,0 +1,37 @@
+"""Stimulus sets of rigs: held-out task inputs or noise inputs, fixed per run.
+
+The run's own stimulus set (``recording.stimuli`` of the protocol) lives in
+``stimuli.npz``. A rig may ask for another set; it is generated once, saved under
+``stimuli/`` in the run directory and reused, so every recording made with the same settings
+saw exactly the same inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simlab.fileio import atomic_path
+from simlab.protocol import Protocol
+from simlab.recording.specs import StimulusSpec
+from simlab.rundir import RunDirectory
+from simlab.subjects.tasks import load_task, stimulus_set
+
+
+def stimuli_for(run: RunDirectory, protocol: Protocol, task_name: str, spec: StimulusSpec | None):
+    """(inputs, description) of the stimulus set a rig shows subjects of one task."""
+    if spec is None:
+        return run.stimuli(task_name), f"{run.stimuli_file.name} (the run's stimulus set)"
+    path = run.path / "stimuli" / f"{task_name}-{spec.source}-n{spec.size}-seed{spec.seed}.npz"
+    if not path.exists():
+        task = load_task(protocol.task_spec(task_name))
+        if spec.source == "heldout":
+            inputs, _ = stimulus_set(task, spec.size, spec.seed)
+        else:  # Gaussian inputs with the task's input shape, mean and standard deviation
+            rng = np.random.default_rng([spec.seed, 11])
+            shape = (spec.size, *task.input_shape)
+            inputs = rng.normal(task.x_train.mean(), task.x_train.std(), size=shape).astype(np.float32)
+        with atomic_path(path, force=True) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, inputs=inputs)
+    with np.load(path) as data:
+        return data["inputs"], str(path.relative_to(run.path))
