@@ -80,8 +80,12 @@ def best_time(fn, repeats: int) -> float:
 # --------------------------------------------------------------------------- roofline
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of an n x n x n float32 matmul (best of ``repeats``, compiled, warm)."""
+def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 10) -> float:
+    """The best GFLOP/s of n x n x n float32 matmuls over ``sizes`` (compiled, warm)."""
+    return max(matmul_rate(n, repeats) for n in sizes)
+
+
+def matmul_rate(n: int, repeats: int) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     matmul = jax.jit(jnp.matmul)
@@ -211,36 +215,72 @@ def whole_stage(name, spec, batch_size, steps, replicates, vectorize, workdir: P
 # --------------------------------------------------------------------------- PyTorch
 
 
-def torch_eager(spec: MLPSpec, task, batch_size: int, steps: int, sessions, seeds) -> float | None:
-    """Seconds for an idiomatic PyTorch eager training loop of the same MLP subjects."""
+def torch_eager(spec: MLPSpec, task, batch_size: int, steps: int, sessions, seeds) -> tuple[float, int] | None:
+    """(seconds, threads) of an idiomatic PyTorch eager loop training the same MLP subjects.
+
+    Runs in a fresh process (no JAX threads around), with the faster of 1 thread and all
+    CPUs (chosen on a short trial run); None when PyTorch is not installed.
+    """
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         return None
-    torch.set_num_threads(n_cpus())
-    x_all = torch.from_numpy(np.ascontiguousarray(task.x_train.reshape(len(task.x_train), -1)))
-    y_all = torch.from_numpy(task.y_train.astype(np.int64))
-    session_steps = set(int(s) for s in sessions)
-    started = time.perf_counter()
-    for seed in seeds:
-        torch.manual_seed(seed)
-        layers, width_in = [], x_all.shape[1]
-        for width in spec.hidden:
-            layers += [torch.nn.Linear(width_in, width), torch.nn.ReLU()]
-            width_in = width
-        model = torch.nn.Sequential(*layers, torch.nn.Linear(width_in, task.n_classes))
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-        losses, snapshots = [], []
-        for step in range(1, steps + 1):
-            batch = torch.randint(0, len(x_all), (batch_size,))
-            loss = torch.nn.functional.cross_entropy(model(x_all[batch]), y_all[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            if step in session_steps:
-                snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-    return time.perf_counter() - started
+    job = {"hidden": list(spec.hidden), "batch_size": batch_size, "steps": steps,
+           "sessions": [int(s) for s in sessions], "seeds": list(seeds)}
+    trial = {**job, "steps": min(steps, 300), "seeds": seeds[:1]}
+    timings = {threads: _torch_process({**trial, "threads": threads}) for threads in sorted({1, n_cpus()})}
+    threads = min(timings, key=timings.get)
+    return _torch_process({**job, "threads": threads}), threads
+
+
+def _torch_process(job: dict) -> float:
+    """One PyTorch run in a fresh interpreter that imports torch and numpy only (loading JAX
+    first slows PyTorch's CPU kernels several-fold in the same process)."""
+    import subprocess
+    import sys
+
+    task = load_task(MNIST1DSpec())
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "task.npz"
+        np.savez(data, x=task.x_train.reshape(len(task.x_train), -1), y=task.y_train.astype(np.int64))
+        job = {**job, "data": str(data), "n_classes": task.n_classes}
+        result = subprocess.run(
+            [sys.executable, "-c", TORCH_JOB, json.dumps(job)], capture_output=True, text=True, check=True
+        )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+TORCH_JOB = """
+import json, sys, time
+import numpy as np
+import torch
+
+job = json.loads(sys.argv[1])
+torch.set_num_threads(job["threads"])
+with np.load(job["data"]) as data:
+    x_all, y_all = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+session_steps = set(job["sessions"])
+started = time.perf_counter()
+for seed in job["seeds"]:
+    torch.manual_seed(seed)
+    layers, width_in = [], x_all.shape[1]
+    for width in job["hidden"]:
+        layers += [torch.nn.Linear(width_in, width), torch.nn.ReLU()]
+        width_in = width
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width_in, job["n_classes"]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    losses, snapshots = [], []
+    for step in range(1, job["steps"] + 1):
+        batch = torch.randint(0, len(x_all), (job["batch_size"],))
+        loss = torch.nn.functional.cross_entropy(model(x_all[batch]), y_all[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step in session_steps:
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+print(time.perf_counter() - started)
+"""
 
 
 # --------------------------------------------------------------------------- main
@@ -253,7 +293,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated: " + ", ".join(SUBJECTS))
     parser.add_argument("--vectorize", default="auto", choices=["auto", "loop", "vmap"])
-    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-sizes", default="512,1024,2048", help="square matmul sizes for the roofline")
     parser.add_argument("--json", default="bench_cohort.json", help="write the results here ('' for none)")
     args = parser.parse_args()
 
@@ -263,8 +303,9 @@ def main() -> None:
     seeds = list(range(args.replicates))
     machine = f"{cpu_name()}, {n_cpus()} CPUs, backend {jax.default_backend()} ({len(jax.devices())} device(s))"
     print(f"machine: {machine}")
-    peak = matmul_peak(args.matmul_size)
-    print(f"roofline: {args.matmul_size}^3 float32 matmul through JAX: {peak:.1f} GFLOP/s")
+    sizes = [int(n) for n in args.matmul_sizes.split(",")]
+    peak = matmul_peak(sizes)
+    print(f"roofline: best float32 matmul through JAX over n = {args.matmul_sizes}: {peak:.1f} GFLOP/s")
     print(
         f"cohort: {args.replicates} replicates x {args.steps} steps, batch {args.batch_size}, sgdm on mnist1d, "
         f"{SESSIONS} sessions, vectorize={vectorize}\n"
@@ -286,7 +327,8 @@ def main() -> None:
             wall = stage["train_s"] + stage["table_s"] + stage["record_s"]
             snapshots = max(0.0, steady - bare) + stage["shard_write_s"]
             matmul_rate = matmul_only_rate(products, args.steps)
-            torch_s = torch_eager(spec, task, args.batch_size, args.steps, sessions, seeds) if name.startswith("mlp") else None
+            torch_run = torch_eager(spec, task, args.batch_size, args.steps, sessions, seeds) if name.startswith("mlp") else None
+            torch_s, torch_threads = torch_run if torch_run else (None, None)
             row = {
                 "subject": name,
                 "architecture": spec.model_dump(),
@@ -304,6 +346,7 @@ def main() -> None:
                 "matmul_only_gflops": matmul_rate,
                 **stage,
                 "torch_s": torch_s,
+                "torch_threads": torch_threads,
                 "torch_subject_steps_per_s": subject_steps / torch_s if torch_s else None,
                 "simlab_over_torch": torch_s / steady if torch_s else None,
                 "simlab_over_torch_end_to_end": torch_s / stage["train_s"] if torch_s else None,
@@ -315,7 +358,7 @@ def main() -> None:
         result = {
             "machine": machine,
             "matmul_peak_gflops": peak,
-            "matmul_size": args.matmul_size,
+            "matmul_sizes": sizes,
             "steps": args.steps,
             "replicates": args.replicates,
             "batch_size": args.batch_size,
