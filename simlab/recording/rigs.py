@@ -39,6 +39,7 @@ from simlab.subjects.architectures import Network
 
 MEASURE_OF_RIG = {"synapse": "weight", "electrophysiology": "activation", "paired": "activity_change"}
 POST, PRE = 0, 1  # which population of units a draw is for (the paired rig draws both)
+SAMPLING_STREAM, SPIKE_STREAM = 0, 1  # keeps unit draws and spike counts on separate random streams
 
 
 def units_to_record(available: int, units) -> int:
@@ -58,7 +59,7 @@ def sample_units(
     count = units_to_record(available, units)
     if count == available:
         return np.arange(available)
-    entropy = [seed, subject, layer, role] + ([] if session is None else [session])
+    entropy = [seed, SAMPLING_STREAM, subject, layer, role] + ([] if session is None else [session])
     return np.sort(np.random.default_rng(entropy).choice(available, size=count, replace=False))
 
 
@@ -179,7 +180,7 @@ class Rig:
         noisy = np.empty_like(rates)
         for r, subject in enumerate(subjects):
             for s, session in enumerate(sessions):
-                rng = np.random.default_rng([self.spec.seed, int(subject), int(session), layer, 1])
+                rng = np.random.default_rng([self.spec.seed, SPIKE_STREAM, int(subject), int(session), layer])
                 noisy[r, s] = poisson_rates(rates[r, s], rng, self.spec.rate_gain, self.spec.count_window)
         return noisy
 

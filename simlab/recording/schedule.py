@@ -39,7 +39,9 @@ def select_sessions(session_steps, total_steps: int, schedule: ScheduleSpec) -> 
         chosen = candidates[np.abs(steps[candidates][None, :] - targets[:, None]).argmin(axis=1)]
     else:  # geometrically in session order: dense early in training, sparse late
         positions = np.round(np.geomspace(1.0, len(candidates), count)).astype(int) - 1
-        chosen = candidates[positions]
+        for i in range(1, count):  # where early positions collide, take the next free session
+            positions[i] = max(positions[i], positions[i - 1] + 1)
+        chosen = candidates[positions]  # count <= len(candidates), so the last stays in range
     if len(np.unique(chosen)) < count:
         picked = ", ".join(str(steps[i]) for i in chosen)
         raise SimlabError(

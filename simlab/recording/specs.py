@@ -51,7 +51,7 @@ class StimulusSpec(_Strict):
 
     source: Literal["heldout", "noise"] = "heldout"
     size: PositiveInt = 256
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class RigSpec(_Strict):
@@ -73,7 +73,7 @@ class RigSpec(_Strict):
     noise: float = Field(0.0, ge=0.0)
     rate_gain: PositiveFloat = 20.0
     count_window: PositiveFloat = 0.5
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     stimuli: Optional[StimulusSpec] = None
     keep_units: bool = False

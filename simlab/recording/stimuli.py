@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 from simlab.protocol import Protocol
 from simlab.recording.specs import StimulusSpec
@@ -25,6 +26,11 @@ def stimuli_for(run: RunDirectory, protocol: Protocol, task_name: str, spec: Sti
     if not path.exists():
         task = load_task(protocol.task_spec(task_name))
         if spec.source == "heldout":
+            if spec.size > len(task.y_test):
+                raise SimlabError(
+                    f"stimuli: a held-out set of {spec.size} asked, but task {task_name!r} has "
+                    f"{len(task.y_test)} test examples"
+                )
             inputs, _ = stimulus_set(task, spec.size, spec.seed)
         else:  # Gaussian inputs with the task's input shape, mean and standard deviation
             rng = np.random.default_rng([spec.seed, 11])

@@ -500,15 +500,9 @@ def test_keep_units_over_the_size_limit_writes_nothing(tiny_run_copy, capsys):
     assert "wrote" not in out
 
 
-# --------------------------------------------------------------------------- known bugs
+# --------------------------------------------------------------------------- bad seeds and sizes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RigSpec.seed and StimulusSpec.seed accept negative ints (no ge=0, unlike the protocol seed), but "
-    "sample_units (rigs.py), Rig._spike_counts (rigs.py) and stimuli_for (stimuli.py) seed numpy's default_rng "
-    "with them, which raises ValueError('expected non-negative integer'): a traceback instead of exit 2",
-)
 @pytest.mark.parametrize(
     "flags",
     [
@@ -526,12 +520,6 @@ def test_a_negative_seed_is_recorded_or_rejected_in_one_line(tiny_run_copy, caps
         assert code == 0, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stimulus_set (subjects/tasks.py) raises ValueError when a heldout rig stimulus set is larger than "
-    "the task's test set; stimuli_for / record_cohort do not turn it into a SimlabError, so "
-    "`simlab record --stimuli heldout --stimuli-size N` ends in a traceback instead of exit 2",
-)
 def test_a_heldout_stimulus_set_larger_than_the_test_set_is_a_one_line_error(tiny_run_copy, capsys):
     code, out, err = run_record(
         capsys, tiny_run_copy, "--rig", "electrophysiology", "--stimuli", "heldout", "--stimuli-size", "100000", "--quiet"

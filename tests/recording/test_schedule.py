@@ -173,11 +173,11 @@ def test_linear_spacing_that_cannot_give_distinct_sessions_is_an_error(steps, to
     _lists_every_session(message, steps, total)
 
 
-def test_log_spacing_that_cannot_give_distinct_sessions_is_an_error():
-    # round(geomspace(1, 5, 5)) = 1, 1, 2, 3, 5: positions repeat
-    with pytest.raises(SimlabError) as info:
-        select({"window": (0.0, 0.2), "count": 5, "spacing": "log"})
-    assert "log-spaced" in str(info.value) and "too sparse" in str(info.value)
+def test_log_spacing_moves_colliding_positions_to_the_next_free_session():
+    # round(geomspace(1, 5, 5)) - 1 = 0, 0, 1, 2, 4: the repeats move on to 0, 1, 2, 3, 4
+    assert select({"window": (0.0, 0.2), "count": 5, "spacing": "log"}) == [0, 1, 2, 3, 4]
+    # round(geomspace(1, 21, 12)) - 1 = 0, 0, 1, 1, 2, 3, 4, 6, 8, 11, 15, 20 -> distinct, still log-like
+    assert select({"count": 12, "spacing": "log"}) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 15, 20]
 
 
 # --------------------------------------------------------------------------- settings
