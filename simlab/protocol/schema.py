@@ -43,6 +43,7 @@ from simlab.subjects.specs import (
     PRESET_TASKS,
     ArchitectureSpec,
     TaskSpec,
+    input_layout_conflict,
 )
 
 # --------------------------------------------------------------------------- error helpers
@@ -375,6 +376,8 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
                 loc = ("cohort", factor) + (() if i is None else (i,))
                 errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
 
+    errors += _layout_errors(cohort, _get(data, "architectures"), _get(data, "tasks"))
+
     training, recording = _get(data, "training"), _get(data, "recording")
     steps, sessions = _get(training, "steps"), _get(recording, "sessions")
     given_sessions = sessions is not None
@@ -393,6 +396,33 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
                 f"step), got {steps}"
             )
             errors.append(_error("too_many_sessions", message, ("training", "steps"), steps))
+    return errors
+
+
+def _layout_errors(cohort: Any, architectures: Any, tasks: Any) -> list[InitErrorDetails]:
+    """Every architecture of the cohort meets every task: an image net cannot read 1-D signals
+    (nor a 1-D conv net images). Reported at the architecture's place in the cohort."""
+
+    def levels(factor: str) -> list[tuple[int | None, Any]]:
+        value = _get(cohort, factor)
+        return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+
+    def spec(name: Any, defined: Any, presets: Mapping) -> Any:
+        if not isinstance(name, str):
+            return None
+        if isinstance(defined, Mapping) and name in defined:
+            return defined[name]
+        return presets.get(name)
+
+    errors = []
+    task_specs = [(name, spec(name, tasks, PRESET_TASKS)) for _, name in levels("task")]
+    for i, name in levels("architecture"):
+        architecture = spec(name, architectures, PRESET_ARCHITECTURES)
+        for task_name, task in task_specs:
+            if architecture is not None and task is not None and (why := input_layout_conflict(architecture, task)):
+                loc = ("cohort", "architecture") + (() if i is None else (i,))
+                message = f"architecture {name!r} cannot be trained on task {task_name!r}: it {why}"
+                errors.append(_error("input_layout", message, loc, name))
     return errors
 
 

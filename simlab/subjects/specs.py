@@ -182,10 +182,11 @@ class TeacherSpec(_Strict):
     """Labels from a fixed random teacher network: Gaussian inputs, a ReLU MLP teacher with
     ``teacher_hidden`` layers, label = argmax of its ``n_classes`` outputs (centered so that
     classes are about balanced). Inputs are signals [input_dim, 1], or images when
-    ``image_shape`` [height, width, channels] is given (then input_dim is their product);
-    the teacher of images reads them average-pooled to ``teacher_resolution`` x
-    ``teacher_resolution`` (channels kept; height and width must be multiples of it), so that
-    the labels depend on coarse spatial structure that conv nets with pooling can reach.
+    ``image_shape`` [height, width, channels] is given (then input_dim is their product).
+    An image is a coarse Gaussian image of ``teacher_resolution`` x ``teacher_resolution``
+    pixels (channels kept; height and width must be multiples of it), which the teacher
+    reads, upsampled to ``image_shape`` (blocks of equal pixels) plus Gaussian pixel noise
+    of standard deviation ``pixel_noise``: labels depend on coarse spatial structure.
     Everything is drawn from ``data_seed``."""
 
     type: Literal["teacher"] = "teacher"
@@ -196,6 +197,7 @@ class TeacherSpec(_Strict):
     n_test: PositiveInt = 1000
     teacher_hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
     teacher_resolution: PositiveInt = 4
+    pixel_noise: Annotated[float, Field(ge=0.0)] = 0.5
     data_seed: int = 0
 
     @model_validator(mode="after")

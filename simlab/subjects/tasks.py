@@ -175,16 +175,18 @@ def _cifar10(path: str, max_train: int | None, max_test: int | None, resolution:
 @functools.lru_cache(maxsize=8)
 def _teacher(
     n_classes: int, dim: int, image_shape: tuple[int, ...] | None, n_train: int, n_test: int,
-    hidden: tuple[int, ...], teacher_resolution: int, data_seed: int,
+    hidden: tuple[int, ...], teacher_resolution: int, pixel_noise: float, data_seed: int,
 ) -> TaskData:
     rng = np.random.default_rng([data_seed, 2020])
-    x = rng.standard_normal((n_train + n_test, dim))
-    h = x
-    if image_shape is not None:  # the teacher reads the image average-pooled
+    if image_shape is None:
+        x = h = rng.standard_normal((n_train + n_test, dim))
+    else:  # a coarse Gaussian image that the teacher reads, upsampled, plus pixel noise
         height, width, channels = image_shape
-        bh, bw = height // teacher_resolution, width // teacher_resolution
-        h = x.reshape(len(x), teacher_resolution, bh, teacher_resolution, bw, channels).mean(axis=(2, 4))
-        h = h.reshape(len(x), -1) * np.sqrt(bh * bw)  # unit variance again
+        side = teacher_resolution
+        h = rng.standard_normal((n_train + n_test, side * side * channels))
+        coarse = h.reshape(-1, side, 1, side, 1, channels)
+        blocks = np.broadcast_to(coarse, (len(h), side, height // side, side, width // side, channels))
+        x = blocks.reshape(len(h), dim) + pixel_noise * rng.standard_normal((len(h), dim))
     for width in hidden:  # a random ReLU teacher, He-initialized, with small biases
         h = np.maximum(h @ rng.standard_normal((h.shape[1], width)) * np.sqrt(2.0 / h.shape[1])
                        + 0.1 * rng.standard_normal(width), 0.0)
@@ -219,7 +221,7 @@ def load_task(spec) -> TaskData:
         image_shape = None if spec.image_shape is None else tuple(spec.image_shape)
         return _teacher(
             spec.n_classes, spec.dim, image_shape, spec.n_train, spec.n_test, tuple(spec.teacher_hidden),
-            spec.teacher_resolution, spec.data_seed,
+            spec.teacher_resolution, spec.pixel_noise, spec.data_seed,
         )
     raise TypeError(f"unknown task spec {spec!r}")
 
