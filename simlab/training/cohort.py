@@ -107,6 +107,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             accuracy[subject.index] = shard.test_accuracy[replicate]
             status[subject.index] = shard.status[replicate]
     subjects = plan.subjects
+    population_of = {subject.index: pop.id for pop in plan.populations for subject in pop.subjects}
     table = xr.Dataset(
         {
             "loss": (("subject", "step"), losses, {"long_name": "training loss of each step's batch", "units": "1"}),
@@ -121,7 +122,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             "step": np.arange(1, steps + 1),
             "session": np.arange(len(session_steps)),
             "session_step": ("session", session_steps),
-            "population": ("subject", [f"{s.architecture}-{s.task}-{s.learning_rule}-b{s.batch_size}" for s in subjects]),
+            "population": ("subject", [population_of[s.index] for s in subjects]),
             **subject_coords(plan, accuracy[:, -1], status),
         },
         attrs={"title": f"{protocol.name}: subjects", "protocol": protocol.to_yaml()},
