@@ -54,7 +54,11 @@ def describe_recording(path: Path, ds: xr.Dataset) -> str:
     lines.append(f"  diverged subjects: {diverged}")
     finite = np.isfinite(obs.values).mean()
     lines.append(f"  finite values: {finite:.1%} (NaN: padding layers, undefined statistics, diverged subjects)")
-    lines.append("  rig: " + " ".join(str(ds.attrs.get("rig", "")).split()))
+    extra = [name for name in ds.data_vars if name != "observation"]
+    if extra:
+        lines.append("  unit traces: " + ", ".join(f"{name} {dict(ds[name].sizes)}" for name in extra))
+    lines.append("  rig:")
+    lines.extend("    " + line for line in str(ds.attrs.get("rig", "")).splitlines())
     found = problems(ds)
     lines.append("  contract: conforms" if not found else "  contract problems:\n    " + "\n    ".join(found))
     return "\n".join(lines)
