@@ -48,9 +48,50 @@ class InformationAlignment(SGDMomentum):
     feedback_momentum: float = Field(0.9, ge=0.0, lt=1.0)
 
 
+class KolenPollack(SGDMomentum):
+    """B gets W's task-loss gradient plus its own weight decay, through an optimizer like W's.
+
+    W and B both have weight decay ``weight_decay`` (on kernels, not biases), so B - W shrinks
+    by the optimizer's step on ``weight_decay * (B - W)`` every step (Akrout et al. 2019).
+    """
+
+    learning_rate: PositiveFloat = 0.01
+    weight_decay: float = Field(1e-2, ge=0.0)
+
+
+class _LocalAlignment(SGDMomentum):
+    """B trained by a local loss alpha*decay + beta*<alignment term> with its own SGD."""
+
+    learning_rate: PositiveFloat = 0.005
+    alpha: float = Field(0.5, ge=0.0)
+    beta: float = Field(1.0, ge=0.0)
+    feedback_learning_rate: PositiveFloat = 0.01
+    feedback_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class WeightMirror(_LocalAlignment):
+    """B trained by alpha*decay + beta*amp on Gaussian noise inputs (std ``noise_std``)."""
+
+    noise_std: PositiveFloat = 1.0
+
+
+class SymmetricAlignment(_LocalAlignment):
+    """B trained by alpha*decay + beta*self (self = -sum W*B)."""
+
+
+class SignSymmetry(SGDMomentum):
+    """Error through sign(W) * |B_0|: fixed random magnitudes, signs following W."""
+
+    learning_rate: PositiveFloat = 0.005
+
+
 RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
     "sgdm": SGDMomentum,
     "adam": Adam,
     "feedback_alignment": FeedbackAlignment,
     "information_alignment": InformationAlignment,
+    "kolen_pollack": KolenPollack,
+    "weight_mirror": WeightMirror,
+    "symmetric_alignment": SymmetricAlignment,
+    "sign_symmetry": SignSymmetry,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from simlab.rules.credit import alignment_primitives
@@ -19,7 +20,11 @@ from simlab.rules.hyperparameters import (
     Adam,
     FeedbackAlignment,
     InformationAlignment,
+    KolenPollack,
     SGDMomentum,
+    SignSymmetry,
+    SymmetricAlignment,
+    WeightMirror,
 )
 from simlab.subjects.ops import LinearOp
 
@@ -27,9 +32,13 @@ from simlab.subjects.ops import LinearOp
 class FeedbackUpdate(NamedTuple):
     """How feedback kernels change, given the layer inputs of the current batch.
 
-    ``update(state, params, inputs, ops, opt_state) -> (state, opt_state)`` where ``state``
-    maps site name to ``{"feedback": B}``, ``inputs`` site name to the site's input batch and
-    ``ops`` site name to the site's linear op.
+    ``update(state, params, inputs, ops, opt_state, *, key=None, grads=None, updates=None)
+    -> (state, opt_state)`` where ``state`` maps site name to ``{"feedback": B}``, ``inputs``
+    site name to the site's input batch and ``ops`` site name to the site's linear op. The
+    trainer also passes, by keyword, a random ``key`` of the step (weight mirror's noise), the
+    task-loss ``grads`` of the params (Kolen-Pollack) and the optimizer's ``updates`` of the
+    params this step (sign symmetry); updates that need none of them ignore them.
+    ``params`` are those *before* this step's update.
     """
 
     init: Callable[[Any], Any]
@@ -57,16 +66,102 @@ def local_feedback_loss(weights: Mapping[str, float]) -> Callable:
     return loss
 
 
-def local_feedback_update(weights: Mapping[str, float], optimizer: optax.GradientTransformation) -> FeedbackUpdate:
-    """B follows the gradient of its local loss with its own optimizer."""
+def local_feedback_update(
+    weights: Mapping[str, float],
+    optimizer: optax.GradientTransformation,
+    noise_std: float | None = None,
+) -> FeedbackUpdate:
+    """B follows the gradient of its local loss with its own optimizer.
+
+    ``noise_std`` set: the loss sees Gaussian noise x ~ N(0, noise_std^2), of the shape of each
+    site's input batch and drawn from the step's ``key``, instead of the data (weight mirror).
+    """
     loss = local_feedback_loss(weights)
 
-    def update(state, params, inputs, ops, opt_state):
+    def update(state, params, inputs, ops, opt_state, *, key=None, **_):
+        if noise_std is not None:
+            if key is None:
+                raise ValueError("a noise-driven feedback update needs the step's random key")
+            inputs = noise_inputs(key, inputs, ops, noise_std)
         grads = jax.grad(loss)(state, params, inputs, ops)
         updates, opt_state = optimizer.update(grads, opt_state, state)
         return optax.apply_updates(state, updates), opt_state
 
     return FeedbackUpdate(init=optimizer.init, update=update)
+
+
+def noise_inputs(key, inputs, ops, noise_std: float):
+    """Gaussian noise N(0, noise_std^2) in place of each site's input batch (one key per site)."""
+    keys = jax.random.split(key, len(ops))
+    return {
+        site: noise_std * jax.random.normal(k, jnp.shape(inputs[site]), jnp.result_type(inputs[site]))
+        for k, site in zip(keys, ops)
+    }
+
+
+def _feedback_kernels(state) -> dict:
+    return {site: {"feedback": value["feedback"]} for site, value in state.items() if "feedback" in value}
+
+
+def _with_feedback(state, kernels) -> dict:
+    return {site: ({**value, **kernels[site]} if site in kernels else value) for site, value in state.items()}
+
+
+def kolen_pollack_update(weight_decay: float, optimizer: optax.GradientTransformation) -> FeedbackUpdate:
+    """Kolen-Pollack (Kolen & Pollack 1994; Akrout et al. 2019): B gets W's update, plus decay.
+
+    The form implemented, with g_t = dL/dW_t (the ordinary local x^T dy of step t, taken from
+    the trainer's ``grads``, W_t the kernel before the step) and wd = ``weight_decay``:
+        W_{t+1} = W_t + SGD_W(g_t + wd W_t)     (the rule's optimizer: decay, then SGD)
+        B_{t+1} = B_t + SGD_B(g_t + wd B_t)     (this update)
+    where SGD_W and SGD_B are the same Nesterov-momentum SGD, each with its own momentum
+    buffer. SGD being linear in its gradients, B - W follows SGD on the gradient wd (B - W)
+    alone (the task term cancels), so B - W decays geometrically to 0 and B converges to W.
+    Without momentum this is B_{t+1} = (1 - lr wd) B_t - lr g_t. B never gets dL/dB.
+    """
+
+    def init(state):
+        return optimizer.init(_feedback_kernels(state))
+
+    def update(state, params, inputs, ops, opt_state, *, grads=None, **_):
+        if grads is None:
+            raise ValueError("Kolen-Pollack's feedback update needs the task-loss grads of W")
+        kernels = _feedback_kernels(state)
+        feedback_grads = {
+            site: {"feedback": grads[site]["w"] + weight_decay * value["feedback"]} for site, value in kernels.items()
+        }
+        updates, opt_state = optimizer.update(feedback_grads, opt_state, kernels)
+        return _with_feedback(state, optax.apply_updates(kernels, updates)), opt_state
+
+    return FeedbackUpdate(init=init, update=update)
+
+
+def sign_symmetry_update() -> FeedbackUpdate:
+    """Sign symmetry with fixed random magnitudes: B_{t+1} = sign(W_{t+1}) * |B_0|.
+
+    ``init`` keeps |B_0| (the network's random initial feedback kernels) as the update's state;
+    W_{t+1} = W_t + the optimizer's update of this step, so the kernel used on step t+1 has
+    the signs of the W used on step t+1. (Step 0 runs with the initial B_0.)
+    """
+
+    def init(state):
+        return {site: jnp.abs(value["feedback"]) for site, value in _feedback_kernels(state).items()}
+
+    def update(state, params, inputs, ops, opt_state, *, updates=None, **_):
+        kernels = {}
+        for site, magnitude in opt_state.items():
+            w = params[site]["w"] if updates is None else params[site]["w"] + updates[site]["w"]
+            kernels[site] = {"feedback": jnp.sign(w).astype(magnitude.dtype) * magnitude}
+        return _with_feedback(state, kernels), opt_state
+
+    return FeedbackUpdate(init=init, update=update)
+
+
+def _kernel_mask(params):
+    """True on layer kernels ("w"), False on biases and anything else."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(path) and getattr(path[-1], "key", None) == "w", params
+    )
 
 
 def _sgd(hyper: SGDMomentum) -> optax.GradientTransformation:
@@ -93,4 +188,22 @@ def make_rule(name: str, hyper=None) -> LearningRule:
         )
         weights = {"amp": hyper.alpha, "null": hyper.beta, "decay": hyper.gamma}
         return LearningRule(name, "feedback", _sgd(hyper), local_feedback_update(weights, feedback_optimizer))
+    if name == "kolen_pollack":
+        assert isinstance(hyper, KolenPollack)
+        sgd = _sgd(hyper)
+        optimizer = optax.chain(optax.add_decayed_weights(hyper.weight_decay, mask=_kernel_mask), sgd)
+        return LearningRule(name, "feedback", optimizer, kolen_pollack_update(hyper.weight_decay, _sgd(hyper)))
+    if name in ("weight_mirror", "symmetric_alignment"):
+        assert isinstance(hyper, (WeightMirror, SymmetricAlignment))
+        feedback_optimizer = optax.sgd(
+            hyper.feedback_learning_rate, momentum=hyper.feedback_momentum or None, nesterov=hyper.nesterov
+        )
+        if name == "weight_mirror":
+            weights, noise_std = {"decay": hyper.alpha, "amp": hyper.beta}, hyper.noise_std
+        else:
+            weights, noise_std = {"decay": hyper.alpha, "self": hyper.beta}, None
+        return LearningRule(name, "feedback", _sgd(hyper), local_feedback_update(weights, feedback_optimizer, noise_std))
+    if name == "sign_symmetry":
+        assert isinstance(hyper, SignSymmetry)
+        return LearningRule(name, "feedback", _sgd(hyper), sign_symmetry_update())
     raise AssertionError(f"rule {name!r} has hyperparameters but no construction")

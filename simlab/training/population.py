@@ -83,13 +83,16 @@ def make_trainer(
         def step(carry, scan_input):
             params, state, optimizer_state, feedback_state, snapshots = carry
             t, slot = scan_input
-            batch = jax.random.randint(jax.random.fold_in(data_key, t), (batch_size,), 0, x_train.shape[0])
+            step_key = jax.random.fold_in(data_key, t)
+            batch = jax.random.randint(step_key, (batch_size,), 0, x_train.shape[0])
             (loss, sites), grads = loss_and_grad(params, state, x_train[batch], y_train[batch])
             updates, optimizer_state = rule.optimizer.update(grads, optimizer_state, params)
             if rule.feedback_update is not None:
                 inputs = {name: site.input for name, site in sites.items()}
+                # the step's key (a stream apart from the batch draw), W's gradients and updates
                 state, feedback_state = rule.feedback_update.update(
-                    state, params, inputs, network.ops, feedback_state
+                    state, params, inputs, network.ops, feedback_state,
+                    key=jax.random.fold_in(step_key, 1), grads=grads, updates=updates,
                 )
             params = optax.apply_updates(params, updates)
 
