@@ -65,10 +65,20 @@ def describe_recording(path: Path, ds: xr.Dataset) -> str:
 
 
 def describe_subjects(table: xr.Dataset) -> str:
-    lines = [f"  {'subject':<44s} {'final acc':>9s}  status"]
+    # alignment diagnostics (feedback rules): mean over layers at the final session, degrees
+    angles = [name for name in ("feedback_angle", "gradient_angle") if name in table]
+    header = "".join(f" {name.replace('_angle', ' ang'):>12s}" for name in angles)
+    lines = [f"  {'subject':<44s} {'final acc':>9s}{header}  status"]
     for subject in table["subject"].values:
         row = table.sel(subject=subject)
-        lines.append(f"  {subject:<44s} {float(row['final_accuracy']):9.3f}  {row['status'].item()}")
+        cells = ""
+        for name in angles:
+            final = row[name].isel(session=-1).values
+            cells += f" {np.nanmean(final):12.1f}" if np.isfinite(final).any() else f" {'-':>12s}"
+        lines.append(f"  {subject:<44s} {float(row['final_accuracy']):9.3f}{cells}  {row['status'].item()}")
+    if angles:
+        lines.append("  (feedback ang: angle of B to W; gradient ang: of the rule's gradient to backprop's;")
+        lines.append("   degrees, mean over layers at the final session; - for backprop rules)")
     return "\n".join(lines)
 
 

@@ -83,6 +83,13 @@ class RunDirectory:
                 raise SimlabError(f"{self.stimuli_file}: no stimulus set for task {task!r}")
             return data[f"{task}/inputs"]
 
+    def stimulus_labels(self, task: str) -> np.ndarray:
+        """The labels of a task's stimulus set (aligned with :meth:`stimuli`)."""
+        with np.load(self.stimuli_file) as data:
+            if f"{task}/labels" not in data.files:
+                raise SimlabError(f"{self.stimuli_file}: no stimulus labels for task {task!r}")
+            return data[f"{task}/labels"]
+
     def log(self, message: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -18,6 +18,7 @@ from simlab.rules.rules import make_rule
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import load_task
+from simlab.training.diagnostics import alignment_angles, alignment_fn
 from simlab.training.population import train_population
 from simlab.training.snapshots import read_shard, write_shard
 
@@ -94,18 +95,52 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
 
 
 def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr.Dataset:
-    """Factors, training curves, test accuracy per session and status of every subject."""
+    """Factors, training curves, test accuracy per session, status and, for feedback rules,
+    alignment diagnostics (:mod:`simlab.training.diagnostics`) of every subject."""
     steps = protocol.training.steps
     session_steps = protocol.session_steps()
     losses = np.full((len(plan), steps), np.nan, np.float32)
     accuracy = np.full((len(plan), len(session_steps)), np.nan, np.float32)
     status = np.empty(len(plan), dtype=object)
+    # alignment diagnostics (simlab.training.diagnostics): [subject, layer, session], NaN for
+    # backprop rules and padded layers; the layers of each subject in its plan order
+    networks: dict[tuple[str, str], tuple[Network, Network]] = {}
+    for pop in plan.populations:
+        if (pop.architecture, pop.task) not in networks:
+            n_classes = load_task(protocol.task_spec(pop.task)).n_classes
+            spec = protocol.architecture_spec(pop.architecture)
+            networks[pop.architecture, pop.task] = (
+                Network(spec, n_classes, "feedback"),
+                Network(spec, n_classes, "backprop"),
+            )
+    n_layers = max(len(pair[0].site_names) for pair in networks.values())
+    feedback_angle = np.full((len(plan), n_layers, len(session_steps)), np.nan, np.float32)
+    gradient_angle = np.full_like(feedback_angle, np.nan)
+    layer_name = np.full((len(plan), n_layers), "", dtype=object)
+    alignment_fns: dict[tuple[str, str], object] = {}
+    stimuli: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for pop in plan.populations:
         shard = read_shard(run.shard(pop.id))
         for replicate, subject in enumerate(pop.subjects):
             losses[subject.index] = shard.losses[replicate]
             accuracy[subject.index] = shard.test_accuracy[replicate]
             status[subject.index] = shard.status[replicate]
+        feedback_network, backprop_network = networks[pop.architecture, pop.task]
+        names = feedback_network.site_names
+        indices = [subject.index for subject in pop.subjects]
+        layer_name[indices, : len(names)] = names
+        rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
+        if rule.credit != "feedback":
+            continue
+        if pop.task not in stimuli:
+            stimuli[pop.task] = (run.stimuli(pop.task), run.stimulus_labels(pop.task))
+        key = (pop.architecture, pop.task)
+        if key not in alignment_fns:
+            alignment_fns[key] = alignment_fn(feedback_network, backprop_network)
+        fb, grad = alignment_angles(alignment_fns[key], shard.params, shard.state, *stimuli[pop.task])
+        # [replicate, session, site] -> [subject, layer, session]
+        feedback_angle[indices, : len(names)] = fb.transpose(0, 2, 1)
+        gradient_angle[indices, : len(names)] = grad.transpose(0, 2, 1)
     subjects = plan.subjects
     population_of = {subject.index: pop.id for pop in plan.populations for subject in pop.subjects}
     table = xr.Dataset(
@@ -116,9 +151,30 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
                 accuracy,
                 {"long_name": "accuracy on the task's test split", "units": "1"},
             ),
+            "feedback_angle": (
+                ("subject", "layer", "session"),
+                feedback_angle,
+                {
+                    "long_name": "angle between the feedback kernel B and the kernel W (flattened)",
+                    "units": "degree",
+                    "comment": "NaN for backprop rules and padded layers",
+                },
+            ),
+            "gradient_angle": (
+                ("subject", "layer", "session"),
+                gradient_angle,
+                {
+                    "long_name": "angle between the rule's gradient of W and the backprop gradient of W "
+                    "(task loss on the run's stimulus set)",
+                    "units": "degree",
+                    "comment": "NaN for backprop rules and padded layers",
+                },
+            ),
         },
         coords={
             "subject": [s.id for s in subjects],
+            "layer": np.arange(n_layers),
+            "layer_name": (("subject", "layer"), layer_name.astype(str)),
             "step": np.arange(1, steps + 1),
             "session": np.arange(len(session_steps)),
             "session_step": ("session", session_steps),
