@@ -180,12 +180,16 @@ KEY_SEED = 4
 
 
 @functools.lru_cache(maxsize=None)
-def run_case(case):
-    """One compiled training run per case (compiling dominates the runtime), shared by tests."""
-    name, hyper = RULE_CASES[case]
+def train_rule(name, hyper):
+    """One compiled training run per rule and hyperparameters (compiling dominates the runtime),
+    shared by the tests here and in test_more_rules."""
     rule = make_rule(name, hyper)
     network, snapshots, losses = _train(rule, STEPS, jax.random.key(KEY_SEED))
     return rule, network, snapshots, losses
+
+
+def run_case(case):
+    return train_rule(*RULE_CASES[case])
 
 
 @pytest.mark.parametrize("case", list(RULE_CASES))
