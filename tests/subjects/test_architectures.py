@@ -9,6 +9,7 @@ import pytest
 
 from simlab.subjects.architectures import Network
 from simlab.subjects.specs import Conv1DSpec, MLPSpec
+from rules.test_credit import np_conv  # the hand-written SAME-padded conv reference
 
 MLP = MLPSpec(hidden=[8, 4])
 CONV = Conv1DSpec(channels=[4, 8], kernel_size=3, stride=2, hidden=[6])
@@ -138,22 +139,9 @@ def test_conv_forward_matches_numpy():
     logits, sites = jax.jit(network.apply)(params, {}, jnp.asarray(x))
     p = jax.tree.map(_np, params)
 
-    def conv(h, k, stride):  # SAME padding, by hand
-        n, length, _ = h.shape
-        width = k.shape[0]
-        out_length = -(-length // stride)
-        before = max((out_length - 1) * stride + width - length, 0) // 2
-        y = np.zeros((n, out_length, k.shape[2]))
-        for o in range(out_length):
-            for w in range(width):
-                pos = o * stride + w - before
-                if 0 <= pos < length:
-                    y[:, o] += h[:, pos] @ k[w]
-        return y
-
     h = _np(x)
     for name in ("conv_0", "conv_1"):
-        h = np.maximum(conv(h, p[name]["w"], 2) + p[name]["b"], 0)
+        h = np.maximum(np_conv(h, p[name]["w"], 2) + p[name]["b"], 0)
         np.testing.assert_allclose(_np(sites[name].output), h, rtol=1e-5, atol=1e-5)
     h = np.maximum(h.reshape(2, -1) @ p["dense_0"]["w"] + p["dense_0"]["b"], 0)
     out = h @ p["readout"]["w"] + p["readout"]["b"]
