@@ -115,9 +115,9 @@ class Rig:
         shapes = network.site_shapes(input_shape)
         return {name: (int(np.prod(shapes[name][1])), int(np.prod(shapes[name][0]))) for name in network.site_names}
 
-    def sample(self, network: Network, input_shape, subjects, sessions) -> tuple[dict, dict]:
-        """Recorded unit indices per site, [replicate, session, k]: (post, pre)."""
-        available = self.available_units(network, input_shape)
+    def sample(self, network: Network, available: dict, subjects, sessions) -> tuple[dict, dict]:
+        """Recorded unit indices per site, [replicate, session, k]: (post, pre), out of the
+        ``available`` units of :meth:`available_units`."""
         spec = self.spec
         acute = spec.sampling == "acute"
 
@@ -141,7 +141,8 @@ class Rig:
 
     def record(self, network: Network, params, stimuli: np.ndarray, subjects, sessions) -> PopulationRecording:
         sessions = np.asarray(sessions)
-        post, pre = self.sample(network, stimuli.shape[1:], subjects, sessions)
+        available = self.available_units(network, stimuli.shape[1:])
+        post, pre = self.sample(network, available, subjects, sessions)
         spike_counts = self.spec.noise_model == "poisson"  # drawn on the host, see recording.noise
         observe_inside = jax.default_backend() != "cpu" and not spike_counts
         program = self._program(network, observe_inside)
@@ -165,7 +166,6 @@ class Rig:
             np.asarray(observed[name]) if observe_inside else observe(measured[name], xp=np)
             for name in network.site_names
         ]
-        available = self.available_units(network, stimuli.shape[1:])
         return PopulationRecording(
             observation=np.stack(per_site, axis=1),
             n_units=np.array([available[name][0] for name in network.site_names]),
