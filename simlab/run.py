@@ -58,7 +58,7 @@ def record_rigs(run: RunDirectory, protocol: Protocol, force: bool, progress: bo
         if path.exists() and not force:
             echo(f"recording {path} exists, kept")
         else:
-            write_recording(record_cohort(run, name, spec, progress), path, force=force)
+            write_recording(record_cohort(run, name, spec, progress, echo), path, force=force)
             run.log(f"record: {name} -> {path}")
         paths.append(path)
     return paths
