@@ -115,7 +115,7 @@ def record_cohort(
         bar.update(len(indices))
     bar.close()
 
-    coords = subject_coords(plan, subjects["final_accuracy"].values, subjects["status"].values)
+    coords = subject_coords(protocol, plan, subjects["final_accuracy"].values, subjects["status"].values)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     stimulus_sets = {task: description for task, (_, description) in sorted(stimuli.items())}
     recording = build_recording(

@@ -45,11 +45,26 @@ class FeedbackUpdate(NamedTuple):
     update: Callable[..., tuple[Any, Any]]
 
 
+def autodiff_estimate(loss, params, state, inputs, targets, *, key=None):
+    """The gradient of ``loss`` by automatic differentiation through the network's credit path
+    (true backprop, or errors through B for feedback credit). Returns ``(loss, sites, grads)``."""
+    (value, sites), grads = jax.value_and_grad(loss, has_aux=True)(params, state, inputs, targets)
+    return value, sites, grads
+
+
 class LearningRule(NamedTuple):
+    """``estimate(loss, params, state, inputs, targets, *, key) -> (loss, sites, grads)`` says
+    what the optimizer is given in place of the gradient; ``loss(params, state, inputs,
+    targets) -> (loss, sites)`` is the network under its objective
+    (:func:`simlab.training.objectives.objective_loss`). Rules that do not backpropagate
+    (perturbation, Hebbian) replace the default :func:`autodiff_estimate`.
+    """
+
     name: str
     credit: str
     optimizer: optax.GradientTransformation
     feedback_update: FeedbackUpdate | None = None
+    estimate: Callable[..., tuple[Any, Any, Any]] = autodiff_estimate
 
 
 def local_feedback_loss(weights: Mapping[str, float]) -> Callable:
@@ -166,6 +181,18 @@ def _kernel_mask(params):
 
 def _sgd(hyper: SGDMomentum) -> optax.GradientTransformation:
     return optax.sgd(hyper.learning_rate, momentum=hyper.momentum or None, nesterov=hyper.nesterov)
+
+
+def rule_factors(name: str, hyper=None) -> dict[str, str]:
+    """A rule's factors as subject coordinates: its ``credit_mechanism`` (how errors reach
+    hidden layers: "backprop" for sgdm and adam, else the rule's own mechanism) and its
+    ``optimizer`` ("adam", "sgd_momentum" or "sgd")."""
+    hyper = hyper if hyper is not None else RULE_HYPERPARAMETERS[name]()
+    if isinstance(hyper, Adam):
+        optimizer = "adam"
+    else:
+        optimizer = "sgd_momentum" if getattr(hyper, "momentum", 0.0) else "sgd"
+    return {"credit_mechanism": "backprop" if name in ("sgdm", "adam") else name, "optimizer": optimizer}
 
 
 def make_rule(name: str, hyper=None) -> LearningRule:

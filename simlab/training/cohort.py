@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from simlab.fileio import atomic_path
 from simlab.protocol import CohortPlan, Population, Protocol
-from simlab.rules.rules import make_rule
+from simlab.rules.rules import make_rule, rule_factors
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import load_task
@@ -179,18 +179,27 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             "session": np.arange(len(session_steps)),
             "session_step": ("session", session_steps),
             "population": ("subject", [population_of[s.index] for s in subjects]),
-            **subject_coords(plan, accuracy[:, -1], status),
+            **subject_coords(protocol, plan, accuracy[:, -1], status),
         },
         attrs={"title": f"{protocol.name}: subjects", "protocol": protocol.to_yaml()},
     )
     return table
 
 
-def subject_coords(plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
+def task_family(protocol: Protocol, subject) -> str:
+    """"supervised", "self_supervised" or "reward_based": what signal the subject learns from."""
+    return "supervised"
+
+
+def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
     """The per-subject coordinates that every recording and the subject table carry."""
     subjects = plan.subjects
+    factors = [rule_factors(s.learning_rule, protocol.rule_hyperparameters(s.learning_rule)) for s in subjects]
     return {
         "learning_rule": ("subject", [s.learning_rule for s in subjects]),
+        "credit_mechanism": ("subject", [f["credit_mechanism"] for f in factors]),
+        "optimizer": ("subject", [f["optimizer"] for f in factors]),
+        "task_family": ("subject", [task_family(protocol, s) for s in subjects]),
         "architecture": ("subject", [s.architecture for s in subjects]),
         "task": ("subject", [s.task for s in subjects]),
         "batch_size": ("subject", np.array([s.batch_size for s in subjects], np.int64)),

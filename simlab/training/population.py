@@ -22,6 +22,7 @@ from simlab.rules.rules import LearningRule
 from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import TaskData
 from simlab.training.accelerators import run_vmapped
+from simlab.training.objectives import CROSS_ENTROPY, Objective, objective_loss
 
 
 @dataclass
@@ -49,8 +50,7 @@ def session_slots(session_steps: Sequence[int], steps: int) -> np.ndarray:
 
 
 def cross_entropy(network: Network, params, state, x, y):
-    logits, sites = network.apply(params, state, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), sites
+    return objective_loss(network, CROSS_ENTROPY)(params, state, x, y)
 
 
 def make_trainer(
@@ -60,16 +60,19 @@ def make_trainer(
     steps: int,
     session_steps: Sequence[int],
     on_session: Callable[[np.ndarray], None] | None = None,
+    objective: Objective = CROSS_ENTROPY,
 ):
     """A pure function ``train(key, x_train, y_train) -> (snapshots, losses)`` for one subject.
 
     ``snapshots`` is ``(params, state)`` with a leading session axis. Batches are drawn
     uniformly with replacement from the training split, from a key of the subject's own.
     ``on_session`` (host callback) is told when a session is written, for progress bars.
+    Random streams of a step: the batch draw, then ``fold_in(step_key, 1)`` for the feedback
+    update, 2 for the objective's ``prepare`` (augmentations), 3 for the rule's estimate.
     """
     slots = jnp.asarray(session_slots(session_steps, steps))
     n_sessions = len(session_steps)
-    loss_and_grad = jax.value_and_grad(lambda p, s, x, y: cross_entropy(network, p, s, x, y), has_aux=True)
+    loss = objective_loss(network, objective)
 
     def train(key, x_train, y_train):
         init_key, data_key = jax.random.split(key)
@@ -85,7 +88,10 @@ def make_trainer(
             t, slot = scan_input
             step_key = jax.random.fold_in(data_key, t)
             batch = jax.random.randint(step_key, (batch_size,), 0, x_train.shape[0])
-            (loss, sites), grads = loss_and_grad(params, state, x_train[batch], y_train[batch])
+            inputs, targets = objective.prepare(jax.random.fold_in(step_key, 2), x_train[batch], y_train[batch])
+            value, sites, grads = rule.estimate(
+                loss, params, state, inputs, targets, key=jax.random.fold_in(step_key, 3)
+            )
             updates, optimizer_state = rule.optimizer.update(grads, optimizer_state, params)
             if rule.feedback_update is not None:
                 inputs = {name: site.input for name, site in sites.items()}
@@ -102,7 +108,7 @@ def make_trainer(
                 return jax.tree.map(lambda buf, a: buf.at[slot].set(a), buffers, (params, state))
 
             snapshots = jax.lax.cond(slot >= 0, write, lambda buffers: buffers, snapshots)
-            return (params, state, optimizer_state, feedback_state, snapshots), loss
+            return (params, state, optimizer_state, feedback_state, snapshots), value
 
         carry = (params, state, optimizer_state, feedback_state, snapshots)
         carry, losses = jax.lax.scan(step, carry, (jnp.arange(steps), slots))
@@ -144,9 +150,10 @@ def train_population(
     seeds: Sequence[int],
     vectorize: str = "auto",
     on_session: Callable[[np.ndarray], None] | None = None,
+    objective: Objective = CROSS_ENTROPY,
 ) -> PopulationResult:
     """Train one replicate per seed; same seed, same numbers."""
-    train = make_trainer(network, rule, batch_size, steps, session_steps, on_session)
+    train = make_trainer(network, rule, batch_size, steps, session_steps, on_session, objective)
     keys = jnp.stack([jax.random.key(seed) for seed in seeds])
     x_train, y_train = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
     if choose_vectorize(vectorize) == "vmap":
