@@ -18,23 +18,31 @@ class Objective(NamedTuple):
     """``prepare(key, x, y) -> (inputs, targets)``; ``output_loss(outputs, targets) -> scalar``.
 
     ``family`` is the subject's task family coordinate ("supervised", "self_supervised").
+    ``example_losses(outputs, targets) -> [batch]`` is the loss of each example, whose mean is
+    ``output_loss``, where the loss decomposes over examples (None where it does not, e.g. a
+    contrastive loss couples the examples of a batch).
     """
 
     name: str
     family: str
     prepare: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
     output_loss: Callable[[jax.Array, Any], jax.Array]
+    example_losses: Callable[[jax.Array, Any], jax.Array] | None = None
 
 
 def _labelled(key, x, y):
     return x, y
 
 
+def _example_cross_entropy(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
 def _cross_entropy(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return _example_cross_entropy(logits, y).mean()
 
 
-CROSS_ENTROPY = Objective("cross_entropy", "supervised", _labelled, _cross_entropy)
+CROSS_ENTROPY = Objective("cross_entropy", "supervised", _labelled, _cross_entropy, _example_cross_entropy)
 
 
 def objective_loss(network, objective: Objective) -> Callable:
