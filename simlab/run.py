@@ -41,7 +41,7 @@ def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> 
 def write_stimuli(run: RunDirectory, protocol: Protocol, force: bool) -> None:
     if run.stimuli_file.exists() and not force:
         return
-    tasks = sorted(set(protocol.cohort.task))
+    tasks = sorted(protocol.levels("task"))
     run.write_stimuli(
         {
             task: stimulus_set(load_task(protocol.task_spec(task)), protocol.recording.stimuli, protocol.seed)

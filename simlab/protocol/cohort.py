@@ -62,11 +62,15 @@ class CohortPlan:
 
 
 def plan_cohort(protocol: Protocol) -> CohortPlan:
-    """Every combination of the factor levels, replicate fastest; populations in order."""
-    cohort = protocol.cohort
-    levels = [getattr(cohort, f) for f in FACTORS] + [range(cohort.replicates)]
+    """Every combination of the factor levels, replicate fastest; populations in order. With
+    several cohort blocks, the blocks' subjects one block after the other."""
+    combinations = [
+        combination
+        for block in protocol.cohort_blocks
+        for combination in itertools.product(*[getattr(block, f) for f in FACTORS], range(block.replicates))
+    ]
     subjects = []
-    for index, (*factors, replicate) in enumerate(itertools.product(*levels)):
+    for index, (*factors, replicate) in enumerate(combinations):
         seed = protocol.subject_seed(replicate)
         subjects.append(
             Subject(index, f"{_population_id(*factors)}-s{seed}", *factors, replicate=replicate, seed=seed)
@@ -116,24 +120,36 @@ def _steps(steps) -> str:
 
 def describe(protocol: Protocol, plan: CohortPlan) -> str:
     """What ``simlab validate`` prints: what the protocol will train, record and analyze."""
-    cohort = protocol.cohort
-    product = " x ".join(
-        [
-            _count(len(cohort.architecture), "architecture"),
-            _count(len(cohort.task), "task"),
-            _count(len(cohort.learning_rule), "learning rule"),
-            _count(len(cohort.batch_size), "batch size"),
-            _count(cohort.replicates, "replicate"),
-        ]
-    )
+    def product(block) -> str:
+        return " x ".join(
+            [
+                _count(len(block.architecture), "architecture"),
+                _count(len(block.task), "task"),
+                _count(len(block.learning_rule), "learning rule"),
+                _count(len(block.batch_size), "batch size"),
+                _count(block.replicates, "replicate"),
+            ]
+        )
+
+    blocks = protocol.cohort_blocks
     training = protocol.training
+    if len(blocks) == 1:
+        sizes = [f"{_count(len(plan), 'subject')} = {product(blocks[0])}"]
+    else:
+        sizes = [f"{_count(len(plan), 'subject')} in {len(blocks)} blocks:"]
+        for i, block in enumerate(blocks):
+            size = len(block.architecture) * len(block.task) * len(block.learning_rule) * len(block.batch_size)
+            sizes.append(
+                f"  block {i}: {size * block.replicates} = {product(block)} "
+                f"({', '.join(block.architecture)} on {', '.join(block.task)})"
+            )
     lines = [
         f"protocol {protocol.name}" + (f": {protocol.description}" if protocol.description else ""),
-        f"{_count(len(plan), 'subject')} = {product}",
+        *sizes,
         f"{_count(len(plan.populations), 'population')} (replicates train together)",
         f"training: {training.steps} steps, vectorize {training.vectorize}",
     ]
-    lines += [f"  {rule}: {_settings(protocol.rule_hyperparameters(rule))}" for rule in cohort.learning_rule]
+    lines += [f"  {rule}: {_settings(protocol.rule_hyperparameters(rule))}" for rule in protocol.levels("learning_rule")]
     lines += [
         f"recording: {protocol.recording.sessions} sessions at steps {_steps(protocol.session_steps())}",
         f"stimuli: {protocol.recording.stimuli}",

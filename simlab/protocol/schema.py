@@ -11,12 +11,13 @@ validated entry by entry by :class:`NamedEntries`, which keeps nested error loca
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import yaml
@@ -245,6 +246,29 @@ class Cohort(_Section):
     replicates: Annotated[StrictInt, Field(gt=0, le=1000)] = 3
 
 
+def _cohort_blocks(value: Any, handler: Callable) -> Any:
+    """A cohort is one factorial block (a mapping) or a list of blocks whose subjects are
+    pooled: a zoo of image nets on image tasks and 1-D nets on 1-D tasks needs several.
+    Errors keep the file's shape: ``cohort.task`` for one block, ``cohort[1].task`` for a list."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise PydanticCustomError("no_blocks", "expected a cohort block or a non-empty list of blocks")
+        blocks, errors = [], []
+        for i, block in enumerate(value):
+            try:
+                blocks.append(block if isinstance(block, Cohort) else Cohort.model_validate(block))
+            except ValidationError as exc:
+                errors += _rebased(exc, (i,))
+        _raise_all("cohort", errors)
+        return blocks
+    if isinstance(value, Cohort):
+        return value
+    try:
+        return Cohort.model_validate(value)
+    except ValidationError as exc:
+        _raise_all("cohort", _rebased(exc, ()))
+
+
 class Training(_Section):
     """How long each subject trains, how populations run, and rule hyperparameter overrides."""
 
@@ -272,7 +296,7 @@ class Protocol(_Section):
     name: Name
     description: str | None = None
     seed: Annotated[StrictInt, Field(ge=0)] = 0
-    cohort: Cohort
+    cohort: Annotated[Union[Cohort, list[Cohort]], WrapValidator(_cohort_blocks)]
     architectures: dict[Name, ArchitectureSpec] = Field(default_factory=dict)
     tasks: dict[Name, TaskSpec] = Field(default_factory=dict)
     training: Training = Field(default_factory=Training)
@@ -305,6 +329,15 @@ class Protocol(_Section):
         return protocol
 
     # ----------------------------------------------------------------------- lookups
+
+    @property
+    def cohort_blocks(self) -> list[Cohort]:
+        """The factorial blocks of the cohort (one unless the protocol lists several)."""
+        return list(self.cohort) if isinstance(self.cohort, list) else [self.cohort]
+
+    def levels(self, factor: str) -> list:
+        """The levels of a cohort factor over all blocks, in order of first appearance."""
+        return list(dict.fromkeys(level for block in self.cohort_blocks for level in getattr(block, factor)))
 
     def architecture_spec(self, name: str) -> BaseModel:
         """The protocol's own definition of ``name``, else the preset of that name."""
@@ -365,18 +398,21 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
     other sections being valid. Values of the wrong type are left to the field errors."""
     errors = []
     cohort = _get(data, "cohort")
+    blocks = list(enumerate(cohort)) if isinstance(cohort, (list, tuple)) else [(None, cohort)]
     named = (("architecture", "architectures", PRESET_ARCHITECTURES), ("task", "tasks", PRESET_TASKS))
-    for factor, section, presets in named:
-        defined = _get(data, section)
-        known = {*presets, *(defined if isinstance(defined, Mapping) else ())}
-        levels = _get(cohort, factor)
-        located = enumerate(levels) if isinstance(levels, (list, tuple)) else [(None, levels)]
-        for i, level in located:
-            if isinstance(level, str) and level not in known:
-                loc = ("cohort", factor) + (() if i is None else (i,))
-                errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
-
-    errors += _layout_errors(cohort, _get(data, "architectures"), _get(data, "tasks"))
+    for b, block in blocks:
+        where = ("cohort",) if b is None else ("cohort", b)
+        for factor, section, presets in named:
+            defined = _get(data, section)
+            known = {*presets, *(defined if isinstance(defined, Mapping) else ())}
+            levels = _get(block, factor)
+            located = enumerate(levels) if isinstance(levels, (list, tuple)) else [(None, levels)]
+            for i, level in located:
+                if isinstance(level, str) and level not in known:
+                    loc = (*where, factor) + (() if i is None else (i,))
+                    errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
+        errors += _layout_errors(block, where, _get(data, "architectures"), _get(data, "tasks"))
+    errors += _repeated_populations(blocks)
 
     training, recording = _get(data, "training"), _get(data, "recording")
     steps, sessions = _get(training, "steps"), _get(recording, "sessions")
@@ -399,13 +435,43 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
     return errors
 
 
-def _layout_errors(cohort: Any, architectures: Any, tasks: Any) -> list[InitErrorDetails]:
+def _levels(block: Any, factor: str) -> list[tuple[int | None, Any]]:
+    value = _get(block, factor)
+    return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+
+
+def _repeated_populations(blocks: list[tuple[int | None, Any]]) -> list[InitErrorDetails]:
+    """Two blocks of a list must not both hold a population: its subjects would train twice."""
+    seen: dict[tuple, int] = {}
+    errors = []
+    for b, block in blocks:
+        if b is None:
+            continue
+        factors = [[level for _, level in _levels(block, f)] for f in ("architecture", "task", "learning_rule", "batch_size")]
+        repeated = set()
+        for key in itertools.product(*factors):
+            try:
+                hash(key)
+            except TypeError:
+                continue  # a malformed level: the field errors say so
+            if key in seen and seen[key] != b:
+                repeated.add((key, seen[key]))
+            seen.setdefault(key, b)
+        for key, first in sorted(repeated, key=str)[:1]:
+            message = (
+                f"block {b} repeats the population {'-'.join(map(str, key[:3]))}-b{key[3]} of block {first} "
+                f"({len(repeated)} repeated in all); a subject can be in one block only"
+            )
+            errors.append(_error("repeated_population", message, ("cohort", b), None))
+    return errors
+
+
+def _layout_errors(cohort: Any, where: tuple, architectures: Any, tasks: Any) -> list[InitErrorDetails]:
     """Every architecture of the cohort meets every task: an image net cannot read 1-D signals
     (nor a 1-D conv net images). Reported at the architecture's place in the cohort."""
 
     def levels(factor: str) -> list[tuple[int | None, Any]]:
-        value = _get(cohort, factor)
-        return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        return _levels(cohort, factor)
 
     def spec(name: Any, defined: Any, presets: Mapping) -> Any:
         if not isinstance(name, str):
@@ -420,7 +486,7 @@ def _layout_errors(cohort: Any, architectures: Any, tasks: Any) -> list[InitErro
         architecture = spec(name, architectures, PRESET_ARCHITECTURES)
         for task_name, task in task_specs:
             if architecture is not None and task is not None and (why := input_layout_conflict(architecture, task)):
-                loc = ("cohort", "architecture") + (() if i is None else (i,))
+                loc = (*where, "architecture") + (() if i is None else (i,))
                 message = f"architecture {name!r} cannot be trained on task {task_name!r}: it {why}"
                 errors.append(_error("input_layout", message, loc, name))
     return errors
@@ -484,10 +550,16 @@ def locate(loc: tuple) -> Located:
         holder = None
         if entries is not None:
             tp, metadata = entries.model_for(part), []
-        elif origin in (typing.Union, types.UnionType):
-            tp, metadata = _union_member(tp, part), []
-            continue  # a union member label, not a key of the file
-        elif isinstance(tp, type) and issubclass(tp, BaseModel):
+            path.append(part)
+            continue
+        if origin in (typing.Union, types.UnionType):
+            member = _member_for_key(tp, part)
+            if member is None:
+                tp, metadata = _union_member(tp, part), []
+                continue  # a union member label, not a key of the file
+            # a value that may be a model or a list of them (the cohort): the key's kind tells
+            tp, origin = member, typing.get_origin(member)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
             holder = tp
             field = tp.model_fields.get(part)
             tp, metadata = (field.annotation, list(field.metadata)) if field else (None, [])
@@ -497,6 +569,17 @@ def locate(loc: tuple) -> Located:
             tp, metadata = None, []
         path.append(part)
     return Located(tuple(path), holder, _unwrap(tp)[0])
+
+
+def _member_for_key(tp: Any, part: Any) -> Any:
+    """For a union of a model and a list of models (the cohort), the member that a key of the
+    file goes into (an index: the list); None for other unions, whose keys are member labels."""
+    members = [_unwrap(m)[0] for m in typing.get_args(tp)]
+    lists = [m for m in members if typing.get_origin(m) is list]
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(lists) != 1 or len(models) != 1 or len(members) != 2:
+        return None
+    return lists[0] if isinstance(part, int) else models[0]
 
 
 def union_tags(annotation: Any) -> list[str]:

@@ -71,3 +71,46 @@ def test_describe_summarizes_what_will_run():
     assert "stimuli: 256" in text
     assert "  ephys_sparse: type=electrophysiology, units=20, noise=0.5, seed=3" in text
     assert "  identify: " in text
+
+
+BLOCKS = textwrap.dedent(
+    """\
+    name: zoo
+    cohort:
+      - architecture: [mlp, conv1d]
+        task: mnist1d
+        learning_rule: [sgdm, adam]
+        batch_size: 32
+        replicates: 2
+      - architecture: knet
+        task: teacher_image
+        learning_rule: sgdm
+        batch_size: [16, 32]
+        replicates: 1
+    """
+)
+
+
+def test_cohort_blocks_pool_their_products_in_block_order():
+    protocol = parse_protocol(BLOCKS)
+    plan = plan_cohort(protocol)
+    # 2 x 1 x 2 x 1 x 2 = 8, then 1 x 1 x 1 x 2 x 1 = 2
+    assert len(plan) == 10 and len(plan.populations) == 6
+    assert [s.index for s in plan.subjects] == list(range(10))
+    assert plan.subjects[7].id == "conv1d-mnist1d-adam-b32-s1"
+    assert [s.id for s in plan.subjects[8:]] == ["knet-teacher_image-sgdm-b16-s0", "knet-teacher_image-sgdm-b32-s0"]
+    assert protocol.levels("architecture") == ["mlp", "conv1d", "knet"]
+    assert protocol.levels("task") == ["mnist1d", "teacher_image"]
+    text = describe(protocol, plan)
+    assert "10 subjects in 2 blocks:" in text
+    assert "block 1: 2 = 1 architecture x 1 task x 1 learning rule x 2 batch sizes x 1 replicate (knet on teacher_image)" in text
+    assert parse_protocol(protocol.to_yaml()) == protocol
+
+
+def test_a_single_block_list_plans_like_the_mapping():
+    single = parse_protocol(QUICKSTART)
+    block = QUICKSTART[QUICKSTART.index("  architecture"): QUICKSTART.index("training:")]
+    listed_block = "  - " + block.strip().replace("\n  ", "\n    ") + "\n"
+    listed = parse_protocol(QUICKSTART.replace(block, listed_block))
+    assert isinstance(listed.cohort, list) and len(listed.cohort) == 1
+    assert [s.id for s in plan_cohort(listed).subjects] == [s.id for s in plan_cohort(single).subjects]

@@ -264,3 +264,36 @@ def test_missing_file_names_the_path(tmp_path):
     path = tmp_path / "nowhere.yaml"
     with pytest.raises(SimlabError, match="nowhere.yaml"):
         load_protocol(path)
+
+
+def test_cohort_block_problems_are_located_in_their_block():
+    found = problems(
+        "name: x\n"
+        "cohort:\n"
+        "  - architecture: [mlp]\n"
+        "    task: mnist1d\n"
+        "    learning_rule: sgdm\n"
+        "    batch_size: 32\n"
+        "  - architecture: [knet, conv1d]\n"
+        "    task: teacher_image\n"
+        "    learning_rule: [sgdm, adamm]\n"
+        "    batch_size: 32\n"
+        "  - architecture: mlp\n"
+        "    task: mnist1d\n"
+        "    learning_rule: sgdm\n"
+        "    batch_size: [16, 32]\n"
+        "    extra: 1\n"
+    )
+    assert found["cohort[1].architecture[1]"][0] == 7
+    assert "'conv1d' cannot be trained on task 'teacher_image'" in found["cohort[1].architecture[1]"][1]
+    line, message = found["cohort[1].learning_rule[1]"]
+    assert line == 9 and message.startswith("unknown learning rule 'adamm' (known: adam, ")
+    assert message.endswith("did you mean 'adam'?")
+    assert found["cohort[2]"][1] == (
+        "block 2 repeats the population mlp-mnist1d-sgdm-b32 of block 0 (1 repeated in all); "
+        "a subject can be in one block only"
+    )
+    assert found["cohort[2].extra"][1].startswith("unknown key 'extra' (expected one of: architecture, task,")
+    assert problems("name: x\ncohort: []\n") == {
+        "cohort": (2, "expected a cohort block or a non-empty list of blocks")
+    }
