@@ -377,6 +377,7 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
                 errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
 
     errors += _layout_errors(cohort, _get(data, "architectures"), _get(data, "tasks"))
+    errors += _rule_architecture_errors(cohort, _get(data, "architectures"))
 
     training, recording = _get(data, "training"), _get(data, "recording")
     steps, sessions = _get(training, "steps"), _get(recording, "sessions")
@@ -399,25 +400,49 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
     return errors
 
 
+def _levels(cohort: Any, factor: str) -> list[tuple[int | None, Any]]:
+    """(index, level) of a cohort factor, index None for a single level given alone."""
+    value = _get(cohort, factor)
+    return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+
+
+def _spec(name: Any, defined: Any, presets: Mapping) -> Any:
+    """The protocol's definition of ``name``, else the preset, else None."""
+    if not isinstance(name, str):
+        return None
+    if isinstance(defined, Mapping) and name in defined:
+        return defined[name]
+    return presets.get(name)
+
+
+def _rule_architecture_errors(cohort: Any, architectures: Any) -> list[InitErrorDetails]:
+    """Rules that train only some architecture types (direct feedback alignment: MLPs) meet
+    only those. Reported at the rule's place in the cohort."""
+    errors = []
+    for i, rule in _levels(cohort, "learning_rule"):
+        allowed = getattr(RULE_HYPERPARAMETERS.get(rule) if isinstance(rule, str) else None, "architecture_types", None)
+        if allowed is None:
+            continue
+        for _, name in _levels(cohort, "architecture"):
+            architecture = _spec(name, architectures, PRESET_ARCHITECTURES)
+            kind = _get(architecture, "type")
+            if isinstance(kind, str) and kind not in allowed:
+                loc = ("cohort", "learning_rule") + (() if i is None else (i,))
+                message = (
+                    f"learning rule {rule!r} cannot train architecture {name!r}: it needs "
+                    f"{' or '.join(allowed)} architectures, and {name!r} is a {kind}"
+                )
+                errors.append(_error("rule_architecture", message, loc, rule))
+    return errors
+
+
 def _layout_errors(cohort: Any, architectures: Any, tasks: Any) -> list[InitErrorDetails]:
     """Every architecture of the cohort meets every task: an image net cannot read 1-D signals
     (nor a 1-D conv net images). Reported at the architecture's place in the cohort."""
-
-    def levels(factor: str) -> list[tuple[int | None, Any]]:
-        value = _get(cohort, factor)
-        return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
-
-    def spec(name: Any, defined: Any, presets: Mapping) -> Any:
-        if not isinstance(name, str):
-            return None
-        if isinstance(defined, Mapping) and name in defined:
-            return defined[name]
-        return presets.get(name)
-
     errors = []
-    task_specs = [(name, spec(name, tasks, PRESET_TASKS)) for _, name in levels("task")]
-    for i, name in levels("architecture"):
-        architecture = spec(name, architectures, PRESET_ARCHITECTURES)
+    task_specs = [(name, _spec(name, tasks, PRESET_TASKS)) for _, name in _levels(cohort, "task")]
+    for i, name in _levels(cohort, "architecture"):
+        architecture = _spec(name, architectures, PRESET_ARCHITECTURES)
         for task_name, task in task_specs:
             if architecture is not None and task is not None and (why := input_layout_conflict(architecture, task)):
                 loc = ("cohort", "architecture") + (() if i is None else (i,))

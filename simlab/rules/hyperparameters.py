@@ -7,11 +7,16 @@ stably on the quickstart cohort (see the closing note of the backbone issue for 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # the architecture types (``mlp``, ``conv1d``, ...) the rule can train; None: all of them
+    architecture_types: ClassVar[tuple[str, ...] | None] = None
 
 
 class SGDMomentum(_Strict):
@@ -85,6 +90,29 @@ class SignSymmetry(SGDMomentum):
     learning_rate: PositiveFloat = 0.005
 
 
+class DirectFeedbackAlignment(SGDMomentum):
+    """The output error sent to every hidden layer through a fixed random matrix (MLPs only)."""
+
+    architecture_types: ClassVar[tuple[str, ...] | None] = ("mlp",)
+    learning_rate: PositiveFloat = 0.005
+
+
+class NodePerturbation(SGDMomentum):
+    """Gradient estimated from the loss change under Gaussian noise (std ``noise_std``) added
+    to every layer's pre-activation; W trained with SGD and momentum."""
+
+    learning_rate: PositiveFloat = 0.005
+    noise_std: PositiveFloat = 0.01
+
+
+class Hebbian(SGDMomentum):
+    """Hidden layers learn by Oja's subspace rule at rate ``hebbian_learning_rate``; the
+    readout by the objective's gradient at ``learning_rate``; both with SGD and momentum."""
+
+    learning_rate: PositiveFloat = 0.05
+    hebbian_learning_rate: PositiveFloat = 0.001
+
+
 RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
     "sgdm": SGDMomentum,
     "adam": Adam,
@@ -94,4 +122,7 @@ RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
     "weight_mirror": WeightMirror,
     "symmetric_alignment": SymmetricAlignment,
     "sign_symmetry": SignSymmetry,
+    "direct_feedback_alignment": DirectFeedbackAlignment,
+    "node_perturbation": NodePerturbation,
+    "hebbian": Hebbian,
 }
