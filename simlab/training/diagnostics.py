@@ -46,14 +46,12 @@ def angle(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def feedback_angles(params: dict, state: dict, site_names) -> jax.Array:
     """Angle between B and W of each site, in ``site_names`` order (NaN without such a B): [n_sites]."""
-    return jnp.stack(
-        [
-            angle(state[name]["feedback"], params[name]["w"])
-            if jnp.shape(state.get(name, {}).get("feedback")) == jnp.shape(params[name]["w"])
-            else jnp.float32(jnp.nan)
-            for name in site_names
-        ]
-    )
+    angles = []
+    for name in site_names:
+        kernel = state.get(name, {}).get("feedback")
+        shaped = kernel is not None and jnp.shape(kernel) == jnp.shape(params[name]["w"])
+        angles.append(angle(kernel, params[name]["w"]) if shaped else jnp.float32(jnp.nan))
+    return jnp.stack(angles)
 
 
 def gradient_angles(
