@@ -94,14 +94,14 @@ class DirectFeedbackAlignment(SGDMomentum):
     """The output error sent to every hidden layer through a fixed random matrix (MLPs only)."""
 
     architecture_types: ClassVar[tuple[str, ...] | None] = ("mlp",)
-    learning_rate: PositiveFloat = 0.005
+    learning_rate: PositiveFloat = 0.01
 
 
 class NodePerturbation(SGDMomentum):
     """Gradient estimated from the loss change under Gaussian noise (std ``noise_std``) added
     to every layer's pre-activation; W trained with SGD and momentum."""
 
-    learning_rate: PositiveFloat = 0.005
+    learning_rate: PositiveFloat = 0.0005
     noise_std: PositiveFloat = 0.01
 
 

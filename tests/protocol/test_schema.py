@@ -183,8 +183,9 @@ def test_problems_in_every_section_are_reported_together_with_lines():
     assert found["cohort.batch_size[1]"][1] == "expected a positive integer, got -3"
     assert found["cohort.batchsize"][1].startswith("unknown key 'batchsize' (expected one of: architecture, task,")
     assert found["cohort.learning_rule[1]"][1].startswith(
-        "unknown learning rule 'backprop' (known: adam, feedback_alignment, information_alignment, kolen_pollack,"
-        " sgdm, sign_symmetry, symmetric_alignment, weight_mirror)"
+        "unknown learning rule 'backprop' (known: adam, direct_feedback_alignment, feedback_alignment, hebbian,"
+        " information_alignment, kolen_pollack, node_perturbation, sgdm, sign_symmetry, symmetric_alignment,"
+        " weight_mirror)"
     )
     assert found["cohort.architecture[1]"][1].startswith("unknown architecture 'resnet' (known: alexnet, alexnet_lrn,")
     assert found["training.rules.bp"][1].startswith("unknown learning rule 'bp'")
