@@ -37,7 +37,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from simlab.analysis.specs import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
 from simlab.recording.specs import RIG_TYPES, RigSpec
-from simlab.rules.hyperparameters import RULE_HYPERPARAMETERS
+from simlab.rules.hyperparameters import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, defined_rule_model
 from simlab.subjects.specs import (
     PRESET_ARCHITECTURES,
     PRESET_TASKS,
@@ -125,13 +125,6 @@ def _no_duplicates(levels: list) -> list:
     return levels
 
 
-def _known_rule(name: str) -> str:
-    if name not in RULE_HYPERPARAMETERS:
-        message = unknown_name_message("learning rule", name, RULE_HYPERPARAMETERS)
-        raise PydanticCustomError("unknown_name", message)
-    return name
-
-
 def _factor(item: Any) -> Any:
     """A cohort factor: a non-empty list of distinct levels, or one level."""
     return Annotated[
@@ -141,7 +134,7 @@ def _factor(item: Any) -> Any:
 
 _Architectures = _factor(_Str)
 _Tasks = _factor(_Str)
-_LearningRules = _factor(Annotated[_Str, AfterValidator(_known_rule)])
+_LearningRules = _factor(_Str)  # built-in or defined in ``learning_rules:`` (a cross-section check)
 _BatchSizes = _factor(PositiveInt)
 
 
@@ -152,16 +145,20 @@ class NamedEntries:
     pydantic picks a union member by a field's value, never by a dict key, so each entry is
     validated here; nested errors keep their location under the entry's name. ``model(name)``
     returns the entry's model or raises a ValidationError; ``prepare(name, settings)`` may fill
-    settings in from the name. A null entry means the model's defaults.
+    settings in from the name. A null entry means the model's defaults. Where the model
+    depends on the settings (a defined rule's ``credit``), ``model`` is None and
+    ``by_settings(name, settings)`` picks it.
     """
 
-    model: Callable[[Any], type[BaseModel]]
+    model: Callable[[Any], type[BaseModel]] | None
     prepare: Callable[[Any, Any], Any] = lambda name, settings: settings
+    by_settings: Callable[[Any, Any], type[BaseModel]] | None = None
 
     def model_for(self, name: Any) -> type[BaseModel] | None:
-        """The model of an entry name, or None where the name is not a valid one."""
+        """The model of an entry name, or None where the name is not a valid one (or does
+        not decide the model)."""
         try:
-            return self.model(name)
+            return None if self.model is None else self.model(name)
         except ValidationError:
             return None
 
@@ -174,7 +171,7 @@ class NamedEntries:
         entries, errors = {}, []
         for name, settings in value.items():
             try:
-                model = self.model(name)
+                model = self.by_settings(name, settings) if self.model is None else self.model(name)
                 if not isinstance(settings, model):
                     settings = model.model_validate(self.prepare(name, {} if settings is None else settings))
                 entries[name] = settings
@@ -193,6 +190,24 @@ def _registry_entries(kind: str, registry: Mapping[str, type[BaseModel]]) -> Nam
         return registry[name]
 
     return NamedEntries(model)
+
+
+def _defined_rule_model(name: Any, settings: Any) -> type[BaseModel]:
+    """The model of a rule defined in ``learning_rules:``, chosen by its ``credit``."""
+    if problem := _invalid_name(name):
+        _raise_all("learning rule", [InitErrorDetails(type=problem, loc=(), input=name)])
+    if name in RULE_HYPERPARAMETERS:
+        message = f"{name!r} is a built-in learning rule: give the definition another name"
+        _raise_all("learning rule", [_error("builtin_rule", message, (), name)])
+    credit = settings.get("credit") if isinstance(settings, Mapping) else None
+    if not isinstance(credit, str) or credit not in CREDIT_MECHANISMS:
+        message = (
+            f"missing key 'credit' (one of: {', '.join(CREDIT_MECHANISMS)})"
+            if credit is None
+            else unknown_name_message("credit mechanism", credit, CREDIT_MECHANISMS)
+        )
+        _raise_all("learning rule", [_error("credit", message, ("credit",), credit)])
+    return defined_rule_model(credit)
 
 
 def _rig_model(name: Any) -> type[BaseModel]:
@@ -263,7 +278,7 @@ class Recording(_Section):
     stimuli: PositiveInt = 256
 
 
-_OPTIONAL_SECTIONS = ("architectures", "tasks", "training", "recording", "rigs", "analyses")
+_OPTIONAL_SECTIONS = ("architectures", "tasks", "learning_rules", "training", "recording", "rigs", "analyses")
 
 
 class Protocol(_Section):
@@ -275,6 +290,10 @@ class Protocol(_Section):
     cohort: Cohort
     architectures: dict[Name, ArchitectureSpec] = Field(default_factory=dict)
     tasks: dict[Name, TaskSpec] = Field(default_factory=dict)
+    # rules of the protocol's own: a credit mechanism, an optimizer and hyperparameters
+    learning_rules: Annotated[
+        dict[str, SerializeAsAny[BaseModel]], WrapValidator(NamedEntries(None, by_settings=_defined_rule_model))
+    ] = Field(default_factory=dict)
     training: Training = Field(default_factory=Training)
     recording: Recording = Field(default_factory=Recording)
     rigs: Annotated[
@@ -315,9 +334,12 @@ class Protocol(_Section):
         return _lookup("task", name, self.tasks, PRESET_TASKS)
 
     def rule_hyperparameters(self, name: str) -> BaseModel:
-        """The override from ``training.rules``, else the rule's defaults."""
+        """A defined rule's settings; for a built-in rule the override from ``training.rules``,
+        else the rule's defaults."""
+        if name in self.learning_rules:
+            return self.learning_rules[name]
         if name not in RULE_HYPERPARAMETERS:
-            raise SimlabError(unknown_name_message("learning rule", name, RULE_HYPERPARAMETERS))
+            raise SimlabError(unknown_name_message("learning rule", name, {*RULE_HYPERPARAMETERS, *self.learning_rules}))
         if name in self.training.rules:
             return self.training.rules[name]
         return RULE_HYPERPARAMETERS[name]()
@@ -377,7 +399,13 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
                 errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
 
     errors += _layout_errors(cohort, _get(data, "architectures"), _get(data, "tasks"))
-    errors += _rule_architecture_errors(cohort, _get(data, "architectures"))
+    defined = _get(data, "learning_rules")
+    defined = defined if isinstance(defined, Mapping) else {}
+    for i, rule in _levels(cohort, "learning_rule"):
+        if isinstance(rule, str) and rule not in RULE_HYPERPARAMETERS and rule not in defined:
+            message = unknown_name_message("learning rule", rule, {*RULE_HYPERPARAMETERS, *defined})
+            errors.append(_error("unknown_name", message, ("cohort", "learning_rule") + (() if i is None else (i,)), rule))
+    errors += _rule_architecture_errors(cohort, _get(data, "architectures"), defined)
 
     training, recording = _get(data, "training"), _get(data, "recording")
     steps, sessions = _get(training, "steps"), _get(recording, "sessions")
@@ -415,12 +443,22 @@ def _spec(name: Any, defined: Any, presets: Mapping) -> Any:
     return presets.get(name)
 
 
-def _rule_architecture_errors(cohort: Any, architectures: Any) -> list[InitErrorDetails]:
-    """Rules that train only some architecture types (direct feedback alignment: MLPs) meet
-    only those. Reported at the rule's place in the cohort."""
+def _rule_model(rule: Any, defined: Mapping) -> Any:
+    """The hyperparameter model of a built-in rule, or of a defined rule's credit (else None)."""
+    if not isinstance(rule, str):
+        return None
+    if rule in RULE_HYPERPARAMETERS:
+        return RULE_HYPERPARAMETERS[rule]
+    credit = _get(defined.get(rule), "credit")
+    return CREDIT_MECHANISMS.get(credit) if isinstance(credit, str) else None
+
+
+def _rule_architecture_errors(cohort: Any, architectures: Any, defined: Mapping) -> list[InitErrorDetails]:
+    """Rules that train only some architecture types (direct feedback alignment: MLPs, also as
+    a defined rule's credit) meet only those. Reported at the rule's place in the cohort."""
     errors = []
     for i, rule in _levels(cohort, "learning_rule"):
-        allowed = getattr(RULE_HYPERPARAMETERS.get(rule) if isinstance(rule, str) else None, "architecture_types", None)
+        allowed = getattr(_rule_model(rule, defined), "architecture_types", None)
         if allowed is None:
             continue
         for _, name in _levels(cohort, "architecture"):

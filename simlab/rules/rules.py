@@ -194,7 +194,11 @@ def _readout_labels(params):
 
 
 def _sgd(hyper: SGDMomentum, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """The optimizer of W: SGD with (Nesterov) momentum, or Adam where a protocol-defined rule
+    asks for it (``hyper.optimizer``), at ``learning_rate`` (default: the rule's)."""
     learning_rate = hyper.learning_rate if learning_rate is None else learning_rate
+    if getattr(hyper, "optimizer", None) == "adam":
+        return optax.adam(learning_rate, hyper.b1, hyper.b2, hyper.eps)
     return optax.sgd(learning_rate, momentum=hyper.momentum or None, nesterov=hyper.nesterov)
 
 
@@ -206,8 +210,11 @@ def rule_factors(name: str, hyper=None) -> dict[str, str]:
     """A rule's factors as subject coordinates: its ``credit_mechanism`` (how errors reach
     hidden layers: "backprop" for sgdm and adam, else the rule's own mechanism) and its
     ``optimizer`` ("adam", "sgd_momentum" or "sgd"). Mechanisms in :data:`REWARD_MODULATED`
-    learn from a scalar reward."""
+    learn from a scalar reward. A protocol-defined rule (``hyper.credit`` set) has the credit
+    mechanism and optimizer of its definition."""
     hyper = hyper if hyper is not None else RULE_HYPERPARAMETERS[name]()
+    if getattr(hyper, "credit", None) is not None:
+        return {"credit_mechanism": hyper.credit, "optimizer": hyper.optimizer}
     if isinstance(hyper, Adam):
         optimizer = "adam"
     else:
@@ -216,10 +223,21 @@ def rule_factors(name: str, hyper=None) -> dict[str, str]:
 
 
 def make_rule(name: str, hyper=None) -> LearningRule:
-    """The learning rule called ``name`` with hyperparameters ``hyper`` (defaults when None)."""
-    if name not in RULE_HYPERPARAMETERS:
+    """The learning rule called ``name`` with hyperparameters ``hyper`` (defaults when None).
+
+    A rule a protocol defines (``learning_rules:``) has its own name and settings of
+    :func:`simlab.rules.hyperparameters.defined_rule_model`: the built-in rule of its
+    ``credit`` ("backprop": sgdm) is built, with its ``optimizer`` for W.
+    """
+    credit = getattr(hyper, "credit", None)
+    if credit is None and name not in RULE_HYPERPARAMETERS:
         raise ValueError(f"unknown learning rule {name!r} (known: {', '.join(sorted(RULE_HYPERPARAMETERS))})")
     hyper = hyper if hyper is not None else RULE_HYPERPARAMETERS[name]()
+    rule = _make_rule(name if credit is None else "sgdm" if credit == "backprop" else credit, hyper)
+    return rule._replace(name=name)
+
+
+def _make_rule(name: str, hyper) -> LearningRule:
     if name == "sgdm":
         return LearningRule(name, "backprop", _sgd(hyper))
     if name == "adam":

@@ -386,3 +386,26 @@ def test_subject_coordinates_of_the_new_families():
     assert rule_factors("node_perturbation") == {"credit_mechanism": "node_perturbation", "optimizer": "sgd_momentum"}
     assert rule_factors("hebbian")["credit_mechanism"] == "hebbian"
     assert rule_factors("direct_feedback_alignment")["credit_mechanism"] == "direct_feedback_alignment"
+
+
+def test_a_defined_rule_is_its_credit_with_another_optimizer():
+    """credit kolen_pollack + optimizer adam: KP's credit path and B update, W (and B, which
+    follows W's optimizer) moved by Adam; the optimizer alone against numpy's Adam."""
+    from simlab.rules.hyperparameters import defined_rule_model
+
+    hyper = defined_rule_model("kolen_pollack")(credit="kolen_pollack", optimizer="adam", learning_rate=0.01,
+                                                weight_decay=0.0)
+    rule, builtin = make_rule("kp_adam", hyper), make_rule("kolen_pollack")
+    assert (rule.name, rule.credit, rule.estimate) == ("kp_adam", builtin.credit, builtin.estimate)
+    assert rule_factors("kp_adam", hyper) == {"credit_mechanism": "kolen_pollack", "optimizer": "adam"}
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((3, 2)).astype(np.float32)}
+    state, reference, expected = rule.optimizer.init(params), base.NumpyAdam(0.01, 0.9, 0.999, 1e-8), params["w"]
+    for _ in range(3):
+        g = rng.standard_normal((3, 2)).astype(np.float32)
+        updates, state = rule.optimizer.update({"w": jnp.asarray(g)}, state, params)
+        params = {"w": np.asarray(params["w"] + updates["w"])}
+        expected = reference.step(np.asarray(expected, np.float64), g.astype(np.float64))
+        np.testing.assert_allclose(params["w"], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown learning rule 'kp_adam'"):
+        make_rule("kp_adam")
