@@ -355,8 +355,12 @@ class Protocol(_Section):
         return 1000 * self.seed + replicate
 
     def to_yaml(self) -> str:
-        """The protocol as run, defaults filled, in a form the loader reads back to an equal one."""
+        """The protocol as run, defaults filled, in a form the loader reads back to an equal one.
+        Without rules of its own, ``learning_rules`` is left out (as protocols written before
+        the section existed have it), so earlier run directories still match."""
         data = self.model_dump(mode="json")
+        if not data["learning_rules"]:
+            del data["learning_rules"]
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
