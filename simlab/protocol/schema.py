@@ -38,7 +38,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from simlab.analysis.specs import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
 from simlab.recording.specs import RIG_TYPES, RigSpec
-from simlab.rules.hyperparameters import RULE_HYPERPARAMETERS
+from simlab.rules.hyperparameters import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, defined_rule_model
 from simlab.subjects.specs import (
     PRESET_ARCHITECTURES,
     PRESET_TASKS,
@@ -126,13 +126,6 @@ def _no_duplicates(levels: list) -> list:
     return levels
 
 
-def _known_rule(name: str) -> str:
-    if name not in RULE_HYPERPARAMETERS:
-        message = unknown_name_message("learning rule", name, RULE_HYPERPARAMETERS)
-        raise PydanticCustomError("unknown_name", message)
-    return name
-
-
 def _factor(item: Any) -> Any:
     """A cohort factor: a non-empty list of distinct levels, or one level."""
     return Annotated[
@@ -142,7 +135,7 @@ def _factor(item: Any) -> Any:
 
 _Architectures = _factor(_Str)
 _Tasks = _factor(_Str)
-_LearningRules = _factor(Annotated[_Str, AfterValidator(_known_rule)])
+_LearningRules = _factor(_Str)  # built-in or defined in ``learning_rules:`` (a cross-section check)
 _BatchSizes = _factor(PositiveInt)
 
 
@@ -153,16 +146,20 @@ class NamedEntries:
     pydantic picks a union member by a field's value, never by a dict key, so each entry is
     validated here; nested errors keep their location under the entry's name. ``model(name)``
     returns the entry's model or raises a ValidationError; ``prepare(name, settings)`` may fill
-    settings in from the name. A null entry means the model's defaults.
+    settings in from the name. A null entry means the model's defaults. Where the model
+    depends on the settings (a defined rule's ``credit``), ``model`` is None and
+    ``by_settings(name, settings)`` picks it.
     """
 
-    model: Callable[[Any], type[BaseModel]]
+    model: Callable[[Any], type[BaseModel]] | None
     prepare: Callable[[Any, Any], Any] = lambda name, settings: settings
+    by_settings: Callable[[Any, Any], type[BaseModel]] | None = None
 
     def model_for(self, name: Any) -> type[BaseModel] | None:
-        """The model of an entry name, or None where the name is not a valid one."""
+        """The model of an entry name, or None where the name is not a valid one (or does
+        not decide the model)."""
         try:
-            return self.model(name)
+            return None if self.model is None else self.model(name)
         except ValidationError:
             return None
 
@@ -175,7 +172,7 @@ class NamedEntries:
         entries, errors = {}, []
         for name, settings in value.items():
             try:
-                model = self.model(name)
+                model = self.by_settings(name, settings) if self.model is None else self.model(name)
                 if not isinstance(settings, model):
                     settings = model.model_validate(self.prepare(name, {} if settings is None else settings))
                 entries[name] = settings
@@ -194,6 +191,24 @@ def _registry_entries(kind: str, registry: Mapping[str, type[BaseModel]]) -> Nam
         return registry[name]
 
     return NamedEntries(model)
+
+
+def _defined_rule_model(name: Any, settings: Any) -> type[BaseModel]:
+    """The model of a rule defined in ``learning_rules:``, chosen by its ``credit``."""
+    if problem := _invalid_name(name):
+        _raise_all("learning rule", [InitErrorDetails(type=problem, loc=(), input=name)])
+    if name in RULE_HYPERPARAMETERS:
+        message = f"{name!r} is a built-in learning rule: give the definition another name"
+        _raise_all("learning rule", [_error("builtin_rule", message, (), name)])
+    credit = settings.get("credit") if isinstance(settings, Mapping) else None
+    if not isinstance(credit, str) or credit not in CREDIT_MECHANISMS:
+        message = (
+            f"missing key 'credit' (one of: {', '.join(CREDIT_MECHANISMS)})"
+            if credit is None
+            else unknown_name_message("credit mechanism", credit, CREDIT_MECHANISMS)
+        )
+        _raise_all("learning rule", [_error("credit", message, ("credit",), credit)])
+    return defined_rule_model(credit)
 
 
 def _rig_model(name: Any) -> type[BaseModel]:
@@ -287,7 +302,7 @@ class Recording(_Section):
     stimuli: PositiveInt = 256
 
 
-_OPTIONAL_SECTIONS = ("architectures", "tasks", "training", "recording", "rigs", "analyses")
+_OPTIONAL_SECTIONS = ("architectures", "tasks", "learning_rules", "training", "recording", "rigs", "analyses")
 
 
 class Protocol(_Section):
@@ -299,6 +314,10 @@ class Protocol(_Section):
     cohort: Annotated[Union[Cohort, list[Cohort]], WrapValidator(_cohort_blocks)]
     architectures: dict[Name, ArchitectureSpec] = Field(default_factory=dict)
     tasks: dict[Name, TaskSpec] = Field(default_factory=dict)
+    # rules of the protocol's own: a credit mechanism, an optimizer and hyperparameters
+    learning_rules: Annotated[
+        dict[str, SerializeAsAny[BaseModel]], WrapValidator(NamedEntries(None, by_settings=_defined_rule_model))
+    ] = Field(default_factory=dict)
     training: Training = Field(default_factory=Training)
     recording: Recording = Field(default_factory=Recording)
     rigs: Annotated[
@@ -348,9 +367,12 @@ class Protocol(_Section):
         return _lookup("task", name, self.tasks, PRESET_TASKS)
 
     def rule_hyperparameters(self, name: str) -> BaseModel:
-        """The override from ``training.rules``, else the rule's defaults."""
+        """A defined rule's settings; for a built-in rule the override from ``training.rules``,
+        else the rule's defaults."""
+        if name in self.learning_rules:
+            return self.learning_rules[name]
         if name not in RULE_HYPERPARAMETERS:
-            raise SimlabError(unknown_name_message("learning rule", name, RULE_HYPERPARAMETERS))
+            raise SimlabError(unknown_name_message("learning rule", name, {*RULE_HYPERPARAMETERS, *self.learning_rules}))
         if name in self.training.rules:
             return self.training.rules[name]
         return RULE_HYPERPARAMETERS[name]()
@@ -366,8 +388,12 @@ class Protocol(_Section):
         return 1000 * self.seed + replicate
 
     def to_yaml(self) -> str:
-        """The protocol as run, defaults filled, in a form the loader reads back to an equal one."""
+        """The protocol as run, defaults filled, in a form the loader reads back to an equal one.
+        Without rules of its own, ``learning_rules`` is left out (as protocols written before
+        the section existed have it), so earlier run directories still match."""
         data = self.model_dump(mode="json")
+        if not data["learning_rules"]:
+            del data["learning_rules"]
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
@@ -400,18 +426,24 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
     cohort = _get(data, "cohort")
     blocks = list(enumerate(cohort)) if isinstance(cohort, (list, tuple)) else [(None, cohort)]
     named = (("architecture", "architectures", PRESET_ARCHITECTURES), ("task", "tasks", PRESET_TASKS))
+    defined_rules = _get(data, "learning_rules")
+    defined_rules = defined_rules if isinstance(defined_rules, Mapping) else {}
     for b, block in blocks:
         where = ("cohort",) if b is None else ("cohort", b)
         for factor, section, presets in named:
             defined = _get(data, section)
             known = {*presets, *(defined if isinstance(defined, Mapping) else ())}
-            levels = _get(block, factor)
-            located = enumerate(levels) if isinstance(levels, (list, tuple)) else [(None, levels)]
-            for i, level in located:
+            for i, level in _levels(block, factor):
                 if isinstance(level, str) and level not in known:
                     loc = (*where, factor) + (() if i is None else (i,))
                     errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
         errors += _layout_errors(block, where, _get(data, "architectures"), _get(data, "tasks"))
+        for i, rule in _levels(block, "learning_rule"):
+            if isinstance(rule, str) and rule not in RULE_HYPERPARAMETERS and rule not in defined_rules:
+                message = unknown_name_message("learning rule", rule, {*RULE_HYPERPARAMETERS, *defined_rules})
+                loc = (*where, "learning_rule") + (() if i is None else (i,))
+                errors.append(_error("unknown_name", message, loc, rule))
+        errors += _rule_architecture_errors(block, where, _get(data, "architectures"), defined_rules)
     errors += _repeated_populations(blocks)
 
     training, recording = _get(data, "training"), _get(data, "recording")
@@ -435,9 +467,19 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
     return errors
 
 
-def _levels(block: Any, factor: str) -> list[tuple[int | None, Any]]:
-    value = _get(block, factor)
+def _levels(cohort: Any, factor: str) -> list[tuple[int | None, Any]]:
+    """(index, level) of a cohort factor, index None for a single level given alone."""
+    value = _get(cohort, factor)
     return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+
+
+def _spec(name: Any, defined: Any, presets: Mapping) -> Any:
+    """The protocol's definition of ``name``, else the preset, else None."""
+    if not isinstance(name, str):
+        return None
+    if isinstance(defined, Mapping) and name in defined:
+        return defined[name]
+    return presets.get(name)
 
 
 def _repeated_populations(blocks: list[tuple[int | None, Any]]) -> list[InitErrorDetails]:
@@ -466,24 +508,44 @@ def _repeated_populations(blocks: list[tuple[int | None, Any]]) -> list[InitErro
     return errors
 
 
+def _rule_model(rule: Any, defined: Mapping) -> Any:
+    """The hyperparameter model of a built-in rule, or of a defined rule's credit (else None)."""
+    if not isinstance(rule, str):
+        return None
+    if rule in RULE_HYPERPARAMETERS:
+        return RULE_HYPERPARAMETERS[rule]
+    credit = _get(defined.get(rule), "credit")
+    return CREDIT_MECHANISMS.get(credit) if isinstance(credit, str) else None
+
+
+def _rule_architecture_errors(cohort: Any, where: tuple, architectures: Any, defined: Mapping) -> list[InitErrorDetails]:
+    """Rules that train only some architecture types (direct feedback alignment: MLPs, also as
+    a defined rule's credit) meet only those. Reported at the rule's place in the cohort."""
+    errors = []
+    for i, rule in _levels(cohort, "learning_rule"):
+        allowed = getattr(_rule_model(rule, defined), "architecture_types", None)
+        if allowed is None:
+            continue
+        for _, name in _levels(cohort, "architecture"):
+            architecture = _spec(name, architectures, PRESET_ARCHITECTURES)
+            kind = _get(architecture, "type")
+            if isinstance(kind, str) and kind not in allowed:
+                loc = (*where, "learning_rule") + (() if i is None else (i,))
+                message = (
+                    f"learning rule {rule!r} cannot train architecture {name!r}: it needs "
+                    f"{' or '.join(allowed)} architectures, and {name!r} is a {kind}"
+                )
+                errors.append(_error("rule_architecture", message, loc, rule))
+    return errors
+
+
 def _layout_errors(cohort: Any, where: tuple, architectures: Any, tasks: Any) -> list[InitErrorDetails]:
     """Every architecture of the cohort meets every task: an image net cannot read 1-D signals
     (nor a 1-D conv net images). Reported at the architecture's place in the cohort."""
-
-    def levels(factor: str) -> list[tuple[int | None, Any]]:
-        return _levels(cohort, factor)
-
-    def spec(name: Any, defined: Any, presets: Mapping) -> Any:
-        if not isinstance(name, str):
-            return None
-        if isinstance(defined, Mapping) and name in defined:
-            return defined[name]
-        return presets.get(name)
-
     errors = []
-    task_specs = [(name, spec(name, tasks, PRESET_TASKS)) for _, name in levels("task")]
-    for i, name in levels("architecture"):
-        architecture = spec(name, architectures, PRESET_ARCHITECTURES)
+    task_specs = [(name, _spec(name, tasks, PRESET_TASKS)) for _, name in _levels(cohort, "task")]
+    for i, name in _levels(cohort, "architecture"):
+        architecture = _spec(name, architectures, PRESET_ARCHITECTURES)
         for task_name, task in task_specs:
             if architecture is not None and task is not None and (why := input_layout_conflict(architecture, task)):
                 loc = (*where, "architecture") + (() if i is None else (i,))

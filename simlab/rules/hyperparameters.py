@@ -7,11 +7,17 @@ stably on the quickstart cohort (see the closing note of the backbone issue for 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+import functools
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, model_serializer, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # the architecture types (``mlp``, ``conv1d``, ...) the rule can train; None: all of them
+    architecture_types: ClassVar[tuple[str, ...] | None] = None
 
 
 class SGDMomentum(_Strict):
@@ -85,6 +91,29 @@ class SignSymmetry(SGDMomentum):
     learning_rate: PositiveFloat = 0.005
 
 
+class DirectFeedbackAlignment(SGDMomentum):
+    """The output error sent to every hidden layer through a fixed random matrix (MLPs only)."""
+
+    architecture_types: ClassVar[tuple[str, ...] | None] = ("mlp",)
+    learning_rate: PositiveFloat = 0.01
+
+
+class NodePerturbation(SGDMomentum):
+    """Gradient estimated from the loss change under Gaussian noise (std ``noise_std``) added
+    to every layer's pre-activation; W trained with SGD and momentum."""
+
+    learning_rate: PositiveFloat = 0.0005
+    noise_std: PositiveFloat = 0.01
+
+
+class Hebbian(SGDMomentum):
+    """Hidden layers learn by Oja's subspace rule at rate ``hebbian_learning_rate``; the
+    readout by the objective's gradient at ``learning_rate``; both with SGD and momentum."""
+
+    learning_rate: PositiveFloat = 0.05
+    hebbian_learning_rate: PositiveFloat = 0.001
+
+
 RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
     "sgdm": SGDMomentum,
     "adam": Adam,
@@ -94,4 +123,66 @@ RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
     "weight_mirror": WeightMirror,
     "symmetric_alignment": SymmetricAlignment,
     "sign_symmetry": SignSymmetry,
+    "direct_feedback_alignment": DirectFeedbackAlignment,
+    "node_perturbation": NodePerturbation,
+    "hebbian": Hebbian,
 }
+
+
+# --------------------------------------------------------------------------- rules defined in a protocol
+
+# credit mechanisms a protocol's own rule can pair with an optimizer: backprop, and every
+# built-in rule that is not plain backprop (its settings come along: B's update, noise, ...)
+CREDIT_MECHANISMS: dict[str, type[_Strict]] = {
+    "backprop": SGDMomentum,
+    **{name: model for name, model in RULE_HYPERPARAMETERS.items() if name not in ("sgdm", "adam")},
+}
+OPTIMIZERS = ("sgd", "sgd_momentum", "adam")
+_SGD_SETTINGS, _ADAM_SETTINGS = ("momentum", "nesterov"), ("b1", "b2", "eps")
+
+
+def _optimizer_settings(data: Any) -> Any:
+    """Each optimizer takes only its own settings; ``sgd`` is SGD without momentum."""
+    if not isinstance(data, dict):
+        return data
+    optimizer = data.get("optimizer", "sgd_momentum")
+    own, other = (_ADAM_SETTINGS, _SGD_SETTINGS) if optimizer == "adam" else (_SGD_SETTINGS, _ADAM_SETTINGS)
+    given = [key for key in other if key in data]
+    if optimizer in OPTIMIZERS and given:
+        raise ValueError(f"{', '.join(given)}: not a setting of optimizer {optimizer} (it takes {', '.join(own)})")
+    if optimizer == "sgd":
+        if data.get("momentum", 0.0) != 0.0:
+            raise ValueError("momentum: optimizer sgd has none (use optimizer sgd_momentum)")
+        data = {**data, "momentum": 0.0}
+    if optimizer == "sgd_momentum" and data.get("momentum") == 0.0:
+        raise ValueError("momentum: optimizer sgd_momentum needs momentum > 0 (or use optimizer sgd)")
+    return data
+
+
+class _DefinedRule(_Strict):
+    """Written out with its optimizer's settings only, so that a dumped protocol reads back."""
+
+    @model_serializer(mode="wrap")
+    def _own_settings(self, handler):
+        data = handler(self)
+        other = _SGD_SETTINGS if getattr(self, "optimizer", None) == "adam" else _ADAM_SETTINGS
+        return {key: value for key, value in data.items() if key not in other}
+
+
+@functools.lru_cache(maxsize=None)
+def defined_rule_model(credit: str) -> type[_Strict]:
+    """The settings of a protocol-defined rule with credit mechanism ``credit``: that
+    mechanism's hyperparameters (defaults included), ``credit`` itself, the ``optimizer`` of W
+    ("sgd", "sgd_momentum" or "adam") and Adam's ``b1``, ``b2``, ``eps``."""
+    base = CREDIT_MECHANISMS[credit]
+    return create_model(
+        f"Defined{base.__name__}",
+        __base__=(base, _DefinedRule),
+        __doc__=f"A protocol's own rule: {credit} credit with a choice of optimizer.",
+        __validators__={"_optimizer_settings": model_validator(mode="before")(_optimizer_settings)},
+        credit=(Literal[credit], ...),
+        optimizer=(Literal[OPTIMIZERS], "sgd_momentum"),
+        b1=(float, Field(Adam.model_fields["b1"].default, ge=0.0, lt=1.0)),
+        b2=(float, Field(Adam.model_fields["b2"].default, ge=0.0, lt=1.0)),
+        eps=(PositiveFloat, Adam.model_fields["eps"].default),
+    )

@@ -15,12 +15,16 @@ import jax.numpy as jnp
 import optax
 
 from simlab.rules.credit import alignment_primitives
+from simlab.rules.estimates import direct_feedback_estimate, hebbian_estimate, node_perturbation_estimate
 from simlab.rules.hyperparameters import (
     RULE_HYPERPARAMETERS,
     Adam,
+    DirectFeedbackAlignment,
     FeedbackAlignment,
+    Hebbian,
     InformationAlignment,
     KolenPollack,
+    NodePerturbation,
     SGDMomentum,
     SignSymmetry,
     SymmetricAlignment,
@@ -45,7 +49,7 @@ class FeedbackUpdate(NamedTuple):
     update: Callable[..., tuple[Any, Any]]
 
 
-def autodiff_estimate(loss, params, state, inputs, targets, *, key=None):
+def autodiff_estimate(loss, params, state, inputs, targets, *, key=None, **_):
     """The gradient of ``loss`` by automatic differentiation through the network's credit path
     (true backprop, or errors through B for feedback credit). Returns ``(loss, sites, grads)``."""
     (value, sites), grads = jax.value_and_grad(loss, has_aux=True)(params, state, inputs, targets)
@@ -53,11 +57,15 @@ def autodiff_estimate(loss, params, state, inputs, targets, *, key=None):
 
 
 class LearningRule(NamedTuple):
-    """``estimate(loss, params, state, inputs, targets, *, key) -> (loss, sites, grads)`` says
-    what the optimizer is given in place of the gradient; ``loss(params, state, inputs,
-    targets) -> (loss, sites)`` is the network under its objective
-    (:func:`simlab.training.objectives.objective_loss`). Rules that do not backpropagate
-    (perturbation, Hebbian) replace the default :func:`autodiff_estimate`.
+    """``estimate(loss, params, state, inputs, targets, *, key, network, objective) -> (loss,
+    sites, grads)`` says what the optimizer is given in place of the gradient; ``loss(params,
+    state, inputs, targets) -> (loss, sites)`` is the network under its objective
+    (:func:`simlab.training.objectives.objective_loss`), and ``network`` and ``objective``
+    themselves are passed by keyword. Rules that do not backpropagate (direct feedback,
+    perturbation, Hebbian: :mod:`simlab.rules.estimates`) replace the default
+    :func:`autodiff_estimate`. ``credit`` is the network's own credit path
+    (:class:`simlab.subjects.architectures.Network`): "backprop" (a plain network), "feedback"
+    or "direct_feedback".
     """
 
     name: str
@@ -179,15 +187,34 @@ def _kernel_mask(params):
     )
 
 
-def _sgd(hyper: SGDMomentum) -> optax.GradientTransformation:
-    return optax.sgd(hyper.learning_rate, momentum=hyper.momentum or None, nesterov=hyper.nesterov)
+def _readout_labels(params):
+    """"readout" on the readout's params (the last site of every plan), "hebbian" elsewhere."""
+    return {site: jax.tree.map(lambda _: "readout" if site == "readout" else "hebbian", value)
+            for site, value in params.items()}
+
+
+def _sgd(hyper: SGDMomentum, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """The optimizer of W: SGD with (Nesterov) momentum, or Adam where a protocol-defined rule
+    asks for it (``hyper.optimizer``), at ``learning_rate`` (default: the rule's)."""
+    learning_rate = hyper.learning_rate if learning_rate is None else learning_rate
+    if getattr(hyper, "optimizer", None) == "adam":
+        return optax.adam(learning_rate, hyper.b1, hyper.b2, hyper.eps)
+    return optax.sgd(learning_rate, momentum=hyper.momentum or None, nesterov=hyper.nesterov)
+
+
+# credit mechanisms that learn from a scalar reward (the change of the loss), not an error vector
+REWARD_MODULATED = frozenset({"node_perturbation"})
 
 
 def rule_factors(name: str, hyper=None) -> dict[str, str]:
     """A rule's factors as subject coordinates: its ``credit_mechanism`` (how errors reach
     hidden layers: "backprop" for sgdm and adam, else the rule's own mechanism) and its
-    ``optimizer`` ("adam", "sgd_momentum" or "sgd")."""
+    ``optimizer`` ("adam", "sgd_momentum" or "sgd"). Mechanisms in :data:`REWARD_MODULATED`
+    learn from a scalar reward. A protocol-defined rule (``hyper.credit`` set) has the credit
+    mechanism and optimizer of its definition."""
     hyper = hyper if hyper is not None else RULE_HYPERPARAMETERS[name]()
+    if getattr(hyper, "credit", None) is not None:
+        return {"credit_mechanism": hyper.credit, "optimizer": hyper.optimizer}
     if isinstance(hyper, Adam):
         optimizer = "adam"
     else:
@@ -196,10 +223,21 @@ def rule_factors(name: str, hyper=None) -> dict[str, str]:
 
 
 def make_rule(name: str, hyper=None) -> LearningRule:
-    """The learning rule called ``name`` with hyperparameters ``hyper`` (defaults when None)."""
-    if name not in RULE_HYPERPARAMETERS:
+    """The learning rule called ``name`` with hyperparameters ``hyper`` (defaults when None).
+
+    A rule a protocol defines (``learning_rules:``) has its own name and settings of
+    :func:`simlab.rules.hyperparameters.defined_rule_model`: the built-in rule of its
+    ``credit`` ("backprop": sgdm) is built, with its ``optimizer`` for W.
+    """
+    credit = getattr(hyper, "credit", None)
+    if credit is None and name not in RULE_HYPERPARAMETERS:
         raise ValueError(f"unknown learning rule {name!r} (known: {', '.join(sorted(RULE_HYPERPARAMETERS))})")
     hyper = hyper if hyper is not None else RULE_HYPERPARAMETERS[name]()
+    rule = _make_rule(name if credit is None else "sgdm" if credit == "backprop" else credit, hyper)
+    return rule._replace(name=name)
+
+
+def _make_rule(name: str, hyper) -> LearningRule:
     if name == "sgdm":
         return LearningRule(name, "backprop", _sgd(hyper))
     if name == "adam":
@@ -233,4 +271,16 @@ def make_rule(name: str, hyper=None) -> LearningRule:
     if name == "sign_symmetry":
         assert isinstance(hyper, SignSymmetry)
         return LearningRule(name, "feedback", _sgd(hyper), sign_symmetry_update())
+    if name == "direct_feedback_alignment":
+        assert isinstance(hyper, DirectFeedbackAlignment)
+        return LearningRule(name, "direct_feedback", _sgd(hyper), estimate=direct_feedback_estimate)
+    if name == "node_perturbation":
+        assert isinstance(hyper, NodePerturbation)
+        return LearningRule(name, "backprop", _sgd(hyper), estimate=node_perturbation_estimate(hyper.noise_std))
+    if name == "hebbian":
+        assert isinstance(hyper, Hebbian)
+        optimizer = optax.multi_transform(
+            {"readout": _sgd(hyper), "hebbian": _sgd(hyper, hyper.hebbian_learning_rate)}, _readout_labels
+        )
+        return LearningRule(name, "backprop", optimizer, estimate=hebbian_estimate)
     raise AssertionError(f"rule {name!r} has hyperparameters but no construction")

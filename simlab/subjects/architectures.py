@@ -44,9 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 from pydantic import BaseModel
 
+from simlab.errors import SimlabError
 from simlab.subjects.layers import Layer
 from simlab.subjects.ops import LinearOp, conv1d, conv2d, dense, local_response_norm, pool2d, rms_normalize
 from simlab.subjects.specs import AlexNetSpec, Conv1DSpec, KNetSpec, MLPSpec, ResNetSpec
+
+
+CREDITS = ("backprop", "feedback", "direct_feedback")
 
 
 @dataclass(frozen=True)
@@ -157,11 +161,16 @@ class _Sites:
     cut from the graph upstream (``stop_gradient``), and so is a shortcut entering a site, so
     the gradient with respect to a probe is the *layer-wise* input-output derivative that the
     paired rig measures, not the whole network's.
+
+    ``perturbations``: arrays added to each site's pre-activation ``op(x, W) + b`` (before any
+    normalization, shortcut or relu), of the shape of the site's output: the noise of node
+    perturbation. The readout's perturbation is added to the logits.
     """
 
-    def __init__(self, plan: tuple[SitePlan, ...], credit: str, probes):
+    def __init__(self, plan: tuple[SitePlan, ...], credit: str, probes, perturbations=None):
         self.plan = {site.name: site for site in plan}
-        self.credit, self.probes = credit, probes
+        self.credit, self.probes, self.perturbations = credit, probes, perturbations
+        self.readout = plan[-1]
         self.seen: dict[str, Site] = {}
 
     def __call__(self, name: str, h: jax.Array, shortcut: jax.Array | None = None) -> jax.Array:
@@ -173,7 +182,11 @@ class _Sites:
             h = jax.lax.stop_gradient(h) + self.probes[name]
             shortcut = None if shortcut is None else jax.lax.stop_gradient(shortcut)
         gain = 2.0 if site.relu else 1.0
-        y = Layer(site.op, site.kernel_shape(h.shape[-1]), self.credit, gain, name=name)(h)
+        # direct feedback: hidden layers hold B (outputs x units); the readout has none
+        outputs = self.readout.features if site is not self.readout else None
+        y = Layer(site.op, site.kernel_shape(h.shape[-1]), self.credit, gain, name=name, outputs=outputs)(h)
+        if self.perturbations is not None:
+            y = y + self.perturbations[name]
         if site.normalize:
             y = rms_normalize(y)
         if shortcut is not None:
@@ -229,8 +242,8 @@ def _forward(spec: BaseModel, sites: _Sites, x: jax.Array) -> jax.Array:
     return sites.dense_layers(h)
 
 
-def _run_sites(spec, plan, credit, x, probes):
-    sites = _Sites(plan, credit, probes)
+def _run_sites(spec, plan, credit, x, probes, perturbations):
+    sites = _Sites(plan, credit, probes, perturbations)
     logits = _forward(spec, sites, x)
     assert list(sites.seen) == [site.name for site in plan], "sites ran out of plan order"
     return logits, sites.seen
@@ -239,19 +252,29 @@ def _run_sites(spec, plan, credit, x, probes):
 class Network:
     """A Haiku-transformed network of one architecture, number of classes and credit path.
 
-    ``init(key, x) -> (params, state)``; ``apply(params, state, x, probes=None) -> (logits,
-    sites)`` where ``sites`` maps site name to :class:`Site`. State holds the feedback kernels
-    (empty for backprop).
+    ``init(key, x) -> (params, state)``; ``apply(params, state, x, probes=None,
+    perturbations=None) -> (logits, sites)`` where ``sites`` maps site name to :class:`Site`
+    (``probes`` and ``perturbations``: see :class:`_Sites`). State holds the feedback kernels
+    (empty for backprop). ``credit``: "backprop", "feedback" (errors through B, per layer) or
+    "direct_feedback" (a plain network whose hidden layers hold a fixed random B from the
+    outputs, for direct feedback alignment; MLPs only, as in Nøkland 2016).
     """
 
     def __init__(self, spec: BaseModel, n_classes: int, credit: str):
-        if credit not in ("backprop", "feedback"):
-            raise ValueError(f"credit must be 'backprop' or 'feedback', got {credit!r}")
+        if credit not in CREDITS:
+            raise ValueError(f"credit must be one of {', '.join(map(repr, CREDITS))}, got {credit!r}")
+        if credit == "direct_feedback" and not isinstance(spec, MLPSpec):
+            raise SimlabError(
+                "direct feedback (learning rule direct_feedback_alignment) needs an mlp (dense layers only), "
+                f"got a {getattr(spec, 'type', type(spec).__name__)} architecture"
+            )
         self.spec, self.n_classes, self.credit = spec, n_classes, credit
         self.plan = plan_sites(spec, n_classes)
         self.ops = {site.name: site.op for site in self.plan}
         self._transformed = hk.without_apply_rng(
-            hk.transform_with_state(lambda x, probes=None: _run_sites(spec, self.plan, credit, x, probes))
+            hk.transform_with_state(
+                lambda x, probes=None, perturbations=None: _run_sites(spec, self.plan, credit, x, probes, perturbations)
+            )
         )
 
     @property
@@ -261,8 +284,8 @@ class Network:
     def init(self, key, x):
         return self._transformed.init(key, x)
 
-    def apply(self, params, state, x, probes=None):
-        (logits, sites), _ = self._transformed.apply(params, state, x, probes)
+    def apply(self, params, state, x, probes=None, perturbations=None):
+        (logits, sites), _ = self._transformed.apply(params, state, x, probes, perturbations)
         return logits, sites
 
     def site_shapes(self, input_shape) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from simlab.fileio import atomic_path
 from simlab.protocol import CohortPlan, Population, Protocol
-from simlab.rules.rules import make_rule, rule_factors
+from simlab.rules.rules import REWARD_MODULATED, autodiff_estimate, make_rule, rule_factors
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import load_task
@@ -95,8 +95,8 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
 
 
 def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr.Dataset:
-    """Factors, training curves, test accuracy per session, status and, for feedback rules,
-    alignment diagnostics (:mod:`simlab.training.diagnostics`) of every subject."""
+    """Factors, training curves, test accuracy per session, status and, for rules other than
+    backprop, alignment diagnostics (:mod:`simlab.training.diagnostics`) of every subject."""
     steps = protocol.training.steps
     session_steps = protocol.session_steps()
     losses = np.full((len(plan), steps), np.nan, np.float32)
@@ -104,20 +104,17 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     status = np.empty(len(plan), dtype=object)
     # alignment diagnostics (simlab.training.diagnostics): [subject, layer, session], NaN for
     # backprop rules and padded layers; the layers of each subject in its plan order
-    networks: dict[tuple[str, str], tuple[Network, Network]] = {}
+    networks: dict[tuple[str, str], Network] = {}
     for pop in plan.populations:
         if (pop.architecture, pop.task) not in networks:
             n_classes = load_task(protocol.task_spec(pop.task)).n_classes
             spec = protocol.architecture_spec(pop.architecture)
-            networks[pop.architecture, pop.task] = (
-                Network(spec, n_classes, "feedback"),
-                Network(spec, n_classes, "backprop"),
-            )
-    n_layers = max(len(pair[0].site_names) for pair in networks.values())
+            networks[pop.architecture, pop.task] = Network(spec, n_classes, "backprop")
+    n_layers = max(len(network.site_names) for network in networks.values())
     feedback_angle = np.full((len(plan), n_layers, len(session_steps)), np.nan, np.float32)
     gradient_angle = np.full_like(feedback_angle, np.nan)
     layer_name = np.full((len(plan), n_layers), "", dtype=object)
-    alignment_fns: dict[tuple[str, str], object] = {}
+    alignment_fns: dict[tuple[str, str, str], object] = {}
     stimuli: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for pop in plan.populations:
         shard = read_shard(run.shard(pop.id))
@@ -125,18 +122,20 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             losses[subject.index] = shard.losses[replicate]
             accuracy[subject.index] = shard.test_accuracy[replicate]
             status[subject.index] = shard.status[replicate]
-        feedback_network, backprop_network = networks[pop.architecture, pop.task]
-        names = feedback_network.site_names
+        backprop_network = networks[pop.architecture, pop.task]
+        names = backprop_network.site_names
         indices = [subject.index for subject in pop.subjects]
         layer_name[indices, : len(names)] = names
         rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
-        if rule.credit != "feedback":
+        if rule.credit == "backprop" and rule.estimate is autodiff_estimate:
             continue
         if pop.task not in stimuli:
             stimuli[pop.task] = (run.stimuli(pop.task), run.stimulus_labels(pop.task))
-        key = (pop.architecture, pop.task)
+        # rules sharing a credit path and autodiff share one compiled function
+        key = (pop.architecture, pop.task, rule.credit if rule.estimate is autodiff_estimate else pop.learning_rule)
         if key not in alignment_fns:
-            alignment_fns[key] = alignment_fn(feedback_network, backprop_network)
+            rule_network = Network(backprop_network.spec, backprop_network.n_classes, rule.credit)
+            alignment_fns[key] = alignment_fn(rule_network, backprop_network, rule.estimate)
         fb, grad = alignment_angles(alignment_fns[key], shard.params, shard.state, *stimuli[pop.task])
         # [replicate, session, site] -> [subject, layer, session]
         feedback_angle[indices, : len(names)] = fb.transpose(0, 2, 1)
@@ -157,7 +156,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
                 {
                     "long_name": "angle between the feedback kernel B and the kernel W (flattened)",
                     "units": "degree",
-                    "comment": "NaN for backprop rules and padded layers",
+                    "comment": "NaN for backprop rules, padded layers and layers without a B of W's shape",
                 },
             ),
             "gradient_angle": (
@@ -187,8 +186,15 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
 
 
 def task_family(protocol: Protocol, subject) -> str:
-    """"supervised", "self_supervised" or "reward_based": what signal the subject learns from."""
-    return "supervised"
+    """"supervised", "self_supervised" or "reward_based": what signal the subject learns from.
+
+    A supervised task learned by a reward-modulated rule (node perturbation: a scalar change of
+    the loss, never an error vector) is "reward_based"."""
+    family = "supervised"
+    factors = rule_factors(subject.learning_rule, protocol.rule_hyperparameters(subject.learning_rule))
+    if family == "supervised" and factors["credit_mechanism"] in REWARD_MODULATED:
+        return "reward_based"
+    return family
 
 
 def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:

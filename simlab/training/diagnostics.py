@@ -1,11 +1,14 @@
-"""Alignment diagnostics of feedback-pathway rules, computed post hoc from the snapshot store.
+"""Alignment diagnostics of rules other than backprop, computed post hoc from the snapshot store.
 
-Per subject, session and site (layer), for rules whose credit is "feedback":
+Per subject, session and site (layer), for rules whose credit is "feedback" and rules with
+their own gradient estimate (direct feedback alignment, node perturbation, Hebbian):
 
 - ``feedback_angle``: the angle between the feedback kernel B and the forward kernel W (both
-  flattened), in degrees;
-- ``gradient_angle``: the angle between the rule's weight gradient (what its credit path
-  gives for W on a batch, before the optimizer) and the true backprop gradient of the task
+  flattened), in degrees; NaN where a site has no B of W's shape (direct feedback's B maps
+  the outputs to a layer's units);
+- ``gradient_angle``: the angle between the rule's weight gradient (what its estimate gives
+  for W on a batch, before the optimizer: its credit path, or for node perturbation one noise
+  draw from the fixed key :data:`DIAGNOSTIC_KEY`) and the true backprop gradient of the task
   loss for W on the same batch, in degrees.
 
 The batch is fixed: the run's stimulus set (inputs and labels). The angle is arccos of the
@@ -22,8 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simlab.rules.rules import autodiff_estimate
 from simlab.subjects.architectures import Network
+from simlab.training.objectives import CROSS_ENTROPY, objective_loss
 from simlab.training.population import cross_entropy
+
+# the noise of a noise-driven estimate in the diagnostics: the same draw for every session
+DIAGNOSTIC_KEY = 0
 
 
 def angle(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -37,29 +45,40 @@ def angle(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def feedback_angles(params: dict, state: dict, site_names) -> jax.Array:
-    """Angle between B and W of each site, in ``site_names`` order: [n_sites]."""
-    return jnp.stack([angle(state[name]["feedback"], params[name]["w"]) for name in site_names])
+    """Angle between B and W of each site, in ``site_names`` order (NaN without such a B): [n_sites]."""
+    angles = []
+    for name in site_names:
+        kernel = state.get(name, {}).get("feedback")
+        shaped = kernel is not None and jnp.shape(kernel) == jnp.shape(params[name]["w"])
+        angles.append(angle(kernel, params[name]["w"]) if shaped else jnp.float32(jnp.nan))
+    return jnp.stack(angles)
 
 
-def gradient_angles(feedback_network: Network, backprop_network: Network, params, state, x, y) -> jax.Array:
-    """Angle between the feedback-credit gradient and the backprop gradient of W, per site: [n_sites]."""
-    rule_grads = jax.grad(lambda p: cross_entropy(feedback_network, p, state, x, y)[0])(params)
+def gradient_angles(
+    rule_network: Network, backprop_network: Network, params, state, x, y, estimate=autodiff_estimate
+) -> jax.Array:
+    """Angle between the rule's gradient of W (``estimate``, on the rule's network) and the
+    backprop gradient of W, per site: [n_sites]."""
+    loss = objective_loss(rule_network, CROSS_ENTROPY)
+    key = jax.random.key(DIAGNOSTIC_KEY)
+    rule_grads = estimate(loss, params, state, x, y, key=key, network=rule_network, objective=CROSS_ENTROPY)[2]
     true_grads = jax.grad(lambda p: cross_entropy(backprop_network, p, {}, x, y)[0])(params)
-    return jnp.stack([angle(rule_grads[name]["w"], true_grads[name]["w"]) for name in feedback_network.site_names])
+    return jnp.stack([angle(rule_grads[name]["w"], true_grads[name]["w"]) for name in rule_network.site_names])
 
 
-def alignment_fn(feedback_network: Network, backprop_network: Network) -> Callable:
+def alignment_fn(rule_network: Network, backprop_network: Network, estimate=autodiff_estimate) -> Callable:
     """A jitted ``f(params, state, x, y) -> (feedback_angle, gradient_angle)``.
 
+    ``rule_network`` is built with the rule's credit and ``estimate`` is the rule's.
     ``params`` and ``state`` have leading axes [replicate, session] (as in a shard); both
     results are [replicate, session, site], sites in the network's plan order.
     """
-    names = feedback_network.site_names
+    names = rule_network.site_names
 
     def one(params, state, x, y):
         return (
             feedback_angles(params, state, names),
-            gradient_angles(feedback_network, backprop_network, params, state, x, y),
+            gradient_angles(rule_network, backprop_network, params, state, x, y, estimate),
         )
 
     over_sessions = jax.vmap(one, in_axes=(0, 0, None, None))

@@ -90,7 +90,8 @@ def make_trainer(
             batch = jax.random.randint(step_key, (batch_size,), 0, x_train.shape[0])
             inputs, targets = objective.prepare(jax.random.fold_in(step_key, 2), x_train[batch], y_train[batch])
             value, sites, grads = rule.estimate(
-                loss, params, state, inputs, targets, key=jax.random.fold_in(step_key, 3)
+                loss, params, state, inputs, targets,
+                key=jax.random.fold_in(step_key, 3), network=network, objective=objective,
             )
             updates, optimizer_state = rule.optimizer.update(grads, optimizer_state, params)
             if rule.feedback_update is not None:

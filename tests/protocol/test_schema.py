@@ -183,8 +183,9 @@ def test_problems_in_every_section_are_reported_together_with_lines():
     assert found["cohort.batch_size[1]"][1] == "expected a positive integer, got -3"
     assert found["cohort.batchsize"][1].startswith("unknown key 'batchsize' (expected one of: architecture, task,")
     assert found["cohort.learning_rule[1]"][1].startswith(
-        "unknown learning rule 'backprop' (known: adam, feedback_alignment, information_alignment, kolen_pollack,"
-        " sgdm, sign_symmetry, symmetric_alignment, weight_mirror)"
+        "unknown learning rule 'backprop' (known: adam, direct_feedback_alignment, feedback_alignment, hebbian,"
+        " information_alignment, kolen_pollack, node_perturbation, sgdm, sign_symmetry, symmetric_alignment,"
+        " weight_mirror)"
     )
     assert found["cohort.architecture[1]"][1].startswith("unknown architecture 'resnet' (known: alexnet, alexnet_lrn,")
     assert found["training.rules.bp"][1].startswith("unknown learning rule 'bp'")
@@ -297,3 +298,59 @@ def test_cohort_block_problems_are_located_in_their_block():
     assert problems("name: x\ncohort: []\n") == {
         "cohort": (2, "expected a cohort block or a non-empty list of blocks")
     }
+
+
+DEFINED = """\
+name: defined
+cohort:
+  architecture: {architecture}
+  task: mnist1d
+  learning_rule: [fa_adam, sgdm, dfa_sgd, bp_sgd]
+  batch_size: 32
+learning_rules:
+  fa_adam: {{credit: feedback_alignment, optimizer: adam, learning_rate: 1.0e-4}}
+  dfa_sgd: {{credit: direct_feedback_alignment, optimizer: sgd}}
+  bp_sgd: {{credit: backprop, optimizer: sgd, learning_rate: 0.1}}
+"""
+
+
+def test_learning_rules_defined_in_the_protocol():
+    from simlab.rules.rules import rule_factors
+
+    protocol = parse(DEFINED.format(architecture="mlp"))
+    fa_adam = protocol.rule_hyperparameters("fa_adam")
+    assert (fa_adam.credit, fa_adam.optimizer, fa_adam.learning_rate, fa_adam.b1) == ("feedback_alignment", "adam", 1e-4, 0.9)
+    assert protocol.rule_hyperparameters("dfa_sgd").momentum == 0.0  # sgd: no momentum
+    assert protocol.rule_hyperparameters("dfa_sgd").learning_rate == 0.01  # the credit rule's default
+    factors = {rule: rule_factors(rule, protocol.rule_hyperparameters(rule)) for rule in protocol.cohort.learning_rule}
+    assert factors == {
+        "fa_adam": {"credit_mechanism": "feedback_alignment", "optimizer": "adam"},
+        "sgdm": {"credit_mechanism": "backprop", "optimizer": "sgd_momentum"},
+        "dfa_sgd": {"credit_mechanism": "direct_feedback_alignment", "optimizer": "sgd"},
+        "bp_sgd": {"credit_mechanism": "backprop", "optimizer": "sgd"},
+    }
+    # written out with each optimizer's own settings, and read back equal
+    dumped = protocol.to_yaml()
+    assert "b1" not in dumped.split("dfa_sgd:")[1].splitlines()[0]
+    assert parse_protocol(dumped) == protocol
+
+
+def test_problems_of_defined_learning_rules():
+    found = problems(
+        DEFINED.format(architecture="[mlp, conv1d]").replace("bp_sgd]", "bp_sgd, nope]")
+        + """\
+  bad: {credit: backprp}
+  adam: {credit: backprop}
+  mixed: {credit: hebbian, optimizer: adam, momentum: 0.5}
+  plain: {credit: hebbian, optimizer: sgd, momentum: 0.5}
+"""
+    )
+    assert found["cohort.learning_rule[2]"] == (
+        5, "learning rule 'dfa_sgd' cannot train architecture 'conv1d': it needs mlp architectures, and 'conv1d' is a conv1d"
+    )
+    assert found["cohort.learning_rule[4]"][1].startswith("unknown learning rule 'nope' (known: adam, bad, bp_sgd,")
+    assert found["learning_rules.bad.credit"][1].startswith("unknown credit mechanism 'backprp' (known: backprop,")
+    assert found["learning_rules.adam"][1] == "'adam' is a built-in learning rule: give the definition another name"
+    assert found["learning_rules.mixed"][1].startswith("momentum: not a setting of optimizer adam (it takes b1, b2, eps)")
+    assert found["learning_rules.plain"][1].startswith("momentum: optimizer sgd has none")
+    assert found["learning_rules.plain"][0] == 14

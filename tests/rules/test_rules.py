@@ -105,10 +105,10 @@ def _optimizer(hyper):
     return lambda: NumpySGD(hyper.learning_rate, hyper.momentum, hyper.nesterov)
 
 
-def _train(rule, steps, key):
+def _train(rule, steps, key, hidden=(HIDDEN,)):
     x, y = _data()
     credit = rule.credit
-    network = Network(MLPSpec(hidden=[HIDDEN]), N_CLASSES, credit)
+    network = Network(MLPSpec(hidden=list(hidden)), N_CLASSES, credit)
     train = make_trainer(network, rule, BATCH, steps, list(range(steps + 1)))
     args = (key, jnp.asarray(x), jnp.asarray(y))
     # XLA's backend optimizations change no semantics but double the compile time here

@@ -142,3 +142,29 @@ def test_subject_table_holds_alignment_angles(tiny_run):
         if row["learning_rule"].item() == "feedback_alignment":
             # the readout's gradient is backprop's (the error reaching it has passed no B)
             np.testing.assert_allclose(row["gradient_angle"].values[depth - 1], 0.0, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["direct_feedback_alignment", "node_perturbation", "hebbian"])
+def test_gradient_angle_uses_the_rules_own_estimate(name):
+    """Rules with their own estimate: the angle of that estimate (node perturbation: the
+    noise of the fixed diagnostic key) to backprop's; no B of W's shape, so no feedback angle."""
+    from simlab.training.diagnostics import DIAGNOSTIC_KEY
+    from simlab.training.objectives import CROSS_ENTROPY, objective_loss
+
+    task = tiny_task()
+    x, y = jax.numpy.asarray(task.x_test), jax.numpy.asarray(task.y_test)
+    rule = make_rule(name)
+    spec = MLPSpec(hidden=[6, 4])
+    network, backprop = Network(spec, N_CLASSES, rule.credit), Network(spec, N_CLASSES, "backprop")
+    params, state = network.init(jax.random.key(0), x[:1])
+    stack = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None, None], tree)  # noqa: E731
+    fb, grad = alignment_angles(alignment_fn(network, backprop, rule.estimate), stack(params), stack(state), x, y)
+    assert np.all(np.isnan(fb))
+    _, _, grads = rule.estimate(objective_loss(network, CROSS_ENTROPY), params, state, x, y,
+                                key=jax.random.key(DIAGNOSTIC_KEY), network=network, objective=CROSS_ENTROPY)
+    true = jax.grad(lambda p: objective_loss(backprop, CROSS_ENTROPY)(p, {}, x, y)[0])(params)
+    expected = [numpy_angle(grads[site]["w"], true[site]["w"]) for site in network.site_names]
+    np.testing.assert_allclose(grad[0, 0], expected, atol=1e-2)
+    if name != "node_perturbation":  # the readout learns from the true error
+        assert grad[0, 0, -1] == pytest.approx(0.0, abs=1e-2)
+    assert np.all(grad[0, 0, :-1] > 1.0)
