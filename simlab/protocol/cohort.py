@@ -149,7 +149,14 @@ def describe(protocol: Protocol, plan: CohortPlan) -> str:
         f"{_count(len(plan.populations), 'population')} (replicates train together)",
         f"training: {training.steps} steps, vectorize {training.vectorize}",
     ]
-    lines += [f"  {rule}: {_settings(protocol.rule_hyperparameters(rule))}" for rule in protocol.levels("learning_rule")]
+    for rule in protocol.levels("learning_rule"):
+        # settings per architecture where they differ (image nets' smaller learning rates)
+        by_settings: dict[str, list[str]] = {}
+        for architecture in dict.fromkeys(s.architecture for s in plan.subjects if s.learning_rule == rule):
+            by_settings.setdefault(_settings(protocol.rule_hyperparameters(rule, architecture)), []).append(architecture)
+        for settings, architectures in by_settings.items():
+            on = f" ({', '.join(architectures)})" if len(by_settings) > 1 else ""
+            lines.append(f"  {rule}{on}: {settings}")
     lines += [
         f"recording: {protocol.recording.sessions} sessions at steps {_steps(protocol.session_steps())}",
         f"stimuli: {protocol.recording.stimuli}",

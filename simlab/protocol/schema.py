@@ -38,12 +38,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from simlab.analysis.specs import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
 from simlab.recording.specs import RIG_TYPES, RigSpec
-from simlab.rules.hyperparameters import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, defined_rule_model
+from simlab.rules.hyperparameters import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, default_hyperparameters, defined_rule_model
 from simlab.subjects.specs import (
     PRESET_ARCHITECTURES,
     PRESET_TASKS,
     ArchitectureSpec,
     TaskSpec,
+    architecture_layout,
     input_layout_conflict,
 )
 
@@ -366,16 +367,18 @@ class Protocol(_Section):
         """The protocol's own definition of ``name``, else the preset of that name."""
         return _lookup("task", name, self.tasks, PRESET_TASKS)
 
-    def rule_hyperparameters(self, name: str) -> BaseModel:
+    def rule_hyperparameters(self, name: str, architecture: str | None = None) -> BaseModel:
         """A defined rule's settings; for a built-in rule the override from ``training.rules``,
-        else the rule's defaults."""
+        else the rule's defaults for ``architecture`` (image nets have smaller learning rates:
+        :func:`simlab.rules.hyperparameters.default_hyperparameters`)."""
         if name in self.learning_rules:
             return self.learning_rules[name]
         if name not in RULE_HYPERPARAMETERS:
             raise SimlabError(unknown_name_message("learning rule", name, {*RULE_HYPERPARAMETERS, *self.learning_rules}))
         if name in self.training.rules:
             return self.training.rules[name]
-        return RULE_HYPERPARAMETERS[name]()
+        layout = None if architecture is None else architecture_layout(self.architecture_spec(architecture))
+        return default_hyperparameters(name, layout)
 
     def session_steps(self) -> np.ndarray:
         """Training steps of the sessions: evenly spread, first step 0 and last step ``steps``."""

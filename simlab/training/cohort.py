@@ -72,7 +72,7 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
     """Train one population and write its shard (atomically); returns the line for the log."""
     started = time.perf_counter()
     task = load_task(protocol.task_spec(pop.task))
-    rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
+    rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule, pop.architecture))
     network = Network(protocol.architecture_spec(pop.architecture), task.n_classes, rule.credit)
     session_steps = protocol.session_steps()
     result = train_population(
@@ -126,7 +126,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
         names = backprop_network.site_names
         indices = [subject.index for subject in pop.subjects]
         layer_name[indices, : len(names)] = names
-        rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
+        rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule, pop.architecture))
         if rule.credit == "backprop" and rule.estimate is autodiff_estimate:
             continue
         if pop.task not in stimuli:
@@ -191,7 +191,8 @@ def task_family(protocol: Protocol, subject) -> str:
     A supervised task learned by a reward-modulated rule (node perturbation: a scalar change of
     the loss, never an error vector) is "reward_based"."""
     family = "supervised"
-    factors = rule_factors(subject.learning_rule, protocol.rule_hyperparameters(subject.learning_rule))
+    hyper = protocol.rule_hyperparameters(subject.learning_rule, subject.architecture)
+    factors = rule_factors(subject.learning_rule, hyper)
     if family == "supervised" and factors["credit_mechanism"] in REWARD_MODULATED:
         return "reward_based"
     return family
@@ -200,7 +201,9 @@ def task_family(protocol: Protocol, subject) -> str:
 def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
     """The per-subject coordinates that every recording and the subject table carry."""
     subjects = plan.subjects
-    factors = [rule_factors(s.learning_rule, protocol.rule_hyperparameters(s.learning_rule)) for s in subjects]
+    factors = [
+        rule_factors(s.learning_rule, protocol.rule_hyperparameters(s.learning_rule, s.architecture)) for s in subjects
+    ]
     return {
         "learning_rule": ("subject", [s.learning_rule for s in subjects]),
         "credit_mechanism": ("subject", [f["credit_mechanism"] for f in factors]),
