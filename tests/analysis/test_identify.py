@@ -246,3 +246,35 @@ def test_missing_target_and_single_class(recording):
     one = recording.assign_coords(task=("subject", ["mnist1d"] * recording.sizes["subject"]))
     with pytest.raises(SimlabError, match="at least 2 classes"):
         identify(one, IdentifySpec(target="task"))
+
+
+# ----------------------------------------------------------------------------- explicit splits
+
+
+def test_explicit_subject_splits_named_and_respected(recording):
+    n = recording.sizes["subject"]
+    halves = [(np.arange(0, n, 2), np.arange(1, n, 2)), (np.arange(1, n, 2), np.arange(0, n, 2))]
+    spec = IdentifySpec(classifiers=["linear_svm"], seed=2)
+    res = identify(recording, spec, n_jobs=1, subject_splits=halves, split_names=["even", "odd"])
+    assert list(res["split_name"].values) == ["even", "odd"]
+    assert res.attrs["split_kind"] == "explicit subject splits"
+    tested = res["prediction"].sel(classifier="linear_svm", feature_set="weight") != ""
+    subjects = res["site_subject"].values
+    # split 0 tests exactly the usable sites of odd subjects, split 1 those of even subjects
+    np.testing.assert_array_equal(tested.isel(split=0).values, subjects % 2 == 1)
+    np.testing.assert_array_equal(tested.isel(split=1).values, subjects % 2 == 0)
+    assert (res["n_test"].isel(split=0) == (subjects % 2 == 1).sum()).all()
+    assert float(res["accuracy"].sel(feature_set="weight").min()) > 0.95
+
+
+def test_explicit_splits_refuse_overlap_and_single_class(recording):
+    n = recording.sizes["subject"]
+    with pytest.raises(SimlabError, match="both the train and test"):
+        identify(recording, IdentifySpec(), subject_splits=[([0, 1, 2], [2, 3])])
+    rule = recording["learning_rule"].values
+    one_rule = np.flatnonzero(rule == rule[0])
+    with pytest.raises(SimlabError, match="fewer than 2 classes"):
+        identify(recording, IdentifySpec(), subject_splits=[(one_rule, np.arange(n)[rule != rule[0]])])
+    with pytest.raises(SimlabError, match="2 split names for 1 splits"):
+        identify(recording, IdentifySpec(), subject_splits=[(np.arange(0, n, 2), np.arange(1, n, 2))],
+                 split_names=["a", "b"])
