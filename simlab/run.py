@@ -64,10 +64,36 @@ def record_rigs(run: RunDirectory, protocol: Protocol, force: bool, progress: bo
     return paths
 
 
-def identify_recordings(paths: Sequence[Path], spec, progress: bool):
+def open_recordings(paths: Sequence[Path]):
+    """One recording from one file, or several rigs' files combined along ``observable``."""
     recordings = [open_recording(path) for path in paths]
-    dataset = recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
-    return identify(dataset, spec, progress=progress)
+    return recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
+
+
+def identify_recordings(paths: Sequence[Path], spec, progress: bool):
+    return identify(open_recordings(paths), spec, progress=progress)
+
+
+def importance_recordings(paths: Sequence[Path], spec, progress: bool):
+    from simlab.analysis.importance import importance_for
+
+    return importance_for(open_recordings(paths), spec, progress=progress)
+
+
+def write_importance(run, name, spec, recordings, force, progress, echo):
+    """Feature importance of an identify analysis (``importance: true``), next to it."""
+    from simlab.analysis.importance import format_importance
+
+    nc, txt = run.analysis(f"{name}.importance", "nc"), run.analysis(f"{name}.importance", "txt")
+    if nc.exists() and not force:
+        echo(f"analysis {nc} exists, kept")
+        return
+    importance = importance_recordings(recordings, spec, progress)
+    write_results(importance, nc, force=True)
+    text = format_importance(importance)
+    write_text_atomic(txt, text + "\n", force=True)
+    run.log(f"analysis: {name} importance -> {nc}")
+    echo(text)
 
 
 def run_protocol(
@@ -109,6 +135,8 @@ def run_protocol(
         write_text_atomic(txt, table + "\n", force=force)
         run.log(f"analysis: {name} -> {nc}")
         echo(table)
+        if getattr(spec, "importance", False):
+            write_importance(run, name, spec, recordings, force, progress, echo)
     echo(f"run directory: {run.path}")
     return run
 

@@ -15,6 +15,7 @@ so the quickstart identifies in seconds on two cores.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from dataclasses import dataclass, field
@@ -416,31 +417,15 @@ class Conv1DClassifier(ClassifierMixin, BaseEstimator):
         seq = X[:, :n_traj].reshape(len(X), self.channels, self.sessions).transpose(0, 2, 1)
         return seq, X[:, n_traj:]
 
-    def _forward(self):
-        import haiku as hk
-        import jax
-        import jax.numpy as jnp
-
+    def _config(self, n_extra: int) -> tuple:
         if self.pooling not in ("none", "max", "avg"):
             raise ValueError(f"pooling must be none, max or avg; got {self.pooling!r}")
-        kernel = int(min(self.kernel_size, self.sessions))
-        n_classes = len(self.classes_)
-
-        def forward(seq, extra):
-            h = hk.Conv1D(self.filters, kernel, stride=self.stride, padding="VALID")(seq)
-            h = jax.nn.relu(h)
-            if self.pooling != "none" and h.shape[1] >= 2:
-                pool = hk.max_pool if self.pooling == "max" else hk.avg_pool
-                h = pool(h, window_shape=(1, 2, 1), strides=(1, 2, 1), padding="VALID")
-            h = jnp.concatenate([h.reshape(h.shape[0], -1), extra], axis=1)
-            return hk.Linear(n_classes)(h)
-
-        return hk.without_apply_rng(hk.transform(forward))
+        return (int(self.sessions), int(self.channels), int(n_extra), len(self.classes_),
+                int(min(self.kernel_size, self.sessions)), int(self.stride), int(self.filters),
+                str(self.pooling), float(self.learning_rate), float(self.l2), int(self.epochs))
 
     def fit(self, X, y):
         import jax
-        import jax.numpy as jnp
-        import optax
 
         y = np.asarray(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -449,41 +434,64 @@ class Conv1DClassifier(ClassifierMixin, BaseEstimator):
         scale = X.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         seq, extra = self._split((X - self.mean_) / self.scale_)
-        net = self._forward()
+        net, train = _conv_program(self._config(extra.shape[1]))
+        # rows padded to a multiple of 64 with zero weight: splits of slightly different sizes
+        # reuse one compiled program instead of compiling their own
+        n = len(seq)
+        pad = -n % 64
+        mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        seq = np.concatenate([seq, np.zeros((pad, *seq.shape[1:]), np.float32)])
+        extra = np.concatenate([extra, np.zeros((pad, extra.shape[1]), np.float32)])
+        labels = np.concatenate([y_idx, np.zeros(pad, y_idx.dtype)]).astype(np.int32)
         params = net.init(jax.random.PRNGKey(self.random_state % (2**31)), seq[:1], extra[:1])
-        opt = optax.adam(self.learning_rate)
-        l2 = float(self.l2)
-        labels = jnp.asarray(y_idx)
-
-        def loss(p):
-            logits = net.apply(p, seq, extra)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-            return ce + l2 * sum(jnp.sum(w**2) for w in jax.tree_util.tree_leaves(p))
-
-        def train(p):
-            def step(carry, _):
-                p, s = carry
-                g = jax.grad(loss)(p)
-                updates, s = opt.update(g, s, p)
-                return (optax.apply_updates(p, updates), s), None
-
-            (p, _), _ = jax.lax.scan(step, (p, opt.init(p)), None, length=int(self.epochs))
-            return p
-
-        self.params_ = jax.jit(train)(params)
-        self._apply = net.apply
+        self.params_ = jax.device_get(train(params, seq, extra, labels, mask))
         return self
 
     def decision_function(self, X):
         X = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
         seq, extra = self._split(X)
-        apply = getattr(self, "_apply", None) or self._forward().apply
-        return np.asarray(apply(self.params_, seq, extra))
+        net, _ = _conv_program(self._config(extra.shape[1]))
+        return np.asarray(net.apply(self.params_, seq, extra))
 
     def predict(self, X):
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
-    def __getstate__(self):  # the jitted apply function does not pickle; it is rebuilt
-        state = dict(self.__dict__)
-        state.pop("_apply", None)
-        return state
+
+@functools.lru_cache(maxsize=64)
+def _conv_program(config: tuple):
+    """The Haiku net and a jitted full-batch Adam trainer for one configuration, built once
+    per process so that fits of one configuration share their compilation."""
+    import haiku as hk
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    (_, _, _, n_classes, kernel, stride, filters, pooling, lr, l2, epochs) = config
+
+    def forward(seq, extra):
+        h = jax.nn.relu(hk.Conv1D(filters, kernel, stride=stride, padding="VALID")(seq))
+        if pooling != "none" and h.shape[1] >= 2:
+            pool = hk.max_pool if pooling == "max" else hk.avg_pool
+            h = pool(h, window_shape=(1, 2, 1), strides=(1, 2, 1), padding="VALID")
+        h = jnp.concatenate([h.reshape(h.shape[0], -1), extra], axis=1)
+        return hk.Linear(n_classes)(h)
+
+    net = hk.without_apply_rng(hk.transform(forward))
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def train(params, seq, extra, labels, mask):
+        def loss(p):
+            ce = optax.softmax_cross_entropy_with_integer_labels(net.apply(p, seq, extra), labels)
+            ce = jnp.sum(ce * mask) / jnp.sum(mask)
+            return ce + l2 * sum(jnp.sum(w**2) for w in jax.tree_util.tree_leaves(p))
+
+        def step(carry, _):
+            p, s = carry
+            updates, s = opt.update(jax.grad(loss)(p), s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=epochs)
+        return params
+
+    return net, train

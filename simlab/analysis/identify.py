@@ -568,17 +568,23 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
 
 
 def format_table(results: xr.Dataset) -> str:
-    """Mean ± s.e.m. test accuracy, one row per feature set, one column per classifier."""
+    """Mean ± s.e.m. test accuracy and its pooled Wilson 95% interval (when the results
+    have one), one row per feature set, one column per classifier."""
     a = results.attrs
     classifiers = [str(c) for c in results["classifier"].values]
     sets = [str(f) for f in results["feature_set"].values]
     mean, sem = results["accuracy_mean"], results["accuracy_sem"]
-    cells = {
-        (f, c): f"{float(mean.sel(classifier=c, feature_set=f)):.3f} ± "
-        f"{float(sem.sel(classifier=c, feature_set=f)):.3f}"
-        for f in sets
-        for c in classifiers
-    }
+    ci = results.get("accuracy_mean_ci")
+
+    def cell(f, c):
+        text = (f"{float(mean.sel(classifier=c, feature_set=f)):.3f} ± "
+                f"{float(sem.sel(classifier=c, feature_set=f)):.3f}")
+        if ci is not None:
+            low, high = ci.sel(classifier=c, feature_set=f).values
+            text += f" [{low:.2f}, {high:.2f}]"
+        return text
+
+    cells = {(f, c): cell(f, c) for f in sets for c in classifiers}
     first = max(len("feature_set"), *(len(f) for f in sets))
     widths = [max(len(c), *(len(cells[f, c]) for f in sets)) for c in classifiers]
 
@@ -592,7 +598,10 @@ def format_table(results: xr.Dataset) -> str:
         f"{a.get('n_subjects')} subjects, {a.get('n_samples')} sites, "
         f"{a.get('excluded_diverged', 0)} diverged subjects excluded",
         f"{a.get('splits')} splits grouped by {a.get('group_by')}, "
-        f"test fraction {a.get('test_fraction')}",
+        f"test fraction {a.get('test_fraction')}"
+        + (f", preset {a['preset']}" if "preset" in a else ""),
+        *(["mean ± s.e.m. over splits [Wilson 95% interval over test predictions pooled "
+           "across splits]"] if ci is not None else []),
         "",
         row("feature_set", classifiers, "features"),
     ]
@@ -601,9 +610,12 @@ def format_table(results: xr.Dataset) -> str:
         lines.append(row(f, [cells[f, c] for c in classifiers], str(n_features)))
     lines.append(row("chance", [f"{float(a.get('chance', np.nan)):.3f}"] * len(classifiers)))
     lines += ["", "dropped observables (not finite for every site and session):"]
-    for f in sets:
+    with_drops = [f for f in sets if a.get(f"dropped_{f}")]
+    for f in with_drops if len(sets) > 8 else sets:  # per observable: only sets with drops
         dropped = str(a.get(f"dropped_{f}", ""))
         lines.append(f"  {f}: {dropped.replace(',', ', ') if dropped else 'none'}")
+    if len(sets) > 8 and not with_drops:
+        lines.append("  none")
     if a.get("empty_feature_sets"):
         lines.append(f"  left out, no finite observable: {a['empty_feature_sets']}")
     return "\n".join(lines)
