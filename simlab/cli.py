@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from simlab import __version__
+from simlab.analysis.commands import ANALYSIS_COMMANDS, add_analysis_commands
 from simlab.errors import SimlabError
 
 EPILOG = """examples:
@@ -20,6 +21,9 @@ EPILOG = """examples:
   simlab record runs/quickstart --rig electrophysiology --units 20 --noise 0.5
   simlab identify runs/quickstart/recordings/synapse.nc runs/quickstart/recordings/electrophysiology.nc
   simlab info runs/quickstart
+  simlab robustness runs/quickstart --units 16 64 all --noise 0 0.3 1
+  simlab plan runs/quickstart --target 0.9
+  simlab report runs/quickstart
 """
 
 
@@ -153,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="summarize a run directory or a NetCDF file")
     info.add_argument("path", type=Path, help="run directory, recording or results file")
+    add_analysis_commands(commands)
     return parser
 
 
@@ -286,6 +291,7 @@ COMMANDS = {
     "identify": cmd_identify,
     "validate": cmd_validate,
     "info": cmd_info,
+    **ANALYSIS_COMMANDS,
 }
 
 

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from simlab.analysis.identify import format_table, identify, write_results
+from simlab.analysis.analyses import run_analysis
+from simlab.analysis.identify import identify, write_results
 from simlab.cluster import connect, parse_cluster
 from simlab.errors import SimlabError
 from simlab.fileio import write_text_atomic
@@ -125,16 +126,7 @@ def run_protocol(
 
     recordings = record_rigs(run, protocol, force, progress, echo)
     for name, spec in protocol.analyses.items():
-        nc, txt = run.analysis(name, "nc"), run.analysis(name, "txt")
-        if nc.exists() and not force:
-            echo(f"analysis {nc} exists, kept")
-            continue
-        results = identify_recordings(recordings, spec, progress)
-        write_results(results, nc, force=force)
-        table = format_table(results)
-        write_text_atomic(txt, table + "\n", force=force)
-        run.log(f"analysis: {name} -> {nc}")
-        echo(table)
+        run_analysis(run, name, spec, force=force, progress=progress, echo=echo)
         if getattr(spec, "importance", False):
             write_importance(run, name, spec, recordings, force, progress, echo)
     echo(f"run directory: {run.path}")

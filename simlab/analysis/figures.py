@@ -221,7 +221,8 @@ def plot_robustness(grid: xr.Dataset, stem, classifier: str | None = None) -> Fi
 def plot_importance(result: xr.Dataset, stem, top: int = 12) -> Figure:
     """Mean importance over splits (± s.e.m.) by measure, statistic, function and the top
     observables, one row per method."""
-    methods = [str(m) for m in result["method"].values]
+    kind = "importance_type" if "importance_type" in result.dims else "method"
+    methods = [str(m) for m in result[kind].values]
     groups = [g for g in ("measure", "statistic", "function", "observable") if f"importance_by_{g}" in result]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(methods), len(groups), figsize=(3.3 * len(groups), 2.9 * len(methods)),
@@ -229,7 +230,7 @@ def plot_importance(result: xr.Dataset, stem, top: int = 12) -> Figure:
         for r, method in enumerate(methods):
             for c, group in enumerate(groups):
                 ax = axes[r][c]
-                values = result[f"importance_by_{group}"].sel(method=method)
+                values = result[f"importance_by_{group}"].sel({kind: method})
                 mean = values.mean("split").values
                 sem = values.std("split", ddof=1).values / np.sqrt(values.sizes["split"]) if values.sizes["split"] > 1 else None
                 names = values[group].values.astype(str)
