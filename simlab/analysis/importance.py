@@ -159,9 +159,10 @@ def feature_importance(
     """Impurity and permutation importance of one classifier on one feature set, per split.
 
     Uses ``spec``'s target, splits, grouping, seed and preset, so the splits are those of
-    :func:`identify`. Returns ``importance`` (method, split, feature) over feature columns,
+    :func:`identify`. Returns ``importance`` (importance_type, split, feature) over feature columns,
     and sums by ``observable``, ``measure``, ``function``, ``statistic`` and ``session``
-    (``importance_by_<group>``, dims method x split x group). A method that does not apply
+    (``importance_by_<group>``, dims importance_type x split x group; not ``method``, which
+    would clash with ``.sel``'s own argument). A method that does not apply
     (impurity of a model without ``feature_importances_``) is NaN.
     """
     unknown = sorted(set(methods) - set(METHODS))
@@ -197,14 +198,14 @@ def feature_importance(
                 values[m, s] = outcome[method]
     observable, session = _column_names(fs, sites)
     coords = {
-        "method": np.array(list(methods), dtype=str),
+        "importance_type": np.array(list(methods), dtype=str),
         "split": np.arange(len(splits), dtype=np.int64),
         "observable": ("feature", observable),
         "session": ("feature", session),
     }
     for name in ("measure", "function", "statistic"):
         coords[name] = ("feature", _observable_attribute(ds, sites, name, observable))
-    importance = xr.DataArray(values, dims=("method", "split", "feature"), coords=coords,
+    importance = xr.DataArray(values, dims=("importance_type", "split", "feature"), coords=coords,
                               name="importance")
     out = {"importance": importance.drop_vars(["observable", "session", "measure", "function",
                                                "statistic"])}
@@ -280,10 +281,10 @@ def format_importance(result: xr.Dataset, top: int = 10) -> str:
     a = result.attrs
     lines = [f"feature importance ({a.get('classifier')}, feature set {a.get('feature_set')}, "
              f"{a.get('splits')} splits; mean over splits, summed over each group's columns)"]
-    for method in result["method"].values.astype(str):
+    for method in result["importance_type"].values.astype(str):
         lines.append(f"{method}:")
         for group in ("measure", "function", "statistic", "observable"):
-            values = result[f"importance_by_{group}"].sel(method=method).mean("split")
+            values = result[f"importance_by_{group}"].sel(importance_type=method).mean("split")
             if bool(values.isnull().all()):
                 lines.append(f"  by {group}: not available for this classifier")
                 continue

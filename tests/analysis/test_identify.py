@@ -278,3 +278,53 @@ def test_explicit_splits_refuse_overlap_and_single_class(recording):
     with pytest.raises(SimlabError, match="2 split names for 1 splits"):
         identify(recording, IdentifySpec(), subject_splits=[(np.arange(0, n, 2), np.arange(1, n, 2))],
                  split_names=["a", "b"])
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_predictions_intervals_and_per_class_metrics(results):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    pred = results["prediction"]
+    labels = results["site_label"].values
+    tested = pred != ""
+    correct = ((pred == results["site_label"]) & tested).sum("site")
+    xr.testing.assert_equal(correct.rename(None), results["correct"].rename(None))
+    np.testing.assert_allclose(results["accuracy"], correct / tested.sum("site"))
+    # Wilson 95% interval by hand for one split, and for the pooled predictions
+    z = 1.959963984540054
+    k, n = int(results["correct"][0, 0, 0]), int(results["n_test"][0, 0, 0])
+    p = k / n
+    centre, half = (p + z**2 / (2 * n)) / (1 + z**2 / n), z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    np.testing.assert_allclose(results["accuracy_ci"][0, 0, 0], [centre - half, centre + half])
+    assert "pooled across splits" in results.attrs["confidence_intervals"]
+    # per-class metrics from the summed confusion equal sklearn's on the pooled predictions
+    for c in results["classifier"].values:
+        for f in results["feature_set"].values:
+            p_cf = pred.sel(classifier=c, feature_set=f).transpose("site", "split").values
+            mask = p_cf != ""
+            truth = np.repeat(labels[:, None], p_cf.shape[1], axis=1)[mask]
+            prec, rec, f1, sup = precision_recall_fscore_support(
+                truth, p_cf[mask], labels=list(results["class"].values), zero_division=np.nan)
+            sel = dict(classifier=c, feature_set=f)
+            np.testing.assert_allclose(results["precision"].sel(sel), prec)
+            np.testing.assert_allclose(results["recall"].sel(sel), rec)
+            np.testing.assert_allclose(results["f1"].sel(sel), f1)
+            np.testing.assert_array_equal(results["support"].sel(sel), sup)
+    assert "[" in format_table(results) and "Wilson" in format_table(results)
+
+
+def test_observable_feature_sets_and_other_classifiers(recording):
+    spec = IdentifySpec(classifiers=[{"name": "logistic_regression", "params": {"C": 0.1}, "label": "logreg"}],
+                        features="both", splits=2)
+    res = identify(recording, spec, n_jobs=1)
+    kinds = dict(zip(res["feature_set"].values, res["feature_kind"].values))
+    assert kinds["weight"] == "measure" and kinds["all"] == "all"
+    assert kinds["weight_raw_norm"] == "observable" and kinds["activation_raw_norm"] == "observable"
+    assert "weight_raw_median" not in kinds  # the observable with a NaN has nothing left
+    assert "weight_raw_median" in res.attrs["empty_feature_sets"]
+    assert int(res["n_features"].sel(feature_set="weight_raw_norm")) == 21 + 3
+    acc = res["accuracy_mean"].sel(classifier="logreg")
+    assert float(acc.sel(feature_set="weight_raw_norm")) > 0.9
+    assert float(acc.sel(feature_set="activation_raw_norm")) < 0.5
