@@ -298,17 +298,24 @@ def inner_folds_for(labels, groups, preset: str = "fast") -> int:
     return min(INNER_FOLDS.get(preset, 3), *per_class)
 
 
+def _inner_cv(folds: int, seed: int, split: int) -> StratifiedGroupKFold:
+    return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=random_state(seed, split, 3))
+
+
 def make_estimator(entry, *, preset: str = "fast", seed: int = 0, split: int = 0,
-                   inner_folds: int = 3, layout: Layout | None = None, n_train: int | None = None):
+                   inner_folds: int = 3, layout: Layout | None = None, n_train: int | None = None,
+                   n_features: int | None = None):
     """A fresh, seeded estimator for one split: a pipeline, searched by grouped inner CV when
     its grid has more than one point and ``inner_folds >= 2``.
 
-    Without a search, each grid parameter is fixed at its grid's middle value.
+    Without a search, each grid parameter is fixed at its grid's middle value. ``n_train``
+    and ``n_features`` (of an inner training fold) bound the PCA components searched.
     """
     choice = parse_classifier(entry)
     base, step = _base(choice, preset, seed, split, layout)
     grid = _grid(choice, preset)
-    n_features = layout.n_features if layout is not None else 10**9
+    if n_features is None:
+        n_features = layout.n_features if layout is not None else 10**9
     space = _search_space(choice, grid, step, n_train or 10**9, n_features, seed, split)
     if inner_folds < 2 or all(len(v) == 1 for v in space.values()):
         # nothing to choose between: fix each parameter at one value of its grid
@@ -317,8 +324,7 @@ def make_estimator(entry, *, preset: str = "fast", seed: int = 0, split: int = 0
     return GridSearchCV(
         base,
         param_grid=space,
-        cv=StratifiedGroupKFold(n_splits=inner_folds, shuffle=True,
-                                random_state=random_state(seed, split, 3)),
+        cv=_inner_cv(inner_folds, seed, split),
         scoring="accuracy",
         refit=True,
         n_jobs=1,
@@ -362,8 +368,12 @@ def fit_predict(X, labels, train, test, classifier="linear_svm", *, groups=None,
     if len(np.unique(labels[train])) < 2:
         raise SimlabError("a training split needs at least 2 classes")
     folds = inner_folds_for(labels[train], groups[train], preset)
+    n_inner = len(train)  # the smallest inner training fold bounds PCA's components
+    if folds >= 2:
+        n_inner = min(len(a) for a, _ in _inner_cv(folds, seed, split).split(
+            X[train], labels[train], groups[train]))
     est = make_estimator(classifier, preset=preset, seed=seed, split=split, inner_folds=folds,
-                         layout=layout, n_train=int(len(train) * (folds - 1) / max(folds, 1)))
+                         layout=layout, n_train=n_inner, n_features=X.shape[1])
     with warnings.catch_warnings():
         # a large C may stop short of convergence on separable data; inner CV scores it anyway
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -179,3 +179,14 @@ def test_conv1d_uses_the_depth_columns():
                       {"name": "conv1d", "params": {"epochs": 150, "learning_rate": 1e-2, "kernel_size": 2}},
                       layout=Layout(sessions, 1, 2))
     assert np.mean(fit.predictions == y[32:]) == 1.0
+
+
+def test_pca_components_bounded_by_the_smallest_inner_fold():
+    X, y = _blobs(n_per_class=10)
+    groups = np.arange(len(y))
+    entry = {"name": "linear_svm", "grid": {"pca": [None, 4, 25, 1000], "C": [0.01]}}
+    fit = fit_predict(X, y, np.arange(0, 30, 2), np.arange(1, 30, 2), entry, groups=groups)
+    # 15 training samples, 3 inner folds: 10 per inner training fold, so 25 and 1000 are out
+    assert fit.best_params["pca"] in (None, 4)
+    assert [p if p == "passthrough" else p.n_components
+            for p in fit.estimator.param_grid["pca"]] == ["passthrough", 4]
