@@ -27,6 +27,10 @@ def describe_path(path: Path) -> str:
         from simlab.analysis.identify import format_table
 
         return f"{path}: identification results\n" + format_table(dataset)
+    if schema.startswith("simlab.importance"):
+        from simlab.analysis.importance import format_importance
+
+        return f"{path}: feature importance\n" + format_importance(dataset)
     if "test_accuracy" in dataset:
         return f"{path}: subject table\n" + describe_subjects(dataset)
     raise SimlabError(f"{path}: a NetCDF file, but not a recording, subject table or analysis result of simlab")
