@@ -328,3 +328,31 @@ def test_observable_feature_sets_and_other_classifiers(recording):
     acc = res["accuracy_mean"].sel(classifier="logreg")
     assert float(acc.sel(feature_set="weight_raw_norm")) > 0.9
     assert float(acc.sel(feature_set="activation_raw_norm")) < 0.5
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_classifiers_target_features_and_importance(tiny_run, tmp_path, capsys):
+    from simlab.cli import main
+
+    out = tmp_path / "r.nc"
+    argv = ["identify", str(tiny_run / "recordings" / "synapse.nc"), "--classifier",
+            "logistic_regression:C=0.5", "--classifier", "knn", "--target", "credit_mechanism",
+            "--features", "both", "--importance", "--splits", "2", "--seed", "4", "--quiet",
+            "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    with xr.open_dataset(out) as res:
+        assert list(res["classifier"].values) == ["logistic_regression(C=0.5)", "knn"]
+        assert res.attrs["target"] == "credit_mechanism" and res.attrs["seed"] == 4
+        assert "observable" in set(res["feature_kind"].values.astype(str))
+    with xr.open_dataset(tmp_path / "r.importance.nc") as imp:
+        assert imp.attrs["classifier"] == "logistic_regression(C=0.5)"  # no forest: the first
+        assert bool(imp["importance"].sel(importance_type="impurity").isnull().all())
+        assert bool(imp["importance"].sel(importance_type="permutation").notnull().all())
+    assert "by measure" in printed and "credit_mechanism" in printed
+    assert main(["identify", str(tiny_run / "recordings" / "synapse.nc"), "--classifier", "knn:k=3",
+                 "--out", str(tmp_path / "bad.nc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--classifier" in err[0] and "k not accepted" in err[0]
