@@ -23,6 +23,11 @@ def describe_path(path: Path) -> str:
     schema = str(dataset.attrs.get("schema", ""))
     if schema.startswith("simlab.recording"):
         return describe_recording(path, dataset)
+    from simlab.analysis.analyses import format_result
+
+    table = format_result(dataset)
+    if table is not None:
+        return f"{path}: {dataset.attrs.get('title', 'analysis results')}\n" + table
     if "accuracy_mean" in dataset:
         from simlab.analysis.identify import format_table
 

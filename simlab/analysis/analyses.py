@@ -19,7 +19,7 @@ from simlab.errors import SimlabError
 from simlab.fileio import write_text_atomic
 from simlab.rundir import RunDirectory
 
-__all__ = ["RUNNERS", "Runner", "load_result", "output_stems", "run_analysis"]
+__all__ = ["RUNNERS", "Runner", "format_result", "load_result", "output_stems", "run_analysis"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,15 @@ def run_analysis(
         run.log(f"analysis: {name} -> {path}")
         echo(table)
     return paths
+
+
+def format_result(result: xr.Dataset) -> str | None:
+    """The printed table of a run-analysis result, by its schema (None: not one of them)."""
+    schema = str(result.attrs.get("schema", ""))
+    for name, runner in RUNNERS.items():
+        if name != "identify" and schema.startswith(f"simlab.{name}/"):
+            return runner.table(result)
+    return None
 
 
 def load_result(path: str | Path) -> xr.Dataset:

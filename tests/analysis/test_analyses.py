@@ -265,3 +265,11 @@ def test_cli_generalize_writes_results_and_reports_mistakes(tiny_run_copy, capsy
     assert err.startswith("simlab generalize: error:") and "colour" in err and "\n" not in err
     assert main(["robustness", str(tiny_run_copy), "--units", "0", "--quiet"]) == 2
     assert "--units" in capsys.readouterr().err
+
+
+def test_info_prints_each_analysis_table(analyzed_run):
+    from simlab.info import describe_path
+
+    for stem, text in [("robustness", "electrophysiology minus synapse"), ("confound", "performance alone"),
+                       ("trajectory", "first_half"), ("generalization-architecture", "held out")]:
+        assert text in describe_path(analyzed_run / "analyses" / f"{stem}.nc")
