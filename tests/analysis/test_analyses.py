@@ -273,3 +273,20 @@ def test_info_prints_each_analysis_table(analyzed_run):
     for stem, text in [("robustness", "electrophysiology minus synapse"), ("confound", "performance alone"),
                        ("trajectory", "first_half"), ("generalization-architecture", "held out")]:
         assert text in describe_path(analyzed_run / "analyses" / f"{stem}.nc")
+
+
+@pytest.mark.parametrize("command, options", [
+    ("generalize", ["--factor", "--no-matrix", "--splits", "--classifier", "--rigs", "--force"]),
+    ("trajectory", ["--first", "--last", "--every", "--sessions"]),
+    ("robustness", ["--rig", "--units", "--noise", "--sessions", "--rig-seed"]),
+    ("confound", ["--bins", "--curve-points"]),
+    ("plan", ["--target", "--rig", "--classifier", "--criterion"]),
+    ("figures", ["--observable"]),
+    ("report", ["--out", "--observable"]),
+])
+def test_analysis_subcommand_help(command, options, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "RUN_DIR" in out and all(option in out for option in options)
