@@ -55,3 +55,13 @@ def test_trajectory_figure_refuses_an_unknown_observable(analyzed_run, tmp_path)
     with pytest.raises(SimlabError, match="weight_raw_nothing"):
         plot_trajectories(ds, tmp_path / "t", ["weight_raw_nothing"])
     _valid(plot_trajectories(ds, tmp_path / "t", ["activation_abs_mean"]))
+
+
+def test_importance_figure(analyzed_run, tmp_path):
+    from simlab.analysis.figures import plot_importance
+    from simlab.analysis.importance import importance_for
+    from simlab.analysis.specs import IdentifySpec
+
+    ds = open_run_recordings(RunDirectory(analyzed_run), ["synapse"])
+    spec = IdentifySpec(splits=2, classifiers=[{"name": "random_forest", "params": {"n_estimators": 10}}])
+    _valid(plot_importance(importance_for(ds, spec, n_jobs=1), tmp_path / "importance"))
