@@ -26,11 +26,22 @@ from simlab.training.accelerators import enable_compilation_cache
 from simlab.training.cohort import subject_table, train_cohort, write_subject_table
 
 
+def _same_protocol(run: RunDirectory, text: str) -> bool:
+    """Whether the run directory holds this protocol. The stored one is read again, so a
+    setting that a newer simlab added with its default (an analysis option) still matches."""
+    if run.protocol_text() == text:
+        return True
+    try:
+        return run.protocol().to_yaml() == text
+    except SimlabError:  # not readable by this simlab: another protocol
+        return False
+
+
 def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> RunDirectory:
     """Create (or reopen, for the same protocol) the run directory and write the protocol."""
     run = RunDirectory(out if out is not None else Path("runs") / protocol.name)
     text = protocol.to_yaml()
-    if run.protocol_file.exists() and run.protocol_text() != text and not force:
+    if run.protocol_file.exists() and not force and not _same_protocol(run, text):
         raise SimlabError(
             f"{run.path} holds a run of another protocol; choose another --out, or pass --force to replace it"
         )

@@ -356,3 +356,25 @@ def test_cli_classifiers_target_features_and_importance(tiny_run, tmp_path, caps
                  "--out", str(tmp_path / "bad.nc")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--classifier" in err[0] and "k not accepted" in err[0]
+
+
+def test_run_directory_of_an_older_protocol_dump_still_resumes(tmp_path):
+    """A stored protocol without the identify options added since reads back the same."""
+    from simlab.protocol import parse_protocol
+    from simlab.run import prepare_run_directory
+
+    protocol = parse_protocol(
+        "name: t\ncohort: {architecture: mlp, task: mnist1d, learning_rule: sgdm, batch_size: 32}\n"
+    )
+    old = "\n".join(
+        line for line in protocol.to_yaml().splitlines()
+        if not line.strip().startswith(("preset:", "features:", "importance:"))
+    ) + "\n"
+    assert old != protocol.to_yaml()
+    (tmp_path / "protocol.yaml").write_text(old)
+    prepare_run_directory(protocol, tmp_path, force=False)  # resumes, no error
+    other = parse_protocol(
+        "name: t\ncohort: {architecture: mlp, task: mnist1d, learning_rule: adam, batch_size: 32}\n"
+    )
+    with pytest.raises(SimlabError, match="another protocol"):
+        prepare_run_directory(other, tmp_path, force=False)
