@@ -245,6 +245,8 @@ class FeatureSet:
 
 def _feature_sets(sites: Sites, mode: str) -> tuple[dict[str, FeatureSet], dict[str, list[str]], list[str]]:
     """Feature sets to evaluate, the observables each dropped, and the sets left empty."""
+    if mode not in ("measures", "observables", "both"):
+        raise SimlabError(f"features must be measures, observables or both; got {mode!r}")
     chosen: dict[str, tuple[np.ndarray, str]] = {}
     if mode in ("measures", "both"):
         for name, idx in feature_sets(sites).items():
@@ -254,8 +256,6 @@ def _feature_sets(sites: Sites, mode: str) -> tuple[dict[str, FeatureSet], dict[
             if str(name) in chosen:
                 raise SimlabError(f"observable {name!r} has the name of a measure; cannot tell them apart")
             chosen[str(name)] = (np.array([i]), "observable")
-    if mode not in ("measures", "observables", "both"):
-        raise SimlabError(f"features must be measures, observables or both; got {mode!r}")
     sets, dropped_by_set, empty = {}, {}, []
     n_sessions = sites.observation.shape[1]
     for name, (idx, kind) in chosen.items():
