@@ -132,7 +132,7 @@ def plot_trajectories(ds: xr.Dataset, stem, observables: Sequence[str] | None = 
     return _save(fig, stem, "Observables over training")
 
 
-def _heatmap(ax, values: np.ndarray, rows, cols, fmt="{:.2f}", vmax=1.0, cmap="Blues"):
+def _heatmap(ax, values: np.ndarray, rows, cols, fmt="{:.2f}", vmax=1.0, cmap="Blues", width: int = 16):
     im = ax.imshow(values, vmin=0, vmax=vmax, cmap=cmap, aspect="auto")
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
@@ -140,8 +140,8 @@ def _heatmap(ax, values: np.ndarray, rows, cols, fmt="{:.2f}", vmax=1.0, cmap="B
             text = "–" if not np.isfinite(v) else fmt.format(v)
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if np.isfinite(v) and v > 0.6 * vmax else "black")
-    ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), [_short(r) for r in rows])
+    ax.set_xticks(range(len(cols)), [_short(c, width) for c in cols], rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [_short(r, width) for r in rows])
     ax.spines[:].set_visible(False)
     return im
 
@@ -159,11 +159,11 @@ def plot_confusion(results: xr.Dataset, stem, classifier: str | None = None, tit
     classes = [str(c) for c in results["true_class"].values]
     with plt.rc_context(STYLE):
         side = 0.55 * len(classes) + 1.6
-        fig, axes = _grid(len(sets), 4, size=(side + 0.4, side))
+        fig, axes = _grid(len(sets), 2 if len(classes) > 3 else 4, size=(side + 1.2, side + 0.4))
         for ax, f in zip(axes, sets):
             cm = results["confusion"].sel(classifier=clf, feature_set=f).values.astype(float)
             norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            _heatmap(ax, norm, [_short(c, 22) for c in classes], [_short(c, 22) for c in classes])
+            _heatmap(ax, norm, classes, classes, width=22)
             acc = float(results["accuracy_mean"].sel(classifier=clf, feature_set=f))
             ax.set_title(f"{f.replace('_', ' ')}: {acc:.2f}")
             ax.set_xlabel("predicted")

@@ -47,6 +47,7 @@ class RigPlan:
     fewest_sessions: Choice | None
     units_per_noise: dict[float, str] = field(default_factory=dict)
     best: Choice | None = None  # the best cell, for when nothing qualifies
+    clearing: list[str] = field(default_factory=list)  # every cell whose bound clears the target
 
 
 def lower_bound(grid: xr.Dataset, criterion: str, prefix: str = "accuracy") -> xr.DataArray:
@@ -141,8 +142,9 @@ def plan_design(
         b = int(np.nanargmax(flat.values))
         u_best, n_best = flat["cell_"].values[b]
         best = choice({"units": u_best, "noise": n_best}, f"units {u_best}, noise {float(n_best):g}", "")
+        clearing = [f"units {u} noise {n:g}" for u in units for n in noise if float(bound.sel(units=u, noise=n)) >= target]
         plans.append(RigPlan(rig, str(cell["measure"].values), clf, fewest_units, most_noise, fewest_sessions,
-                             per_noise, best))
+                             per_noise, best, clearing))
     return plans
 
 
@@ -171,6 +173,7 @@ def format_plan(plans: list[RigPlan], target: float, criterion: str, grid: xr.Da
         lines.append(_describe(p.most_noise, "most noise", " sd"))
         lines.append(_describe(p.fewest_sessions, "fewest sessions", ""))
         lines.append("  fewest units at each noise level: " + ", ".join(f"{n:g}: {u}" for n, u in p.units_per_noise.items()))
+        lines.append("  cells clearing the target on their own: " + (", ".join(p.clearing) or "none"))
         if p.fewest_units is None and p.best is not None:
             lines.append(f"  best cell: {p.best.setting}: accuracy {p.best.accuracy:.3f}, lower bound {p.best.bound:.3f}")
     return "\n".join(lines)

@@ -56,6 +56,7 @@ def test_plan_answers_worked_out_by_hand():
     assert plan.most_noise.setting == "0.5" and plan.most_noise.bound == pytest.approx(0.91)
     assert plan.fewest_sessions.setting == "3" and plan.fewest_sessions.bound == pytest.approx(0.95)
     assert plan.units_per_noise == {0.0: "16", 0.5: "all", 1.0: "none"}
+    assert plan.clearing == ["units 4 noise 0.5", "units 16 noise 0", "units all noise 0", "units all noise 0.5"]
 
 
 def test_plan_split_criterion_is_the_t_bound():
