@@ -69,7 +69,8 @@ def _confound(run, spec, progress, echo, n_jobs):
     from simlab.analysis.confound import confound
 
     subjects = xr.open_dataset(run.subjects_file).load()
-    result = confound(_recordings(run, spec), subjects, spec.identify, spec.bins, spec.curve_points, progress, n_jobs)
+    result = confound(_recordings(run, spec), subjects, spec.identify, spec.matching, spec.caliper, spec.bins,
+                      spec.curve_points, progress, n_jobs)
     return {"confound": result}
 
 

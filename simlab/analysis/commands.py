@@ -110,10 +110,13 @@ def add_analysis_commands(commands) -> None:
         "confound", help="identification among performance-matched subjects, and from performance alone",
         formatter_class=fmt,
         description="Answer the performance confound: identify among subjects matched on final test accuracy "
-        "(quantile bins holding equally many subjects of every class), and name the class from the loss and "
+        "(nearest neighbours within a caliper, or quantile bins), and name the class from the loss and "
         "test-accuracy curves alone. Writes RUN_DIR/analyses/confound.nc and .txt.",
     )
     _run_dir(conf)
+    conf.add_argument("--matching", choices=["nearest", "bins"], help="nearest: groups of one subject per class "
+                      "within --caliper (default); bins: --bins quantile bins with equally many subjects per class")
+    conf.add_argument("--caliper", type=float, help="largest final-accuracy difference in a nearest group (default 0.05)")
     conf.add_argument("--bins", type=int, help="quantile bins of final accuracy (default 3)")
     conf.add_argument("--curve-points", type=int, help="points each training curve is resampled to (default 20)")
     _common(conf)
@@ -188,7 +191,7 @@ def _identify_overrides(args) -> dict:
 
 FLAGS = {"splits": "--splits", "classifiers": "--classifier", "preset": "--preset", "target": "--target",
          "seed": "--seed", "factors": "--factor", "rigs": "--rig", "units": "--units", "noise": "--noise",
-         "sessions": "--sessions", "bins": "--bins", "curve_points": "--curve-points", "schedules": "--first/--last"}
+         "sessions": "--sessions", "bins": "--bins", "caliper": "--caliper", "curve_points": "--curve-points", "schedules": "--first/--last"}
 
 
 def _analyze(args, name: str, overrides: dict) -> int:
@@ -229,7 +232,8 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_confound(args) -> int:
-    return _analyze(args, "confound", {"bins": args.bins, "curve_points": args.curve_points, "rigs": args.rigs})
+    return _analyze(args, "confound", {"matching": args.matching, "caliper": args.caliper, "bins": args.bins,
+                                       "curve_points": args.curve_points, "rigs": args.rigs})
 
 
 def cmd_plan(args) -> int:

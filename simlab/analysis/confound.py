@@ -1,9 +1,10 @@
 """The performance confound a reviewer raised: is identification a side effect of the rules
 reaching different task performance?
 
-Two answers. Matching: identify again among subjects matched on final test accuracy
-(quantile bins of it; each bin keeps the same number of subjects of every class, so within
-the matched cohort every class has the same performance distribution up to the bin width).
+Two answers. Matching: identify again among subjects matched on final test accuracy (groups
+of one subject per class within a caliper of each other, or quantile bins keeping the same
+number of subjects of every class), so within the matched cohort every class has the same
+performance distribution up to the caliper or bin width.
 Baseline: name the class from performance alone, the loss curve and the test-accuracy curve
 (and, separately, the final accuracy), with the same classifiers and splits as identification.
 If the baseline is near chance while matched identification stays high, the recordings carry
@@ -21,7 +22,8 @@ from simlab.analysis.identify import balanced_splits, identify, per_class_metric
 from simlab.analysis.specs import IdentifySpec
 from simlab.errors import SimlabError
 
-__all__ = ["curve_features", "format_confound", "match_on_performance", "performance_baseline", "confound"]
+__all__ = ["confound", "curve_features", "format_confound", "match_nearest", "match_on_performance",
+           "performance_baseline"]
 
 SCHEMA = "simlab.confound/1"
 
@@ -58,6 +60,40 @@ def match_on_performance(subjects: xr.Dataset, target: str, bins: int, seed: int
     assigned = np.full(len(labels), -1)
     assigned[keep] = which[keep]
     return keep, assigned
+
+
+def match_nearest(subjects: xr.Dataset, target: str, caliper: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of matched subjects, and each subject's match group (-1: not matched).
+
+    Greedy nearest-neighbour matching without replacement: the subjects of the rarest class
+    (ties: the first in order), from the lowest final accuracy up, each take the nearest unused
+    subject of every other class; the group is kept only if every one lies within ``caliper``
+    of it. Deterministic: ties in distance go to the earlier subject.
+    """
+    usable = _usable(subjects)
+    accuracy = subjects["final_accuracy"].values.astype(np.float64)
+    labels = subjects[target].values.astype(str)
+    classes, counts = np.unique(labels[usable], return_counts=True)
+    rarest = classes[int(np.argmin(counts))]
+    free = usable.copy()
+    group = np.full(len(labels), -1)
+    anchors = np.flatnonzero(usable & (labels == rarest))
+    for anchor in anchors[np.argsort(accuracy[anchors], kind="stable")]:
+        members = [anchor]
+        for c in classes:
+            if c == rarest:
+                continue
+            candidates = np.flatnonzero(free & (labels == c))
+            if len(candidates) == 0:
+                break
+            nearest = candidates[int(np.argmin(np.abs(accuracy[candidates] - accuracy[anchor])))]
+            if abs(accuracy[nearest] - accuracy[anchor]) > caliper:
+                break
+            members.append(nearest)
+        else:
+            free[members] = False
+            group[members] = group.max() + 1
+    return np.flatnonzero(group >= 0), group
 
 
 def curve_features(subjects: xr.Dataset, points: int) -> tuple[np.ndarray, Layout]:
@@ -137,8 +173,8 @@ def performance_baseline(
 
 
 def confound(
-    ds: xr.Dataset, subjects: xr.Dataset, spec: IdentifySpec = IdentifySpec(), bins: int = 3, points: int = 20,
-    progress: bool = False, n_jobs: int | None = None,
+    ds: xr.Dataset, subjects: xr.Dataset, spec: IdentifySpec = IdentifySpec(), matching: str = "nearest",
+    caliper: float = 0.05, bins: int = 3, points: int = 20, progress: bool = False, n_jobs: int | None = None,
 ) -> xr.Dataset:
     """Identification on all subjects and on performance-matched ones (dimension ``cohort``),
     each class's final accuracy in both, and the performance baseline.
@@ -147,12 +183,21 @@ def confound(
     """
     if list(ds["subject"].values) != list(subjects["subject"].values):
         raise SimlabError("the recording and the subject table list different subjects")
-    keep, bin_of = match_on_performance(subjects, spec.target, bins, spec.seed)
+    if matching == "nearest":
+        keep, group_of = match_nearest(subjects, spec.target, caliper)
+        how = (f"nearest neighbours: groups of one subject per class, final accuracies within {caliper:g} of the "
+               "group's subject of the rarest class (greedy, without replacement)")
+    elif matching == "bins":
+        keep, group_of = match_on_performance(subjects, spec.target, bins, spec.seed)
+        how = (f"{bins} quantile bins of final test accuracy; each kept bin holds equally many subjects of every "
+               "class (seeded draw); bins missing a class are dropped")
+    else:
+        raise SimlabError(f"matching must be nearest or bins; got {matching!r}")
     labels = subjects[spec.target].values.astype(str)
     if len(np.unique(labels[keep])) < 2:
         raise SimlabError(
-            f"matching on final accuracy in {bins} bins left fewer than 2 classes of {spec.target!r}: "
-            "the classes' performances do not overlap; try fewer bins"
+            f"matching on final accuracy ({matching}) kept fewer than 2 classes of {spec.target!r}: the classes' "
+            "performances do not overlap; widen the caliper or use fewer bins"
         )
     results = []
     for name, cohort in (("all", ds), ("matched", ds.isel(subject=keep))):
@@ -174,7 +219,8 @@ def confound(
     both["final_accuracy_mean"] = (("cohort", "class"), perf, {"long_name": "mean final test accuracy of the class"})
     both["n_subjects"] = (("cohort", "class"), count)
     both = both.assign_coords({"class": np.array(classes, dtype=str)})
-    both["matched_bin"] = (("subject",), bin_of, {"long_name": "performance bin of a matched subject; -1: not matched"})
+    both["matched_group"] = (("subject",), group_of,
+                             {"long_name": "match group (nearest) or performance bin (bins); -1: not matched"})
     both = both.assign_coords(subject=subjects["subject"].values.astype(str))
     baseline = performance_baseline(subjects, spec, points, progress)
     baseline = baseline.rename({"split": "baseline_split", "feature_set": "baseline_features"})
@@ -184,9 +230,7 @@ def confound(
         "title": f"performance confound of {spec.target} identification",
         "target": spec.target,
         "chance": results[0].attrs["chance"],
-        "bins": int(bins),
-        "matching": f"{bins} quantile bins of final test accuracy; each kept bin holds equally many subjects "
-        "of every class (seeded draw); bins missing a class are dropped",
+        "matching": how,
         "splits": int(spec.splits),
         "seed": int(spec.seed),
         **baseline.attrs,

@@ -160,11 +160,17 @@ class RobustnessSpec(BaseModel):
 
 
 class ConfoundSpec(_RunAnalysisSpec):
-    """The performance confound: identification among subjects matched on final test accuracy
-    (``bins`` quantile bins, each keeping the same number of subjects of every class), and a
-    baseline that names the target from the training curves alone (the loss resampled to
-    ``curve_points`` points and the test accuracy at every session)."""
+    """The performance confound: identification among subjects matched on final test accuracy,
+    and a baseline that names the target from the training curves alone (the loss resampled to
+    ``curve_points`` points and the test accuracy at every session).
 
+    ``matching: nearest`` forms groups of one subject per class whose final accuracies lie
+    within ``caliper`` of the group's subject of the rarest class; ``bins`` keeps, in each of
+    ``bins`` quantile bins, equally many subjects of every class.
+    """
+
+    matching: Literal["nearest", "bins"] = "nearest"
+    caliper: float = Field(0.05, gt=0.0)
     bins: PositiveInt = 3
     curve_points: PositiveInt = 20
 

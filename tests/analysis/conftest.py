@@ -26,7 +26,7 @@ def analyzed_run(tiny_run, tmp_path_factory):
         "generalization": {"factors": ["architecture"], "identify": FAST},
         "trajectory": {"schedules": {"first_half": {"window": [0.0, 0.5]}, "sessions_2": {"count": 2}}, "identify": FAST},
         "robustness": SMALL_GRID,
-        "confound": {"bins": 1, "curve_points": 5, "identify": FAST},
+        "confound": {"matching": "bins", "bins": 1, "curve_points": 5, "identify": FAST},
     }
     for name, values in settings.items():
         run_analysis(run, name, ANALYSES[name](**values), progress=False, echo=lambda *a, **k: None, n_jobs=1)

@@ -11,7 +11,7 @@ from scipy import stats
 from simlab.analysis.analyses import load_result, run_analysis
 from simlab.analysis.classifiers import Layout, fit_predict
 from simlab.analysis.common import open_run_recordings
-from simlab.analysis.confound import curve_features, match_on_performance, performance_baseline
+from simlab.analysis.confound import curve_features, match_nearest, match_on_performance, performance_baseline
 from simlab.analysis.generalization import generalization
 from simlab.analysis.identify import build_features, identify, select_sites
 from simlab.analysis.specs import ANALYSES, IdentifySpec, RobustnessSpec
@@ -209,6 +209,17 @@ def test_matching_by_hand():
         assert sorted(labels[keep][bins[keep] == b]) == ["A", "B"]
 
 
+def test_nearest_matching_by_hand():
+    # rarest class C (2 subjects: 0.50, 0.80); from the lowest up: 0.50 takes A 0.52 and B 0.47;
+    # 0.80 takes A 0.90 (nearest unused, 0.10 away): outside the 0.05 caliper, so no group
+    table = _subjects([0.52, 0.9, 0.3, 0.47, 0.6, 0.2, 0.5, 0.8], ["A", "A", "A", "B", "B", "B", "C", "C"])
+    keep, group = match_nearest(table, "learning_rule", caliper=0.05)
+    assert keep.tolist() == [0, 3, 6]
+    assert group.tolist() == [0, -1, -1, 0, -1, -1, 0, -1]
+    keep, _ = match_nearest(table, "learning_rule", caliper=0.25)
+    assert keep.tolist() == [0, 1, 3, 4, 6, 7]  # 0.80 now takes A 0.90 and B 0.60
+
+
 def test_curve_features_by_hand():
     table = _subjects([0.5, 0.6], ["A", "B"], n_steps=6, n_sessions=3)
     X, layout = curve_features(table, points=3)
@@ -229,7 +240,7 @@ def test_performance_baseline_names_separable_classes():
 
 def test_confound_one_bin_matches_every_balanced_subject(analyzed_run):
     result = load_result(analyzed_run / "analyses" / "confound.nc")
-    assert (result["matched_bin"].values == 0).all()  # 6 subjects per rule: all kept
+    assert (result["matched_group"].values == 0).all()  # 6 subjects per rule: all kept
     np.testing.assert_allclose(result["accuracy"].sel(cohort="all").values, result["accuracy"].sel(cohort="matched").values)
     assert set(result["baseline_features"].values) == {"curves", "final_accuracy"}
 
@@ -279,7 +290,7 @@ def test_info_prints_each_analysis_table(analyzed_run):
     ("generalize", ["--factor", "--no-matrix", "--splits", "--classifier", "--rigs", "--force"]),
     ("trajectory", ["--first", "--last", "--every", "--sessions"]),
     ("robustness", ["--rig", "--units", "--noise", "--sessions", "--rig-seed"]),
-    ("confound", ["--bins", "--curve-points"]),
+    ("confound", ["--matching", "--caliper", "--bins", "--curve-points"]),
     ("plan", ["--target", "--rig", "--classifier", "--criterion"]),
     ("figures", ["--observable"]),
     ("report", ["--out", "--observable"]),
