@@ -81,6 +81,23 @@ def _training_table(run: RunDirectory) -> str:
             + "".join(rows) + "</table>")
 
 
+ORDER = ("identify", "trajectory", "generalization", "robustness", "confound")
+
+
+def _order(path: Path) -> tuple[int, str]:
+    """Analyses in the order of the reference's argument, then anything else by name."""
+    kind = path.stem.split("-")[0].split(".")[0]
+    return (ORDER.index(kind) if kind in ORDER else len(ORDER), path.stem)
+
+
+def _plan(grid: xr.Dataset, targets=(0.9, 0.7)) -> str:
+    """The design planner's answer at a few targets (lower Wilson bound)."""
+    from simlab.analysis.plan import format_plan, plan_design
+
+    texts = [format_plan(plan_design(grid, t), t, "wilson", grid) for t in targets]
+    return "<h3>Design plan (simlab plan)</h3>" + "".join(f"<pre>{html.escape(t)}</pre>" for t in texts)
+
+
 def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -> str:
     """The HTML text of the run's report (figures drawn first, into ``RUN/figures/``)."""
     from simlab.analysis.analyses import load_result
@@ -96,7 +113,7 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
     section("training", "Training", _training_table(run) + _protocol_summary(run))
     if "trajectories" in figures:
         section("trajectories", "Observables over training", _img(figures["trajectories"].png, "trajectories"))
-    for path in sorted((run.path / "analyses").glob("*.nc")):
+    for path in sorted((run.path / "analyses").glob("*.nc"), key=_order):
         result = load_result(path)
         stem = path.stem.replace(".", "-")
         body = []
@@ -107,6 +124,8 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
         txt = path.with_suffix(".txt")
         if txt.is_file():
             body.append(f"<pre>{html.escape(txt.read_text())}</pre>")
+        if str(result.attrs.get("schema", "")).startswith("simlab.robustness"):
+            body.append(_plan(result))
         title = str(result.attrs.get("title", path.stem))
         section(stem, f"{title[:1].upper()}{title[1:]}", "\n".join(body))
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

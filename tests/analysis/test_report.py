@@ -49,3 +49,4 @@ def test_report_is_self_contained_with_every_figure_and_table(analyzed_run, caps
         assert title[1:] in page
         assert html.escape(path.with_suffix(".txt").read_text().splitlines()[0]) in page
     assert re.search(r"<table>.*mean final accuracy", page, re.S)
+    assert "Design plan" in page and "fewest units" in page  # the planner's answer on the grid
