@@ -106,7 +106,11 @@ def _matrix(ds, factor, spec, results, progress, n_jobs) -> xr.DataArray:
         if len(np.unique(labels[own])) < 2:
             continue
         for b in levels:
-            if b != a:
+            if b != a and len(levels) == 2 and b in results["level"].values:
+                # with two levels, training on a and testing on b is the leave-one-out fold of b
+                acc = results["accuracy"].sel(level=b).reindex_like(grid.isel(train_level=0, test_level=0))
+                grid.loc[{"train_level": a, "test_level": b}] = acc
+            elif b != a:
                 pairs.append((own, np.flatnonzero(usable & (level_of == b))))
                 names.append((a, b))
             else:

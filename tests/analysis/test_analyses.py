@@ -62,14 +62,34 @@ def test_generalization_accuracy_matches_a_manual_fit(analyzed_run, recording):
     train, test = np.flatnonzero(level != "deep"), np.flatnonzero(level == "deep")
     pred = fit_predict(X, sites.labels, train, test, SPEC.classifiers[0], groups=sites.subject_index,
                        preset=SPEC.preset, seed=SPEC.seed, split=0, layout=layout).predictions
-    assert result["accuracy"].sel(level="deep", feature_set="weight").item() == \
-        pytest.approx(np.mean(pred == sites.labels[test]))
-    # the matrix cell trains on shallow alone and tests on deep: the same sites, fitted as the
-    # second train/test pair (deep -> shallow is the first), so seeded with split 1
-    pred = fit_predict(X, sites.labels, train, test, SPEC.classifiers[0], groups=sites.subject_index,
-                       preset=SPEC.preset, seed=SPEC.seed, split=1, layout=layout).predictions
+    got = result["accuracy"].sel(level="deep", feature_set="weight").item()
+    assert got == pytest.approx(np.mean(pred == sites.labels[test]))
+    # with two levels, the matrix cell trained on shallow and tested on deep is that same fold
     assert result["matrix_accuracy"].sel(train_level="shallow", test_level="deep", feature_set="weight").item() == \
-        pytest.approx(np.mean(pred == sites.labels[test]))
+        pytest.approx(got)
+
+
+def test_generalization_matrix_over_three_levels_by_hand(recording):
+    """Seeds 0, 1, 2 (one subject per rule and architecture each): a cell trains on one seed and
+    tests on another; the pairs are fitted in row order, so (1 -> 2) is the fourth, split 3.
+    The diagonal is identification within the seed's subjects."""
+    weights = recording.sel(observable=recording["measure"] == "weight")
+    result = generalization(weights, "seed", SPEC)
+    levels = [str(v) for v in result["train_level"].values]
+    assert len(levels) == 3
+    sites = select_sites(recording, "learning_rule")
+    seed = recording["seed"].values.astype(str)[sites.subject_index]
+    X, kept, _ = build_features(sites, np.flatnonzero(sites.measures == "weight"))
+    n_sessions = sites.observation.shape[1]
+    layout = Layout(n_sessions, len(kept), X.shape[1] - n_sessions * len(kept))
+    train, test = np.flatnonzero(seed == levels[1]), np.flatnonzero(seed == levels[2])
+    pred = fit_predict(X, sites.labels, train, test, SPEC.classifiers[0], groups=sites.subject_index,
+                       preset=SPEC.preset, seed=SPEC.seed, split=3, layout=layout).predictions
+    cell = result["matrix_accuracy"].sel(train_level=levels[1], test_level=levels[2], feature_set="weight")
+    assert cell.item() == pytest.approx(np.mean(pred == sites.labels[test]))
+    within = identify(weights.isel(subject=np.flatnonzero(weights["seed"].values.astype(str) == levels[0])), SPEC)
+    np.testing.assert_allclose(result["matrix_accuracy"].sel(train_level=levels[0], test_level=levels[0]).values,
+                               within["accuracy_mean"].values)
 
 
 def test_generalization_diagonal_is_within_level_identification(analyzed_run, recording):
