@@ -295,7 +295,7 @@ def plot_trajectory_access(result: xr.Dataset, stem, classifier: str | None = No
     access = [str(a) for a in result["access"].values]
     sets = [str(f) for f in result["feature_set"].values]
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(access) * max(1, len(sets)) / 2, 3.0))
+        fig, ax = plt.subplots(figsize=(min(11.0, 1.2 + 0.45 * len(access) * max(1, len(sets))), 3.2))
         width = 0.8 / len(sets)
         for k, f in enumerate(sets):
             cell = result.sel(classifier=clf, feature_set=f)
