@@ -23,10 +23,19 @@ def describe_path(path: Path) -> str:
     schema = str(dataset.attrs.get("schema", ""))
     if schema.startswith("simlab.recording"):
         return describe_recording(path, dataset)
+    from simlab.analysis.analyses import format_result
+
+    table = format_result(dataset)
+    if table is not None:
+        return f"{path}: {dataset.attrs.get('title', 'analysis results')}\n" + table
     if "accuracy_mean" in dataset:
         from simlab.analysis.identify import format_table
 
         return f"{path}: identification results\n" + format_table(dataset)
+    if schema.startswith("simlab.importance"):
+        from simlab.analysis.importance import format_importance
+
+        return f"{path}: feature importance\n" + format_importance(dataset)
     if "test_accuracy" in dataset:
         return f"{path}: subject table\n" + describe_subjects(dataset)
     raise SimlabError(f"{path}: a NetCDF file, but not a recording, subject table or analysis result of simlab")

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from simlab.analysis.identify import format_table, identify, write_results
+from simlab.analysis.analyses import run_analysis
+from simlab.analysis.identify import identify, write_results
 from simlab.cluster import connect, parse_cluster
 from simlab.errors import SimlabError
 from simlab.fileio import write_text_atomic
@@ -25,11 +26,22 @@ from simlab.training.accelerators import enable_compilation_cache
 from simlab.training.cohort import subject_table, train_cohort, write_subject_table
 
 
+def _same_protocol(run: RunDirectory, text: str) -> bool:
+    """Whether the run directory holds this protocol. The stored one is read again, so a
+    setting that a newer simlab added with its default (an analysis option) still matches."""
+    if run.protocol_text() == text:
+        return True
+    try:
+        return run.protocol().to_yaml() == text
+    except SimlabError:  # not readable by this simlab: another protocol
+        return False
+
+
 def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> RunDirectory:
     """Create (or reopen, for the same protocol) the run directory and write the protocol."""
     run = RunDirectory(out if out is not None else Path("runs") / protocol.name)
     text = protocol.to_yaml()
-    if run.protocol_file.exists() and run.protocol_text() != text and not force:
+    if run.protocol_file.exists() and not force and not _same_protocol(run, text):
         raise SimlabError(
             f"{run.path} holds a run of another protocol; choose another --out, or pass --force to replace it"
         )
@@ -64,10 +76,36 @@ def record_rigs(run: RunDirectory, protocol: Protocol, force: bool, progress: bo
     return paths
 
 
-def identify_recordings(paths: Sequence[Path], spec, progress: bool):
+def open_recordings(paths: Sequence[Path]):
+    """One recording from one file, or several rigs' files combined along ``observable``."""
     recordings = [open_recording(path) for path in paths]
-    dataset = recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
-    return identify(dataset, spec, progress=progress)
+    return recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
+
+
+def identify_recordings(paths: Sequence[Path], spec, progress: bool):
+    return identify(open_recordings(paths), spec, progress=progress)
+
+
+def importance_recordings(paths: Sequence[Path], spec, progress: bool):
+    from simlab.analysis.importance import importance_for
+
+    return importance_for(open_recordings(paths), spec, progress=progress)
+
+
+def write_importance(run, name, spec, recordings, force, progress, echo):
+    """Feature importance of an identify analysis (``importance: true``), next to it."""
+    from simlab.analysis.importance import format_importance
+
+    nc, txt = run.analysis(f"{name}.importance", "nc"), run.analysis(f"{name}.importance", "txt")
+    if nc.exists() and not force:
+        echo(f"analysis {nc} exists, kept")
+        return
+    importance = importance_recordings(recordings, spec, progress)
+    write_results(importance, nc, force=True)
+    text = format_importance(importance)
+    write_text_atomic(txt, text + "\n", force=True)
+    run.log(f"analysis: {name} importance -> {nc}")
+    echo(text)
 
 
 def run_protocol(
@@ -99,16 +137,9 @@ def run_protocol(
 
     recordings = record_rigs(run, protocol, force, progress, echo)
     for name, spec in protocol.analyses.items():
-        nc, txt = run.analysis(name, "nc"), run.analysis(name, "txt")
-        if nc.exists() and not force:
-            echo(f"analysis {nc} exists, kept")
-            continue
-        results = identify_recordings(recordings, spec, progress)
-        write_results(results, nc, force=force)
-        table = format_table(results)
-        write_text_atomic(txt, table + "\n", force=force)
-        run.log(f"analysis: {name} -> {nc}")
-        echo(table)
+        run_analysis(run, name, spec, force=force, progress=progress, echo=echo)
+        if getattr(spec, "importance", False):
+            write_importance(run, name, spec, recordings, force, progress, echo)
     echo(f"run directory: {run.path}")
     return run
 

@@ -14,47 +14,37 @@ be compared split by split.
 
 from __future__ import annotations
 
-import warnings
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from joblib import Parallel, cpu_count, delayed
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+from statsmodels.stats.proportion import proportion_confint
 from tqdm.auto import tqdm
 
+from simlab.analysis.classifiers import Layout, classifier_label, fit_predict, parse_classifier
 from simlab.analysis.specs import IdentifySpec
 from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 
 __all__ = [
+    "FeatureSet",
     "Sites",
     "balanced_splits",
     "build_features",
     "feature_sets",
     "format_table",
     "identify",
-    "make_classifier",
+    "map_units",
+    "per_class_metrics",
+    "results_dataset",
     "select_sites",
     "write_results",
 ]
 
-SCHEMA = "simlab.identify/1"
-N_TREES = 200
-# A fast preset for small machines. With features z-scored and about a thousand of them
-# (sessions x observables) for a couple of hundred sites, the sites are close to linearly
-# separable and larger C barely changes the fit but costs 10-100x in solver time (liblinear
-# on the quickstart: C=0.01 in 0.07 s, C=1 in 2 s, C=10 in 13 s, not converged). The
-# reference's full grid is future work of the identification issue.
-SVM_C_GRID = (0.001, 0.01, 0.1)
-SVM_MAX_ITER = 20_000
-INNER_FOLDS = 3
+SCHEMA = "simlab.identify/2"
 DEPTH_ORDER = ("early", "middle", "deep")
 ALL = "all"
 
@@ -239,90 +229,60 @@ def build_features(sites: Sites, observable_idx) -> tuple[np.ndarray, list[str],
     return np.hstack([trajectories, one_hot]), kept, dropped
 
 
-# --------------------------------------------------------------------------- classifiers
-
-
-def _random_state(seed: int, split: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, split, stream]).generate_state(1)[0])
-
-
-def make_classifier(name: str, seed: int, split: int, inner_folds: int):
-    """A fresh, seeded estimator; both z-score features with training-split statistics.
-
-    The linear SVM picks C from a small grid by class-stratified, grouped cross-validation
-    inside the training split (groups as in the outer split), so no test data and no
-    training subject on both sides of an inner fold informs the choice. ``inner_folds`` is at
-    most the number of training groups of the rarest class, so every inner training fold
-    sees every class; below 2 there is nothing to cross-validate and C is the grid's middle.
-    """
-    if name == "random_forest":
-        return Pipeline(
-            [
-                ("scale", StandardScaler()),
-                (
-                    "forest",
-                    RandomForestClassifier(
-                        n_estimators=N_TREES, random_state=_random_state(seed, split, 1), n_jobs=1
-                    ),
-                ),
-            ]
-        )
-    if name == "linear_svm":
-        default_c = SVM_C_GRID[len(SVM_C_GRID) // 2]
-        pipe = Pipeline(
-            [
-                ("scale", StandardScaler()),
-                (
-                    "svm",
-                    LinearSVC(
-                        C=default_c,
-                        dual=False,  # primal: fast when C is small (see SVM_C_GRID)
-                        max_iter=SVM_MAX_ITER,
-                        random_state=_random_state(seed, split, 2),
-                    ),
-                ),
-            ]
-        )
-        if inner_folds < 2:
-            return pipe
-        return GridSearchCV(
-            pipe,
-            param_grid={"svm__C": list(SVM_C_GRID)},
-            cv=StratifiedGroupKFold(n_splits=inner_folds, shuffle=True, random_state=_random_state(seed, split, 3)),
-            scoring="accuracy",
-            refit=True,
-            n_jobs=1,
-        )
-    raise SimlabError(f"unknown classifier {name!r}; expected one of random_forest, linear_svm")
-
-
 # --------------------------------------------------------------------------- identify
 
 
-def _evaluate(X, labels, groups, train, test, classifiers, seed, split):
-    """Fit every classifier on one split; return (test predictions, chosen C or None) each.
+@dataclass(frozen=True)
+class FeatureSet:
+    """One feature matrix, its layout, and the observables kept and dropped."""
+
+    X: np.ndarray
+    layout: Layout
+    kept: list[str]
+    dropped: list[str]
+    kind: str  # "measure", "observable" or "all"
+
+
+def _feature_sets(sites: Sites, mode: str) -> tuple[dict[str, FeatureSet], dict[str, list[str]], list[str]]:
+    """Feature sets to evaluate, the observables each dropped, and the sets left empty."""
+    if mode not in ("measures", "observables", "both"):
+        raise SimlabError(f"features must be measures, observables or both; got {mode!r}")
+    chosen: dict[str, tuple[np.ndarray, str]] = {}
+    if mode in ("measures", "both"):
+        for name, idx in feature_sets(sites).items():
+            chosen[name] = (idx, "all" if name == ALL else "measure")
+    if mode in ("observables", "both"):
+        for i, name in enumerate(sites.observables):
+            if str(name) in chosen:
+                raise SimlabError(f"observable {name!r} has the name of a measure; cannot tell them apart")
+            chosen[str(name)] = (np.array([i]), "observable")
+    sets, dropped_by_set, empty = {}, {}, []
+    n_sessions = sites.observation.shape[1]
+    for name, (idx, kind) in chosen.items():
+        X, kept, dropped = build_features(sites, idx)
+        dropped_by_set[name] = dropped
+        if not kept:
+            empty.append(name)
+            continue
+        layout = Layout(n_sessions, len(kept), X.shape[1] - n_sessions * len(kept))
+        sets[name] = FeatureSet(X, layout, kept, dropped, kind)
+    return sets, dropped_by_set, empty
+
+
+def _evaluate(fs: FeatureSet, labels, groups, train, test, classifiers, preset, seed, split):
+    """Fit every classifier on one split: (test predictions, chosen grid values) each.
 
     A unit of work that depends only on its arguments, so units can run in any order or
     process and the result is the same.
     """
-    out = []
-    groups_per_class = [len(np.unique(groups[train][labels[train] == c])) for c in np.unique(labels[train])]
-    inner_folds = min(INNER_FOLDS, *groups_per_class)
-    for name in classifiers:
-        clf = make_classifier(name, seed, split, inner_folds)
-        with warnings.catch_warnings():
-            # a C at the top of the grid may stop short of convergence on separable data; the
-            # inner cross-validation scores it honestly either way
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            if name == "linear_svm":
-                searched = isinstance(clf, GridSearchCV)
-                clf.fit(X[train], labels[train], **({"groups": groups[train]} if searched else {}))
-                chosen = clf.best_params_["svm__C"] if searched else clf.named_steps["svm"].C
-                out.append((clf.predict(X[test]), float(chosen)))
-            else:
-                clf.fit(X[train], labels[train])
-                out.append((clf.predict(X[test]), None))
-    return out
+    return [
+        (fit.predictions, fit.best_params)
+        for fit in (
+            fit_predict(fs.X, labels, train, test, c, groups=groups, preset=preset,
+                        seed=seed, split=split, layout=fs.layout)
+            for c in classifiers
+        )
+    ]
 
 
 def _run(job):
@@ -339,21 +299,69 @@ def _n_workers(n_jobs: int | None) -> int:
     return max(1, n_jobs)
 
 
+def map_units(fn, arg_lists, n_jobs: int | None, progress: bool = False, desc: str = "identify"):
+    """``[fn(*args) for args in arg_lists]`` in ``n_jobs`` worker processes, in order."""
+    jobs = [delayed(fn)(*args) for args in arg_lists]
+    n_workers = min(_n_workers(n_jobs), max(1, len(jobs)))
+    if n_workers > 1:
+        outcomes = Parallel(n_jobs=n_workers, return_as="generator")(jobs)
+    else:
+        outcomes = map(_run, jobs)
+    results = []
+    with tqdm(total=len(jobs), desc=desc, unit="split", disable=not progress) as bar:
+        for outcome in outcomes:
+            results.append(outcome)
+            bar.update(1)
+    return results
+
+
+def _explicit_splits(sites: Sites, subject_splits, n_subjects: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Site indices of splits given as subject positions; excluded subjects simply drop out."""
+    splits = []
+    for i, pair in enumerate(subject_splits):
+        try:
+            train_s, test_s = (np.asarray(p, dtype=int).reshape(-1) for p in pair)
+        except (TypeError, ValueError):
+            raise SimlabError(
+                f"subject split {i} must be a pair (train subject positions, test subject positions)"
+            ) from None
+        for side in (train_s, test_s):
+            if side.size and (side.min() < 0 or side.max() >= n_subjects):
+                raise SimlabError(
+                    f"subject split {i} names a subject position outside 0..{n_subjects - 1}"
+                )
+        if np.intersect1d(train_s, test_s).size:
+            raise SimlabError(f"subject split {i} puts a subject on both the train and test side")
+        train = np.flatnonzero(np.isin(sites.subject_index, train_s))
+        test = np.flatnonzero(np.isin(sites.subject_index, test_s))
+        if len(test) == 0:
+            raise SimlabError(f"subject split {i} has no usable test site")
+        if len(np.unique(sites.labels[train])) < 2:
+            raise SimlabError(f"subject split {i} has fewer than 2 classes to train on")
+        splits.append((train, test))
+    if not splits:
+        raise SimlabError("subject_splits is empty")
+    return splits
+
+
 def identify(
     ds: xr.Dataset,
     spec: IdentifySpec = IdentifySpec(),
     progress: bool = False,
     n_jobs: int | None = None,
+    subject_splits=None,
+    split_names=None,
 ) -> xr.Dataset:
-    """Test accuracy of each classifier on each feature set over ``spec.splits`` splits.
+    """Test accuracy of each classifier on each feature set over train/test splits.
 
-    Units of work (feature set x split) run in ``n_jobs`` worker processes (default: one per
-    CPU; 1 runs in this process). Every unit is seeded from ``spec.seed`` and its split
-    index, so the result does not depend on ``n_jobs``.
+    Splits are ``spec.splits`` category-balanced random splits, or ``subject_splits``: pairs
+    of (train, test) positions on the recording's subject dimension (e.g. leave one level of
+    a factor out), optionally named by ``split_names``. Units of work (feature set x split)
+    run in ``n_jobs`` worker processes (default: one per CPU; 1 runs in this process). Every
+    unit is seeded from ``spec.seed`` and its split index, so the result does not depend on
+    ``n_jobs``.
 
-    Returns a NetCDF-ready Dataset: ``accuracy`` (classifier, feature_set, split),
-    ``accuracy_mean``/``accuracy_sem``, ``n_features``, ``confusion`` summed over splits,
-    and attrs naming the target, chance level, sample counts and dropped observables.
+    Returns a NetCDF-ready Dataset (see :func:`results_dataset`).
     """
     sites = select_sites(ds, spec.target)
     if len(sites.labels) == 0:
@@ -367,127 +375,192 @@ def identify(
             f"got {len(classes)} ({', '.join(classes)})"
         )
     groups = sites.subject_index if spec.group_by == "subject" else np.arange(len(sites.labels))
-    splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
+    if subject_splits is None:
+        splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
+    else:
+        n_subjects = ds.sizes["subject"]
+        splits = _explicit_splits(sites, list(subject_splits), n_subjects)
+    if split_names is not None and len(split_names) != len(splits):
+        raise SimlabError(f"{len(split_names)} split names for {len(splits)} splits")
 
-    sets, kept_by_set, dropped_by_set, empty_sets = {}, {}, {}, []
-    for name, idx in feature_sets(sites).items():
-        X, kept, dropped = build_features(sites, idx)
-        dropped_by_set[name] = dropped
-        if not kept:
-            empty_sets.append(name)
-            continue
-        sets[name], kept_by_set[name] = X, kept
+    sets, dropped_by_set, empty_sets = _feature_sets(sites, spec.features)
     if not sets:
         raise SimlabError(
             "identify found no observable that is finite for every site and session; "
             f"dropped: {', '.join(sorted({d for v in dropped_by_set.values() for d in v}))}"
         )
+    choices = [parse_classifier(c) for c in spec.classifiers]
+    fs_names = list(sets)
+    units = [(f, s) for f in range(len(fs_names)) for s in range(len(splits))]
+    outcomes = map_units(
+        _evaluate,
+        [(sets[fs_names[f]], sites.labels, groups, *splits[s], choices, spec.preset, spec.seed, s)
+         for f, s in units],
+        n_jobs,
+        progress,
+    )
+    predictions = {}
+    for (f, s), outcome in zip(units, outcomes):
+        for c, (pred, best) in enumerate(outcome):
+            predictions[c, f, s] = (pred, best)
+    return results_dataset(
+        sites, splits, predictions, [classifier_label(c) for c in spec.classifiers], sets,
+        dropped_by_set, empty_sets, spec, groups, split_names,
+        explicit=subject_splits is not None,
+    )
 
-    fs_names, clf_names = list(sets), list(spec.classifiers)
+
+def _wilson(correct, total) -> np.ndarray:
+    """Wilson 95% interval of a proportion, with a trailing (lower, upper) axis."""
+    correct, total = np.asarray(correct), np.asarray(total)
+    low, high = proportion_confint(correct, np.maximum(total, 1), alpha=0.05, method="wilson")
+    out = np.stack([low, high], axis=-1).astype(np.float64)
+    out[total == 0] = np.nan
+    return out
+
+
+def per_class_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support per class from a (..., true, predicted) confusion.
+
+    An undefined ratio (no prediction of a class, no example of it) is NaN, not 0: it is
+    unknown, not bad.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    predicted = confusion.sum(axis=-2)
+    support = confusion.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        recall = np.where(support > 0, tp / support, np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    f1 = np.where(np.isnan(precision) | np.isnan(recall), np.nan, f1)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set, empty_sets,
+                    spec, groups, split_names=None, explicit=False) -> xr.Dataset:
+    """Identification results as a Dataset.
+
+    Variables: ``accuracy`` (classifier, feature_set, split) with ``accuracy_mean``,
+    ``accuracy_sem`` and Wilson intervals ``accuracy_ci`` (per split) and ``accuracy_mean_ci``
+    (pooled test predictions); ``correct``/``n_test`` counts; ``confusion`` summed over
+    splits; ``precision``/``recall``/``f1``/``support`` per class; ``prediction`` (classifier,
+    feature_set, site, split), empty where a site was not tested, so statistics can pair
+    predictions; ``best_params`` chosen by inner cross-validation (JSON).
+    """
+    classes = list(sites.classes)
+    fs_names = list(sets)
+    n_c, n_f, n_s, n_k = len(clf_names), len(fs_names), len(splits), len(classes)
     class_pos = {c: i for i, c in enumerate(classes)}
     y_pos = np.array([class_pos[c] for c in sites.labels])
-    accuracy = np.full((len(clf_names), len(fs_names), spec.splits), np.nan)
-    confusion = np.zeros((len(clf_names), len(fs_names), len(classes), len(classes)), np.int64)
-    chosen_c = np.full((len(fs_names), spec.splits), np.nan)
+    width = max(len(c) for c in classes)
+    prediction = np.full((n_c, n_f, len(sites.labels), n_s), "", dtype=f"<U{width}")
+    accuracy = np.full((n_c, n_f, n_s), np.nan)
+    correct = np.zeros((n_c, n_f, n_s), np.int64)
+    confusion = np.zeros((n_c, n_f, n_k, n_k), np.int64)
+    best_params = np.full((n_c, n_f, n_s), "", dtype=object)
+    for (c, f, s), (pred, best) in predictions.items():
+        test = splits[s][1]
+        hit = np.asarray(pred) == sites.labels[test]
+        prediction[c, f, test, s] = pred
+        correct[c, f, s] = int(hit.sum())
+        accuracy[c, f, s] = hit.mean()
+        np.add.at(confusion[c, f], (y_pos[test], [class_pos[p] for p in pred]), 1)
+        best_params[c, f, s] = json.dumps(best, sort_keys=True)
+    n_test = np.broadcast_to(np.array([len(t) for _, t in splits]), accuracy.shape)
+    sem = accuracy.std(axis=2, ddof=1) / np.sqrt(n_s) if n_s > 1 else np.full((n_c, n_f), np.nan)
+    metrics = per_class_metrics(confusion)
 
-    units = [(f, s) for f in range(len(fs_names)) for s in range(spec.splits)]
-    jobs = (
-        delayed(_evaluate)(
-            sets[fs_names[f]], sites.labels, groups, *splits[s], clf_names, spec.seed, s
-        )
-        for f, s in units
-    )
-    n_workers = min(_n_workers(n_jobs), len(units))
-    if n_workers > 1:
-        outcomes = Parallel(n_jobs=n_workers, return_as="generator")(jobs)
-    else:
-        outcomes = map(_run, jobs)
-    with tqdm(total=len(units), desc="identify", unit="split", disable=not progress) as bar:
-        for (f, s), outcome in zip(units, outcomes):
-            test = splits[s][1]
-            for c, (pred, best_c) in enumerate(outcome):
-                accuracy[c, f, s] = np.mean(pred == sites.labels[test])
-                np.add.at(confusion[c, f], (y_pos[test], [class_pos[p] for p in pred]), 1)
-                if best_c is not None:
-                    chosen_c[f, s] = best_c
-            bar.update(1)
-
-    n_splits = spec.splits
-    if n_splits > 1:
-        sem = accuracy.std(axis=2, ddof=1) / np.sqrt(n_splits)
-    else:  # one split has no spread to estimate
-        sem = np.full(accuracy.shape[:2], np.nan)
-    test_names = [",".join(sites.names[test]) for _, test in splits]
-    n_test_per_class = len(np.unique(groups[splits[0][1]])) // len(classes)
     attrs = {
         "schema": SCHEMA,
         "title": f"identification of {spec.target}",
         "target": spec.target,
         "classes": ",".join(classes),
-        "chance": 1.0 / len(classes),
+        "chance": 1.0 / n_k,
         "n_samples": int(len(sites.labels)),
         "n_subjects": int(len(np.unique(sites.subject_index))),
         "excluded_diverged": sites.excluded_diverged,
         "group_by": spec.group_by,
-        "splits": int(n_splits),
+        "splits": int(n_s),
+        "split_kind": "explicit subject splits" if explicit else "category-balanced random",
         "test_fraction": float(spec.test_fraction),
-        "n_test_groups_per_class": n_test_per_class,
         "seed": int(spec.seed),
+        "preset": spec.preset,
+        "feature_mode": spec.features,
         "classifiers": ",".join(clf_names),
+        "classifier_specs": json.dumps([parse_classifier(c).__dict__ for c in spec.classifiers],
+                                       default=dict, sort_keys=True),
         "features": "session trajectory of every observable finite for all sites and sessions, "
         "plus depth group one-hot; z-scored with training-split statistics",
-        "linear_svm_C_grid": ",".join(str(c) for c in SVM_C_GRID),
-        "random_forest_n_estimators": N_TREES,
+        "confidence_intervals": "Wilson 95% (statsmodels proportion_confint, method=wilson). "
+        "accuracy_ci: over the test sites of each split (n_test). accuracy_mean_ci: over all "
+        "test predictions pooled across splits (sum of n_test); a site tested in several "
+        "splits counts each time and layers of one subject are not independent, so it is "
+        "narrower than the uncertainty about new subjects",
         "empty_feature_sets": ",".join(empty_sets),
     }
+    if not explicit:
+        attrs["n_test_groups_per_class"] = len(np.unique(groups[splits[0][1]])) // n_k
     for name, dropped in dropped_by_set.items():
         attrs[f"dropped_{name}"] = ",".join(dropped)
     per_set = ("feature_set",)
     per_result = ("classifier", "feature_set")
+    per_split = ("classifier", "feature_set", "split")
+    per_class = ("classifier", "feature_set", "class")
     data_vars = {
-        "accuracy": (
-            ("classifier", "feature_set", "split"),
-            accuracy,
-            {"long_name": "test accuracy", "units": "1"},
-        ),
-        "accuracy_mean": (
-            per_result,
-            accuracy.mean(axis=2),
-            {"long_name": "mean test accuracy over splits", "units": "1"},
-        ),
-        "accuracy_sem": (
-            per_result,
-            sem,
-            {"long_name": "s.e.m. of test accuracy: std(ddof=1) / sqrt(splits)", "units": "1"},
-        ),
-        "n_features": (per_set, np.array([sets[f].shape[1] for f in fs_names], np.int64)),
-        "n_observables": (per_set, np.array([len(kept_by_set[f]) for f in fs_names], np.int64)),
-        "confusion": (
-            ("classifier", "feature_set", "true_class", "predicted_class"),
-            confusion,
-            {"long_name": "test predictions summed over splits", "units": "1"},
-        ),
-        "test_sites": (
-            ("split",),
-            np.array(test_names, dtype=str),
-            {"long_name": "test sites (subject:layer), comma-separated"},
-        ),
+        "accuracy": (per_split, accuracy, {"long_name": "test accuracy", "units": "1"}),
+        "accuracy_mean": (per_result, accuracy.mean(axis=2),
+                          {"long_name": "mean test accuracy over splits", "units": "1"}),
+        "accuracy_sem": (per_result, sem, {
+            "long_name": "s.e.m. of test accuracy: std(ddof=1) / sqrt(splits)", "units": "1"}),
+        "accuracy_ci": (per_split + ("bound",), _wilson(correct, n_test), {
+            "long_name": "Wilson 95% interval of test accuracy over the split's test sites"}),
+        "accuracy_mean_ci": (per_result + ("bound",),
+                             _wilson(correct.sum(axis=2), n_test.sum(axis=2)), {
+            "long_name": "Wilson 95% interval over test predictions pooled across splits"}),
+        "correct": (per_split, correct, {"long_name": "correct test predictions"}),
+        "n_test": (per_split, np.ascontiguousarray(n_test, dtype=np.int64),
+                   {"long_name": "test sites"}),
+        "n_features": (per_set, np.array([sets[f].X.shape[1] for f in fs_names], np.int64)),
+        "n_observables": (per_set, np.array([len(sets[f].kept) for f in fs_names], np.int64)),
+        "confusion": (("classifier", "feature_set", "true_class", "predicted_class"), confusion,
+                      {"long_name": "test predictions summed over splits", "units": "1"}),
+        "precision": (per_class, metrics["precision"],
+                      {"long_name": "precision from the summed confusion matrix"}),
+        "recall": (per_class, metrics["recall"],
+                   {"long_name": "recall from the summed confusion matrix"}),
+        "f1": (per_class, metrics["f1"], {"long_name": "F1 from the summed confusion matrix"}),
+        "support": (per_class, metrics["support"], {"long_name": "test predictions of the class"}),
+        "prediction": (("classifier", "feature_set", "site", "split"), prediction, {
+            "long_name": "predicted class of a test site; empty where not tested"}),
+        "best_params": (per_split, best_params.astype(str), {
+            "long_name": "hyperparameters chosen by grouped inner cross-validation (JSON)"}),
+        "test_sites": (("split",), np.array([",".join(sites.names[t]) for _, t in splits], dtype=str),
+                       {"long_name": "test sites (subject:layer), comma-separated"}),
     }
     if "linear_svm" in clf_names:
-        data_vars["linear_svm_C"] = (
-            ("feature_set", "split"),
-            chosen_c,
-            {"long_name": "C chosen by grouped inner cross-validation"},
-        )
+        c_idx = clf_names.index("linear_svm")
+        chosen = np.array([[json.loads(best_params[c_idx, f, s]).get("C", np.nan)
+                            for s in range(n_s)] for f in range(n_f)], dtype=np.float64)
+        data_vars["linear_svm_C"] = (("feature_set", "split"), chosen,
+                                     {"long_name": "C chosen by grouped inner cross-validation"})
     dropped_text = np.array([",".join(dropped_by_set[f]) for f in fs_names], dtype=str)
     coords = {
         "classifier": np.array(clf_names, dtype=str),
         "feature_set": np.array(fs_names, dtype=str),
-        "split": np.arange(n_splits, dtype=np.int64),
+        "feature_kind": (per_set, np.array([sets[f].kind for f in fs_names], dtype=str)),
+        "split": np.arange(n_s, dtype=np.int64),
         "true_class": np.array(classes, dtype=str),
         "predicted_class": np.array(classes, dtype=str),
+        "class": np.array(classes, dtype=str),
+        "bound": np.array(["lower", "upper"], dtype=str),
+        "site": sites.names,
+        "site_subject": (("site",), sites.subject_index.astype(np.int64)),
+        "site_label": (("site",), sites.labels.astype(str)),
         "dropped_observables": (per_set, dropped_text),
     }
+    if split_names is not None:
+        coords["split_name"] = (("split",), np.array([str(n) for n in split_names], dtype=str))
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -495,17 +568,23 @@ def identify(
 
 
 def format_table(results: xr.Dataset) -> str:
-    """Mean ± s.e.m. test accuracy, one row per feature set, one column per classifier."""
+    """Mean ± s.e.m. test accuracy and its pooled Wilson 95% interval (when the results
+    have one), one row per feature set, one column per classifier."""
     a = results.attrs
     classifiers = [str(c) for c in results["classifier"].values]
     sets = [str(f) for f in results["feature_set"].values]
     mean, sem = results["accuracy_mean"], results["accuracy_sem"]
-    cells = {
-        (f, c): f"{float(mean.sel(classifier=c, feature_set=f)):.3f} ± "
-        f"{float(sem.sel(classifier=c, feature_set=f)):.3f}"
-        for f in sets
-        for c in classifiers
-    }
+    ci = results.get("accuracy_mean_ci")
+
+    def cell(f, c):
+        text = (f"{float(mean.sel(classifier=c, feature_set=f)):.3f} ± "
+                f"{float(sem.sel(classifier=c, feature_set=f)):.3f}")
+        if ci is not None:
+            low, high = ci.sel(classifier=c, feature_set=f).values
+            text += f" [{low:.2f}, {high:.2f}]"
+        return text
+
+    cells = {(f, c): cell(f, c) for f in sets for c in classifiers}
     first = max(len("feature_set"), *(len(f) for f in sets))
     widths = [max(len(c), *(len(cells[f, c]) for f in sets)) for c in classifiers]
 
@@ -519,7 +598,10 @@ def format_table(results: xr.Dataset) -> str:
         f"{a.get('n_subjects')} subjects, {a.get('n_samples')} sites, "
         f"{a.get('excluded_diverged', 0)} diverged subjects excluded",
         f"{a.get('splits')} splits grouped by {a.get('group_by')}, "
-        f"test fraction {a.get('test_fraction')}",
+        f"test fraction {a.get('test_fraction')}"
+        + (f", preset {a['preset']}" if "preset" in a else ""),
+        *(["mean ± s.e.m. over splits [Wilson 95% interval over test predictions pooled "
+           "across splits]"] if ci is not None else []),
         "",
         row("feature_set", classifiers, "features"),
     ]
@@ -528,9 +610,12 @@ def format_table(results: xr.Dataset) -> str:
         lines.append(row(f, [cells[f, c] for c in classifiers], str(n_features)))
     lines.append(row("chance", [f"{float(a.get('chance', np.nan)):.3f}"] * len(classifiers)))
     lines += ["", "dropped observables (not finite for every site and session):"]
-    for f in sets:
+    with_drops = [f for f in sets if a.get(f"dropped_{f}")]
+    for f in with_drops if len(sets) > 8 else sets:  # per observable: only sets with drops
         dropped = str(a.get(f"dropped_{f}", ""))
         lines.append(f"  {f}: {dropped.replace(',', ', ') if dropped else 'none'}")
+    if len(sets) > 8 and not with_drops:
+        lines.append("  none")
     if a.get("empty_feature_sets"):
         lines.append(f"  left out, no finite observable: {a['empty_feature_sets']}")
     return "\n".join(lines)

@@ -2,30 +2,184 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from simlab.errors import SimlabError
+from simlab.recording.specs import RigSpec, ScheduleSpec
 
 CLASSIFIERS = ("random_forest", "linear_svm")
 
 
 class IdentifySpec(BaseModel):
-    """Identify the learning rule from session trajectories of the observables.
+    """Identify the learning rule (or another subject factor) from session trajectories.
 
-    ``group_by: subject`` keeps all layers of a subject on one side of every split;
-    ``layer`` reproduces the reference's splits over layers.
+    ``classifiers``: names (``linear_svm``, ``random_forest``, ``conv1d``, an sklearn alias
+    such as ``logistic_regression``, or an import path) or mappings
+    ``{name, params, grid, label}``. ``preset``: ``fast`` (small grids) or ``reference`` (the
+    reference's grids). ``features``: one feature set per ``measures`` (and ``all``), per
+    single ``observables``, or ``both``. ``group_by: subject`` keeps all layers of a subject
+    on one side of every split; ``layer`` reproduces the reference's splits over layers.
+    ``importance``: also compute impurity and permutation feature importance.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    classifiers: list[Literal["random_forest", "linear_svm"]] = Field(
-        default_factory=lambda: list(CLASSIFIERS), min_length=1
-    )
+    classifiers: list[Any] = Field(default_factory=lambda: list(CLASSIFIERS), min_length=1)
+    preset: Literal["fast", "reference"] = "fast"
+    features: Literal["measures", "observables", "both"] = "measures"
     splits: PositiveInt = 10
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     group_by: Literal["subject", "layer"] = "subject"
     target: str = "learning_rule"
+    importance: bool = False
     seed: int = 0
+
+    @field_validator("classifiers")
+    @classmethod
+    def _known_classifiers(cls, entries: list[Any]) -> list[Any]:
+        """Refuse unknown classifiers and parameters at validation, naming the entry."""
+        from simlab.analysis.classifiers import classifier_label, parse_classifier
+
+        labels = []
+        for entry in entries:
+            try:
+                parse_classifier(entry)
+                labels.append(classifier_label(entry))
+            except SimlabError as exc:
+                raise ValueError(str(exc)) from None
+        repeated = sorted({l for l in labels if labels.count(l) > 1})
+        if repeated:
+            raise ValueError(
+                f"classifier(s) {', '.join(repeated)} listed twice; give each a distinct 'label'"
+            )
+        return entries
 
 
 ANALYSES: dict[str, type[BaseModel]] = {"identify": IdentifySpec}
+
+
+# --------------------------------------------------------------------------- analyses of a run
+# The analyses below read a run directory, not a single recording; each nests the
+# identification settings its classifiers use, so one set of defaults serves them all.
+
+
+class _RunAnalysisSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identify: IdentifySpec = Field(default_factory=IdentifySpec)
+    rigs: Optional[list[str]] = Field(None, min_length=1)  # None: every rig of the protocol
+
+
+class GeneralizationSpec(_RunAnalysisSpec):
+    """Train on some levels of a subject factor, test on the held-out level (every
+    leave-one-level-out fold), per factor; ``matrix`` adds train-on-one-level x test-on-another
+    accuracies (the diagonal: within-level splits)."""
+
+    factors: list[str] = Field(default_factory=lambda: ["architecture"], min_length=1)
+    matrix: bool = True
+
+
+def _default_access() -> dict[str, "ScheduleSpec"]:
+    return {
+        "first_quarter": ScheduleSpec(window=(0.0, 0.25)),
+        "last_quarter": ScheduleSpec(window=(0.75, 1.0)),
+        "every_4th": ScheduleSpec(every=4),
+        "sessions_3": ScheduleSpec(count=3),
+        "sessions_6": ScheduleSpec(count=6),
+    }
+
+
+class TrajectorySpec(_RunAnalysisSpec):
+    """Identification from part of the trajectory: each named ``schedules`` entry picks
+    sessions of the recording (``window``, ``every``, ``count``, ``spacing`` as in a rig's
+    schedule); the full trajectory is always compared as ``all``."""
+
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=_default_access, min_length=1)
+
+    @field_validator("schedules")
+    @classmethod
+    def _not_all(cls, value: dict) -> dict:
+        if "all" in value:
+            raise ValueError("'all' names the full trajectory, which is always included; use another name")
+        return value
+
+
+class RobustnessSpec(BaseModel):
+    """A grid of units x noise per rig, made by re-recording the run's snapshots (never
+    retraining), plus a sweep of session counts at all units and no noise.
+
+    ``rigs``: rig names of the protocol or rig types; each grid cell overrides its ``units``,
+    ``noise`` and (if given) ``seed``. ``compare``: the two rigs whose accuracies are tested
+    against each other at each noise level (paired over splits, Holm-corrected).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rigs: list[str] = Field(default_factory=lambda: ["synapse", "electrophysiology"], min_length=1)
+    units: list[Union[Literal["all"], int, float]] = Field(
+        default_factory=lambda: [4, 16, 64, "all"], min_length=1
+    )
+    noise: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0], min_length=1)
+    sessions: list[int] = Field(default_factory=lambda: [2, 3, 6, 11])
+    seed: Optional[int] = Field(None, ge=0)
+    compare: Optional[tuple[str, str]] = None  # default: the first two rigs
+    identify: IdentifySpec = Field(default_factory=IdentifySpec)
+
+    @field_validator("units")
+    @classmethod
+    def _check_units(cls, value: list) -> list:
+        for units in value:
+            RigSpec(type="synapse", units=units)  # the rig's own rule for a unit setting
+        if len({str(u) for u in value}) < len(value):
+            raise ValueError("unit settings must be distinct")
+        return value
+
+    @field_validator("noise")
+    @classmethod
+    def _check_noise(cls, value: list) -> list:
+        if any(n < 0 for n in value) or len(set(value)) < len(value):
+            raise ValueError(f"noise levels must be distinct and >= 0, got {value}")
+        return value
+
+    @field_validator("sessions")
+    @classmethod
+    def _check_sessions(cls, value: list) -> list:
+        if any(n < 1 for n in value) or len(set(value)) < len(value):
+            raise ValueError(f"session counts must be distinct and >= 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_compare(self):
+        if self.compare is not None and not set(self.compare) <= set(self.rigs):
+            raise ValueError(f"compare {list(self.compare)} must name two of rigs {self.rigs}")
+        if len(set(self.rigs)) < len(self.rigs):
+            raise ValueError(f"rigs must be distinct, got {self.rigs}")
+        return self
+
+
+class ConfoundSpec(_RunAnalysisSpec):
+    """The performance confound: identification among subjects matched on final test accuracy,
+    and a baseline that names the target from the training curves alone (the loss resampled to
+    ``curve_points`` points and the test accuracy at every session).
+
+    ``matching: nearest`` forms groups of one subject per class whose final accuracies lie
+    within ``caliper`` of the group's subject of the rarest class; ``bins`` keeps, in each of
+    ``bins`` quantile bins, equally many subjects of every class.
+    """
+
+    matching: Literal["nearest", "bins"] = "nearest"
+    caliper: float = Field(0.05, gt=0.0)
+    bins: PositiveInt = 3
+    curve_points: PositiveInt = 20
+
+
+ANALYSES.update(
+    {
+        "generalization": GeneralizationSpec,
+        "trajectory": TrajectorySpec,
+        "robustness": RobustnessSpec,
+        "confound": ConfoundSpec,
+    }
+)

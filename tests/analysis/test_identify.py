@@ -246,3 +246,135 @@ def test_missing_target_and_single_class(recording):
     one = recording.assign_coords(task=("subject", ["mnist1d"] * recording.sizes["subject"]))
     with pytest.raises(SimlabError, match="at least 2 classes"):
         identify(one, IdentifySpec(target="task"))
+
+
+# ----------------------------------------------------------------------------- explicit splits
+
+
+def test_explicit_subject_splits_named_and_respected(recording):
+    n = recording.sizes["subject"]
+    halves = [(np.arange(0, n, 2), np.arange(1, n, 2)), (np.arange(1, n, 2), np.arange(0, n, 2))]
+    spec = IdentifySpec(classifiers=["linear_svm"], seed=2)
+    res = identify(recording, spec, n_jobs=1, subject_splits=halves, split_names=["even", "odd"])
+    assert list(res["split_name"].values) == ["even", "odd"]
+    assert res.attrs["split_kind"] == "explicit subject splits"
+    tested = res["prediction"].sel(classifier="linear_svm", feature_set="weight") != ""
+    subjects = res["site_subject"].values
+    # split 0 tests exactly the usable sites of odd subjects, split 1 those of even subjects
+    np.testing.assert_array_equal(tested.isel(split=0).values, subjects % 2 == 1)
+    np.testing.assert_array_equal(tested.isel(split=1).values, subjects % 2 == 0)
+    assert (res["n_test"].isel(split=0) == (subjects % 2 == 1).sum()).all()
+    assert float(res["accuracy"].sel(feature_set="weight").min()) > 0.95
+
+
+def test_explicit_splits_refuse_overlap_and_single_class(recording):
+    n = recording.sizes["subject"]
+    with pytest.raises(SimlabError, match="both the train and test"):
+        identify(recording, IdentifySpec(), subject_splits=[([0, 1, 2], [2, 3])])
+    rule = recording["learning_rule"].values
+    one_rule = np.flatnonzero(rule == rule[0])
+    with pytest.raises(SimlabError, match="fewer than 2 classes"):
+        identify(recording, IdentifySpec(), subject_splits=[(one_rule, np.arange(n)[rule != rule[0]])])
+    with pytest.raises(SimlabError, match="2 split names for 1 splits"):
+        identify(recording, IdentifySpec(), subject_splits=[(np.arange(0, n, 2), np.arange(1, n, 2))],
+                 split_names=["a", "b"])
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_predictions_intervals_and_per_class_metrics(results):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    pred = results["prediction"]
+    labels = results["site_label"].values
+    tested = pred != ""
+    correct = ((pred == results["site_label"]) & tested).sum("site")
+    xr.testing.assert_equal(correct.rename(None), results["correct"].rename(None))
+    np.testing.assert_allclose(results["accuracy"], correct / tested.sum("site"))
+    # Wilson 95% interval by hand for one split, and for the pooled predictions
+    z = 1.959963984540054
+    k, n = int(results["correct"][0, 0, 0]), int(results["n_test"][0, 0, 0])
+    p = k / n
+    centre, half = (p + z**2 / (2 * n)) / (1 + z**2 / n), z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    np.testing.assert_allclose(results["accuracy_ci"][0, 0, 0], [centre - half, centre + half])
+    assert "pooled across splits" in results.attrs["confidence_intervals"]
+    # per-class metrics from the summed confusion equal sklearn's on the pooled predictions
+    for c in results["classifier"].values:
+        for f in results["feature_set"].values:
+            p_cf = pred.sel(classifier=c, feature_set=f).transpose("site", "split").values
+            mask = p_cf != ""
+            truth = np.repeat(labels[:, None], p_cf.shape[1], axis=1)[mask]
+            prec, rec, f1, sup = precision_recall_fscore_support(
+                truth, p_cf[mask], labels=list(results["class"].values), zero_division=np.nan)
+            sel = dict(classifier=c, feature_set=f)
+            np.testing.assert_allclose(results["precision"].sel(sel), prec)
+            np.testing.assert_allclose(results["recall"].sel(sel), rec)
+            np.testing.assert_allclose(results["f1"].sel(sel), f1)
+            np.testing.assert_array_equal(results["support"].sel(sel), sup)
+    assert "[" in format_table(results) and "Wilson" in format_table(results)
+
+
+def test_observable_feature_sets_and_other_classifiers(recording):
+    spec = IdentifySpec(classifiers=[{"name": "logistic_regression", "params": {"C": 0.1}, "label": "logreg"}],
+                        features="both", splits=2)
+    res = identify(recording, spec, n_jobs=1)
+    kinds = dict(zip(res["feature_set"].values, res["feature_kind"].values))
+    assert kinds["weight"] == "measure" and kinds["all"] == "all"
+    assert kinds["weight_raw_norm"] == "observable" and kinds["activation_raw_norm"] == "observable"
+    assert "weight_raw_median" not in kinds  # the observable with a NaN has nothing left
+    assert "weight_raw_median" in res.attrs["empty_feature_sets"]
+    assert int(res["n_features"].sel(feature_set="weight_raw_norm")) == 21 + 3
+    acc = res["accuracy_mean"].sel(classifier="logreg")
+    assert float(acc.sel(feature_set="weight_raw_norm")) > 0.9
+    assert float(acc.sel(feature_set="activation_raw_norm")) < 0.5
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_classifiers_target_features_and_importance(tiny_run, tmp_path, capsys):
+    from simlab.cli import main
+
+    out = tmp_path / "r.nc"
+    argv = ["identify", str(tiny_run / "recordings" / "synapse.nc"), "--classifier",
+            "logistic_regression:C=0.5", "--classifier", "knn", "--target", "credit_mechanism",
+            "--features", "both", "--importance", "--splits", "2", "--seed", "4", "--quiet",
+            "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    with xr.open_dataset(out) as res:
+        assert list(res["classifier"].values) == ["logistic_regression(C=0.5)", "knn"]
+        assert res.attrs["target"] == "credit_mechanism" and res.attrs["seed"] == 4
+        assert "observable" in set(res["feature_kind"].values.astype(str))
+    with xr.open_dataset(tmp_path / "r.importance.nc") as imp:
+        assert imp.attrs["classifier"] == "logistic_regression(C=0.5)"  # no forest: the first
+        assert bool(imp["importance"].sel(importance_type="impurity").isnull().all())
+        assert bool(imp["importance"].sel(importance_type="permutation").notnull().all())
+    assert "by measure" in printed and "credit_mechanism" in printed
+    assert main(["identify", str(tiny_run / "recordings" / "synapse.nc"), "--classifier", "knn:k=3",
+                 "--out", str(tmp_path / "bad.nc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--classifier" in err[0] and "k not accepted" in err[0]
+
+
+def test_run_directory_of_an_older_protocol_dump_still_resumes(tmp_path):
+    """A stored protocol without the identify options added since reads back the same."""
+    from simlab.protocol import parse_protocol
+    from simlab.run import prepare_run_directory
+
+    protocol = parse_protocol(
+        "name: t\ncohort: {architecture: mlp, task: mnist1d, learning_rule: sgdm, batch_size: 32}\n"
+    )
+    old = "\n".join(
+        line for line in protocol.to_yaml().splitlines()
+        if not line.strip().startswith(("preset:", "features:", "importance:"))
+    ) + "\n"
+    assert old != protocol.to_yaml()
+    (tmp_path / "protocol.yaml").write_text(old)
+    prepare_run_directory(protocol, tmp_path, force=False)  # resumes, no error
+    other = parse_protocol(
+        "name: t\ncohort: {architecture: mlp, task: mnist1d, learning_rule: adam, batch_size: 32}\n"
+    )
+    with pytest.raises(SimlabError, match="another protocol"):
+        prepare_run_directory(other, tmp_path, force=False)
