@@ -114,16 +114,27 @@ def run_protocol(
 
 
 def training_summary(run: RunDirectory) -> str:
-    """Final test accuracy per population (mean and each replicate), and diverged subjects."""
+    """Final health per population (mean and each replicate), and diverged subjects: test
+    accuracy, or linear-probe accuracy (marked "probe") for self-supervised populations."""
     import xarray as xr
 
     table = xr.open_dataset(run.subjects_file).load()
+    metrics = table["health_metric"].values.astype(str) if "health_metric" in table else ["test_accuracy"]
+    probed = "probe_accuracy" in set(metrics)
     lines = ["final test accuracy by population (replicates):"]
+    if probed:
+        lines[0] = (
+            "final test accuracy by population (replicates); probe: linear-probe accuracy on the frozen "
+            "representation (self-supervised subjects)"
+        )
     for population, group in table.groupby("population", squeeze=False):
         accuracy = group["final_accuracy"].values
         diverged = int((group["status"].values == "diverged").sum())
         note = f"  {diverged} diverged" if diverged else ""
+        metric = group["health_metric"].values[0] if "health_metric" in group else "test_accuracy"
+        tag = {"test_accuracy": "test ", "probe_accuracy": "probe"}[str(metric)] if probed else ""
         lines.append(
-            f"  {population:<42s} {np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
+            f"  {population:<42s} {tag}{' ' if tag else ''}{np.nanmean(accuracy):.3f}  "
+            f"({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
         )
     return "\n".join(lines)

@@ -16,9 +16,10 @@ from simlab.fileio import atomic_path
 from simlab.protocol import CohortPlan, Population, Protocol
 from simlab.rules.rules import make_rule, rule_factors
 from simlab.rundir import RunDirectory
-from simlab.subjects.architectures import Network
+from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.tasks import load_task
 from simlab.training.diagnostics import alignment_angles, alignment_fn
+from simlab.training.objectives import task_objective
 from simlab.training.population import train_population
 from simlab.training.snapshots import read_shard, write_shard
 
@@ -68,12 +69,31 @@ def train_cohort(
     return [pop.id for pop in todo]
 
 
+HEALTH_METRICS = {
+    "test_accuracy": "test accuracy",
+    "probe_accuracy": "linear-probe accuracy",
+}
+"""Health metric -> its words in logs and summaries."""
+
+
+def subject_network(protocol: Protocol, architecture: str, task: str, credit: str) -> Network:
+    """The network of the protocol's subjects of one architecture and task: the
+    architecture's sites, then a linear readout of the task's classes, or, for a contrastive
+    task, its projection head."""
+    task_spec = protocol.task_spec(task)
+    contrastive = task_spec.contrastive if task_spec.objective == "contrastive" else None
+    head = None if contrastive is None else ProjectionHead(contrastive.projection_hidden, contrastive.projection_dim)
+    n_classes = load_task(task_spec).n_classes
+    return Network(protocol.architecture_spec(architecture), n_classes, credit, head)
+
+
 def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool = False, on_session=None) -> str:
     """Train one population and write its shard (atomically); returns the line for the log."""
     started = time.perf_counter()
     task = load_task(protocol.task_spec(pop.task))
     rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule))
-    network = Network(protocol.architecture_spec(pop.architecture), task.n_classes, rule.credit)
+    network = subject_network(protocol, pop.architecture, pop.task, rule.credit)
+    objective = task_objective(protocol.task_spec(pop.task))
     session_steps = protocol.session_steps()
     result = train_population(
         network,
@@ -85,17 +105,19 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
         [subject.seed for subject in pop.subjects],
         protocol.training.vectorize,
         on_session=on_session,
+        objective=objective,
     )
     write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
     accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
     return (
-        f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final test accuracy {accuracies}; "
-        f"status {', '.join(result.status)}"
+        f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final {HEALTH_METRICS[result.health_metric]} "
+        f"{accuracies}; status {', '.join(result.status)}"
     )
 
 
 def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr.Dataset:
-    """Factors, training curves, test accuracy per session, status and, for feedback rules,
+    """Factors, training curves, health (test accuracy, or linear-probe accuracy for
+    self-supervised subjects: see ``health_metric``) per session, status and, for feedback rules,
     alignment diagnostics (:mod:`simlab.training.diagnostics`) of every subject."""
     steps = protocol.training.steps
     session_steps = protocol.session_steps()
@@ -107,11 +129,9 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     networks: dict[tuple[str, str], tuple[Network, Network]] = {}
     for pop in plan.populations:
         if (pop.architecture, pop.task) not in networks:
-            n_classes = load_task(protocol.task_spec(pop.task)).n_classes
-            spec = protocol.architecture_spec(pop.architecture)
             networks[pop.architecture, pop.task] = (
-                Network(spec, n_classes, "feedback"),
-                Network(spec, n_classes, "backprop"),
+                subject_network(protocol, pop.architecture, pop.task, "feedback"),
+                subject_network(protocol, pop.architecture, pop.task, "backprop"),
             )
     n_layers = max(len(pair[0].site_names) for pair in networks.values())
     feedback_angle = np.full((len(plan), n_layers, len(session_steps)), np.nan, np.float32)
@@ -136,7 +156,8 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             stimuli[pop.task] = (run.stimuli(pop.task), run.stimulus_labels(pop.task))
         key = (pop.architecture, pop.task)
         if key not in alignment_fns:
-            alignment_fns[key] = alignment_fn(feedback_network, backprop_network)
+            objective = task_objective(protocol.task_spec(pop.task))
+            alignment_fns[key] = alignment_fn(feedback_network, backprop_network, objective)
         fb, grad = alignment_angles(alignment_fns[key], shard.params, shard.state, *stimuli[pop.task])
         # [replicate, session, site] -> [subject, layer, session]
         feedback_angle[indices, : len(names)] = fb.transpose(0, 2, 1)
@@ -149,7 +170,12 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             "test_accuracy": (
                 ("subject", "session"),
                 accuracy,
-                {"long_name": "accuracy on the task's test split", "units": "1"},
+                {
+                    "long_name": "accuracy on the task's test split",
+                    "units": "1",
+                    "comment": "of the outputs (health_metric test_accuracy) or of a linear probe on the "
+                    "frozen representation (health_metric probe_accuracy: self-supervised subjects)",
+                },
             ),
             "feedback_angle": (
                 ("subject", "layer", "session"),
@@ -165,7 +191,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
                 gradient_angle,
                 {
                     "long_name": "angle between the rule's gradient of W and the backprop gradient of W "
-                    "(task loss on the run's stimulus set)",
+                    "(the subject's objective on the run's stimulus set)",
                     "units": "degree",
                     "comment": "NaN for backprop rules and padded layers",
                 },
@@ -188,7 +214,13 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
 
 def task_family(protocol: Protocol, subject) -> str:
     """"supervised", "self_supervised" or "reward_based": what signal the subject learns from."""
-    return "supervised"
+    return task_objective(protocol.task_spec(subject.task)).family
+
+
+def health_metric(protocol: Protocol, subject) -> str:
+    """What ``final_accuracy`` and ``test_accuracy`` measure for a subject: "test_accuracy" (its
+    outputs) or "probe_accuracy" (a linear probe on its representation)."""
+    return task_objective(protocol.task_spec(subject.task)).health_metric
 
 
 def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
@@ -206,6 +238,7 @@ def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndar
         "seed": ("subject", np.array([s.seed for s in subjects], np.int64)),
         "replicate": ("subject", np.array([s.replicate for s in subjects], np.int64)),
         "final_accuracy": ("subject", np.asarray(final_accuracy, np.float32)),
+        "health_metric": ("subject", [health_metric(protocol, s) for s in subjects]),
         "status": ("subject", np.asarray(status).astype(str)),
     }
 

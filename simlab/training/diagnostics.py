@@ -8,8 +8,10 @@ Per subject, session and site (layer), for rules whose credit is "feedback":
   gives for W on a batch, before the optimizer) and the true backprop gradient of the task
   loss for W on the same batch, in degrees.
 
-The batch is fixed: the run's stimulus set (inputs and labels). The angle is arccos of the
-cosine of the two flattened arrays, computed in the numerically stable form
+The batch is fixed: the run's stimulus set (inputs and labels), made into the network's
+inputs and targets by the subject's objective (a contrastive subject's two augmented views
+are drawn from a fixed key, :data:`DIAGNOSTIC_KEY`), and the loss is the objective's. The
+angle is arccos of the cosine of the two flattened arrays, computed in the numerically stable form
 ``2 atan2(|u - v|, |u + v|)`` of the unit vectors u, v (so identical arrays give exactly 0);
 NaN if either array is all zeros or not finite.
 """
@@ -23,7 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from simlab.subjects.architectures import Network
-from simlab.training.population import cross_entropy
+from simlab.training.objectives import CROSS_ENTROPY, Objective, objective_loss
+
+DIAGNOSTIC_KEY = 0
+"""Seed of the key that ``prepare`` (augmentations) gets for the diagnostic batch."""
 
 
 def angle(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -41,15 +46,22 @@ def feedback_angles(params: dict, state: dict, site_names) -> jax.Array:
     return jnp.stack([angle(state[name]["feedback"], params[name]["w"]) for name in site_names])
 
 
-def gradient_angles(feedback_network: Network, backprop_network: Network, params, state, x, y) -> jax.Array:
+def gradient_angles(
+    feedback_network: Network, backprop_network: Network, params, state, x, y, objective: Objective = CROSS_ENTROPY
+) -> jax.Array:
     """Angle between the feedback-credit gradient and the backprop gradient of W, per site: [n_sites]."""
-    rule_grads = jax.grad(lambda p: cross_entropy(feedback_network, p, state, x, y)[0])(params)
-    true_grads = jax.grad(lambda p: cross_entropy(backprop_network, p, {}, x, y)[0])(params)
+    inputs, targets = objective.prepare(jax.random.key(DIAGNOSTIC_KEY), x, y)
+    rule_loss, true_loss = objective_loss(feedback_network, objective), objective_loss(backprop_network, objective)
+    rule_grads = jax.grad(lambda p: rule_loss(p, state, inputs, targets)[0])(params)
+    true_grads = jax.grad(lambda p: true_loss(p, {}, inputs, targets)[0])(params)
     return jnp.stack([angle(rule_grads[name]["w"], true_grads[name]["w"]) for name in feedback_network.site_names])
 
 
-def alignment_fn(feedback_network: Network, backprop_network: Network) -> Callable:
-    """A jitted ``f(params, state, x, y) -> (feedback_angle, gradient_angle)``.
+def alignment_fn(
+    feedback_network: Network, backprop_network: Network, objective: Objective = CROSS_ENTROPY
+) -> Callable:
+    """A jitted ``f(params, state, x, y) -> (feedback_angle, gradient_angle)`` under the
+    subject's ``objective``.
 
     ``params`` and ``state`` have leading axes [replicate, session] (as in a shard); both
     results are [replicate, session, site], sites in the network's plan order.
@@ -59,7 +71,7 @@ def alignment_fn(feedback_network: Network, backprop_network: Network) -> Callab
     def one(params, state, x, y):
         return (
             feedback_angles(params, state, names),
-            gradient_angles(feedback_network, backprop_network, params, state, x, y),
+            gradient_angles(feedback_network, backprop_network, params, state, x, y, objective),
         )
 
     over_sessions = jax.vmap(one, in_axes=(0, 0, None, None))

@@ -23,6 +23,7 @@ from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import TaskData
 from simlab.training.accelerators import run_vmapped
 from simlab.training.objectives import CROSS_ENTROPY, Objective, objective_loss
+from simlab.training.probe import probe_accuracy, probe_subsample
 
 
 @dataclass
@@ -32,8 +33,11 @@ class PopulationResult:
     params: Any
     state: Any
     losses: np.ndarray  # [replicate, step] training loss of each step's batch
-    test_accuracy: np.ndarray  # [replicate, session] accuracy on the task's test split
+    # [replicate, session] the health metric: accuracy on the task's test split of the outputs
+    # ("test_accuracy") or of a linear probe on the representation ("probe_accuracy")
+    test_accuracy: np.ndarray
     status: list[str]  # "ok" or "diverged", per replicate
+    health_metric: str = "test_accuracy"
 
 
 def session_slots(session_steps: Sequence[int], steps: int) -> np.ndarray:
@@ -117,14 +121,33 @@ def make_trainer(
     return train
 
 
-def make_evaluator(network: Network):
-    """``evaluate(params, state, x, y) -> accuracy`` per session (leading session axis)."""
+def make_evaluator(network: Network, task: TaskData, objective: Objective = CROSS_ENTROPY):
+    """``evaluate(params, state) -> [session]`` health of one subject's snapshots (leading
+    session axis): the test accuracy of its outputs or, for an objective with a ``probe``, of
+    a linear probe on its representation (:mod:`simlab.training.probe`), fitted anew on
+    every session's frozen features."""
+    x_test, y_test = jnp.asarray(task.x_test), jnp.asarray(task.y_test)
+    if objective.probe is None:
 
-    def accuracy(params, state, x, y):
-        logits, _ = network.apply(params, state, x)
-        return jnp.mean(jnp.argmax(logits, -1) == y)
+        def accuracy(params, state):
+            logits, _ = network.apply(params, state, x_test)
+            return jnp.mean(jnp.argmax(logits, -1) == y_test)
 
-    return jax.jit(jax.vmap(accuracy, in_axes=(0, 0, None, None)))
+        return jax.jit(jax.vmap(accuracy))
+
+    fitted_on = probe_subsample(len(task.y_train), objective.probe.examples)
+    x_fit, y_fit = jnp.asarray(task.x_train[fitted_on]), jnp.asarray(task.y_train[fitted_on])
+
+    def probe(snapshot):
+        params, state = snapshot
+        return probe_accuracy(
+            network.representation(params, state, x_fit), y_fit,
+            network.representation(params, state, x_test), y_test,
+            task.n_classes, objective.probe.ridge,
+        )
+
+    # one session after another: a probe needs the features of thousands of examples
+    return jax.jit(lambda params, state: jax.lax.map(probe, (params, state)))
 
 
 def choose_vectorize(vectorize: str) -> str:
@@ -163,10 +186,9 @@ def train_population(
         compiled = jax.jit(train)
         runs = [compiled(key, x_train, y_train) for key in keys]
         (params, state), losses = jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
-    evaluate = make_evaluator(network)
-    x_test, y_test = jnp.asarray(task.x_test), jnp.asarray(task.y_test)
+    evaluate = make_evaluator(network, task, objective)
     test_accuracy = np.stack(
-        [np.asarray(evaluate(*jax.tree.map(lambda a: a[r], (params, state)), x_test, y_test)) for r in range(len(seeds))]
+        [np.asarray(evaluate(*jax.tree.map(lambda a: a[r], (params, state)))) for r in range(len(seeds))]
     )
     losses = np.asarray(losses)
     finite = [
@@ -180,4 +202,5 @@ def train_population(
         losses=losses,
         test_accuracy=test_accuracy,
         status=["ok" if ok else "diverged" for ok in finite],
+        health_metric=objective.health_metric,
     )
