@@ -115,26 +115,22 @@ def run_protocol(
 
 def training_summary(run: RunDirectory) -> str:
     """Final health per population (mean and each replicate), and diverged subjects: test
-    accuracy, or linear-probe accuracy (marked "probe") for self-supervised populations."""
+    accuracy, or, marked "probe", linear-probe accuracy for self-supervised populations."""
     import xarray as xr
 
     table = xr.open_dataset(run.subjects_file).load()
-    metrics = table["health_metric"].values.astype(str) if "health_metric" in table else ["test_accuracy"]
-    probed = "probe_accuracy" in set(metrics)
+    probed = "health_metric" in table.coords and bool((table["health_metric"] == "probe_accuracy").any())
     lines = ["final test accuracy by population (replicates):"]
     if probed:
-        lines[0] = (
-            "final test accuracy by population (replicates); probe: linear-probe accuracy on the frozen "
-            "representation (self-supervised subjects)"
-        )
+        lines[0] = lines[0][:-1] + "; probe: of a linear probe on the frozen representation (self-supervised)"
     for population, group in table.groupby("population", squeeze=False):
         accuracy = group["final_accuracy"].values
         diverged = int((group["status"].values == "diverged").sum())
         note = f"  {diverged} diverged" if diverged else ""
-        metric = group["health_metric"].values[0] if "health_metric" in group else "test_accuracy"
-        tag = {"test_accuracy": "test ", "probe_accuracy": "probe"}[str(metric)] if probed else ""
+        tag = ""
+        if probed:
+            tag = "probe " if str(group["health_metric"].values[0]) == "probe_accuracy" else "test  "
         lines.append(
-            f"  {population:<42s} {tag}{' ' if tag else ''}{np.nanmean(accuracy):.3f}  "
-            f"({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
+            f"  {population:<42s} {tag}{np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
         )
     return "\n".join(lines)

@@ -126,28 +126,29 @@ def make_evaluator(network: Network, task: TaskData, objective: Objective = CROS
     session axis): the test accuracy of its outputs or, for an objective with a ``probe``, of
     a linear probe on its representation (:mod:`simlab.training.probe`), fitted anew on
     every session's frozen features."""
-    x_test, y_test = jnp.asarray(task.x_test), jnp.asarray(task.y_test)
+    test = (jnp.asarray(task.x_test), jnp.asarray(task.y_test))
     if objective.probe is None:
 
-        def accuracy(params, state):
-            logits, _ = network.apply(params, state, x_test)
-            return jnp.mean(jnp.argmax(logits, -1) == y_test)
+        def accuracy(params, state, x, y):
+            logits, _ = network.apply(params, state, x)
+            return jnp.mean(jnp.argmax(logits, -1) == y)
 
-        return jax.jit(jax.vmap(accuracy))
+        over_sessions = jax.jit(jax.vmap(accuracy, in_axes=(0, 0, None, None)))
+        return lambda params, state: over_sessions(params, state, *test)
 
     fitted_on = probe_subsample(len(task.y_train), objective.probe.examples)
-    x_fit, y_fit = jnp.asarray(task.x_train[fitted_on]), jnp.asarray(task.y_train[fitted_on])
+    fit = (jnp.asarray(task.x_train[fitted_on]), jnp.asarray(task.y_train[fitted_on]))
 
-    def probe(snapshot):
-        params, state = snapshot
+    def probe(params, state, x_fit, y_fit, x_test, y_test):
         return probe_accuracy(
             network.representation(params, state, x_fit), y_fit,
             network.representation(params, state, x_test), y_test,
             task.n_classes, objective.probe.ridge,
         )
 
-    # one session after another: a probe needs the features of thousands of examples
-    return jax.jit(lambda params, state: jax.lax.map(probe, (params, state)))
+    # one session after another (lax.map): a probe needs the features of thousands of examples
+    one_by_one = jax.jit(lambda params, state, *data: jax.lax.map(lambda s: probe(*s, *data), (params, state)))
+    return lambda params, state: one_by_one(params, state, *fit, *test)
 
 
 def choose_vectorize(vectorize: str) -> str:
