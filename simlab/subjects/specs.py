@@ -33,6 +33,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -263,6 +264,16 @@ class _TaskSpec(_Strict):
     def _default_contrastive(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("objective") == "contrastive" and data.get("contrastive") is None:
             return {**data, "contrastive": {}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _supervised_as_before(self, handler: Any) -> dict:
+        """A supervised task is written without these two keys, so that the protocol text of
+        a run (what tells a rerun of the same protocol from another one) stays as it was."""
+        data = handler(self)
+        if self.objective == "supervised" and isinstance(data, dict):
+            data.pop("objective", None)
+            data.pop("contrastive", None)
         return data
 
     @model_validator(mode="after")
