@@ -453,5 +453,14 @@ PRESET_TASKS: dict[str, BaseModel] = {
     "digits_simclr": DigitsSpec(
         objective="contrastive", contrastive=ContrastiveSpec(signal_augment=SignalAugmentSpec(crop=1.0, shift=1))
     ),
-    "teacher_image_simclr": TeacherSpec(image_shape=[16, 16, 3], objective="contrastive"),
+    # the image teacher's labels follow the coarse image, which crops and flips change: its
+    # views differ by what the task itself varies, pixel noise (and a little brightness and
+    # contrast)
+    "teacher_image_simclr": TeacherSpec(
+        image_shape=[16, 16, 3],
+        objective="contrastive",
+        contrastive=ContrastiveSpec(
+            image_augment=ImageAugmentSpec(crop_padding=0, flip=False, brightness=0.1, contrast=0.1, noise=0.5)
+        ),
+    ),
 }
