@@ -258,7 +258,7 @@ def test_contrastive_training_raises_probe_accuracy_on_mnist1d():
     head = ProjectionHead(spec.contrastive.projection_hidden, spec.contrastive.projection_dim)
     network = Network(Conv1DSpec(channels=[16, 32], hidden=[64]), 10, rule.credit, head)
     result = train_population(
-        network, rule, load_task(spec), 128, 400, [0, 400], [0], objective=task_objective(spec)
+        network, rule, load_task(spec), 128, 800, [0, 800], [0], objective=task_objective(spec)
     )
     assert result.health_metric == "probe_accuracy" and result.status == ["ok"]
     before, after = result.test_accuracy[0]
