@@ -89,8 +89,8 @@ def nt_xent(z: jax.Array, temperature: float) -> jax.Array:
     mean over the 2N anchors. A zero row has similarity 0 to everything.
     """
     n = z.shape[0] // 2
-    norm = jnp.linalg.norm(z, axis=1, keepdims=True)
-    unit = z / jnp.maximum(norm, 1e-12)
+    # not z / |z|: the gradient of the norm is 0/0 at a zero row (a ReLU head can give one)
+    unit = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=1, keepdims=True), 1e-24))
     logits = unit @ unit.T / temperature
     logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
     positive = (jnp.arange(2 * n) + n) % (2 * n)

@@ -23,6 +23,7 @@ from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.specs import (
     PRESET_TASKS,
+    CIFAR10Spec,
     Conv1DSpec,
     ImageAugmentSpec,
     MLPSpec,
@@ -65,6 +66,13 @@ def test_nt_xent_ignores_the_norm_of_projections():
     z = np.random.default_rng(0).standard_normal((6, 4))
     scales = np.array([[1.0], [3.0], [0.2], [5.0], [1.5], [0.7]])
     assert float(nt_xent(jnp.asarray(z * scales), 0.3)) == pytest.approx(float(nt_xent(jnp.asarray(z), 0.3)), rel=1e-5)
+
+
+def test_nt_xent_has_finite_gradients_at_a_zero_projection():
+    # a ReLU head can map an example to exactly zero; its similarities are then 0
+    z = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32).at[1].set(0.0)
+    value, gradient = jax.value_and_grad(lambda z: nt_xent(z, 0.5))(z)
+    assert np.isfinite(float(value)) and np.isfinite(np.asarray(gradient)).all()
 
 
 @pytest.mark.parametrize("n, temperature", [(3, 0.5), (4, 0.25)])
@@ -239,6 +247,19 @@ def test_projection_head_replaces_the_readout_and_every_layer_learns(credit):
     assert all(float(jnp.abs(grads[name]["w"]).sum()) > 0 for name in network.site_names)
 
 
+@pytest.mark.parametrize("rule_name", list(RULE_HYPERPARAMETERS))
+def test_every_learning_rule_trains_a_contrastive_subject(rule_name):
+    spec = PRESET_TASKS["digits_simclr"]
+    rule = make_rule(rule_name, RULE_HYPERPARAMETERS[rule_name]())
+    network = Network(MLPSpec(hidden=[6]), 10, rule.credit, ProjectionHead(5, 3))
+    result = train_population(network, rule, load_task(spec), 8, 6, [0, 3, 6], [0], objective=task_objective(spec))
+    assert result.status == ["ok"] and np.isfinite(result.losses).all()
+    assert result.test_accuracy.shape == (1, 3) and np.isfinite(result.test_accuracy).all()
+    # the parameters moved, the head included
+    for site in network.site_names:
+        assert not np.array_equal(result.params[site]["w"][0, 0], result.params[site]["w"][0, -1]), site
+
+
 def test_a_task_objective_is_cross_entropy_unless_the_task_is_contrastive():
     assert task_objective(PRESET_TASKS["mnist1d"]) is CROSS_ENTROPY
     objective = task_objective(PRESET_TASKS["mnist1d_simclr"])
@@ -248,6 +269,13 @@ def test_a_task_objective_is_cross_entropy_unless_the_task_is_contrastive():
     assert inputs.shape == (10, 20, 1)
     np.testing.assert_array_equal(targets, np.concatenate([np.arange(5)] * 2))
     assert not np.array_equal(inputs[:5], inputs[5:])  # two different views
+
+    # images (a user's cifar10 spec, the image teacher): views by the image augmentations
+    cifar = CIFAR10Spec(path="anywhere", objective="contrastive")
+    assert task_objective(cifar).family == "self_supervised"
+    images = jnp.asarray(IMAGES[:4])
+    views, _ = task_objective(PRESET_TASKS["teacher_image_simclr"]).prepare(jax.random.key(0), images, jnp.arange(4))
+    assert views.shape == (8, 6, 5, 3) and not np.array_equal(views[:4], views[4:])
 
 
 def test_contrastive_training_raises_probe_accuracy_on_mnist1d():
