@@ -86,11 +86,14 @@ def nt_xent(z: jax.Array, temperature: float) -> jax.Array:
 
     With s_ij the cosine similarity of rows i and j, the loss of anchor i is
     -log( exp(s_ip / t) / sum_{k != i} exp(s_ik / t) ), p its other view; the result is the
-    mean over the 2N anchors. A zero row has similarity 0 to everything.
+    mean over the 2N anchors. A zero row (a ReLU head with zero biases gives one for an
+    example that no hidden unit responds to) has similarity 0 to everything and passes no
+    gradient: z / |z| would give 0/0, and z / max(|z|, eps) a gradient of 1/eps.
     """
     n = z.shape[0] // 2
-    # not z / |z|: the gradient of the norm is 0/0 at a zero row (a ReLU head can give one)
-    unit = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=1, keepdims=True), 1e-24))
+    squared = jnp.sum(z * z, axis=1, keepdims=True)
+    nonzero = squared > 1e-24
+    unit = jnp.where(nonzero, z * jax.lax.rsqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
     logits = unit @ unit.T / temperature
     logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
     positive = (jnp.arange(2 * n) + n) % (2 * n)

@@ -35,6 +35,7 @@ from simlab.training.augment import augment_images, augment_signals, crop_and_re
 from simlab.training.objectives import CROSS_ENTROPY, nt_xent, task_objective
 from simlab.training.population import train_population
 from simlab.training.probe import probe_accuracy, probe_subsample, ridge_probe
+from simlab.training.snapshots import read_shard
 
 from tests.conftest import quiet
 
@@ -73,6 +74,13 @@ def test_nt_xent_has_finite_gradients_at_a_zero_projection():
     z = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32).at[1].set(0.0)
     value, gradient = jax.value_and_grad(lambda z: nt_xent(z, 0.5))(z)
     assert np.isfinite(float(value)) and np.isfinite(np.asarray(gradient)).all()
+    np.testing.assert_array_equal(gradient[1], 0.0)  # no direction to move it in
+    # the loss with the zero row's similarities set to 0 (its unit vector taken as 0)
+    unit = np.asarray(z) / np.maximum(np.linalg.norm(np.asarray(z), axis=1, keepdims=True), 1e-30)
+    logits = unit @ unit.T / 0.5
+    np.fill_diagonal(logits, -np.inf)
+    by_hand = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, (i + 2) % 4] for i in range(4)])
+    assert float(value) == pytest.approx(by_hand, rel=1e-5)
 
 
 @pytest.mark.parametrize("n, temperature", [(3, 0.5), (4, 0.25)])
@@ -380,6 +388,9 @@ def test_a_mixed_protocol_runs_end_to_end(tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "probe" in summary
 
+    snapshots = tmp_path / "run" / "snapshots"
+    assert read_shard(snapshots / "small-simclr-sgdm-b16.npz").health_metric == "probe_accuracy"
+    assert read_shard(snapshots / "small-digits-sgdm-b16.npz").health_metric == "test_accuracy"
     table = xr.open_dataset(tmp_path / "run" / "subjects.nc").load()
     contrastive = table["task"].values == "simclr"
     assert list(table["task_family"].values[contrastive]) == ["self_supervised"] * 4
