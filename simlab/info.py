@@ -85,6 +85,10 @@ def describe_subjects(table: xr.Dataset) -> str:
             final = row[name].isel(session=-1).values
             cells += f" {np.nanmean(final):12.1f}" if np.isfinite(final).any() else f" {'-':>12s}"
         lines.append(f"  {subject:<44s} {float(row['final_accuracy']):9.3f}{cells}  {row['status'].item()}")
+    if "health_metric" in table.coords:
+        probed = table["subject"].values[table["health_metric"].values.astype(str) == "probe_accuracy"]
+        if len(probed):
+            lines.append(f"  (final acc of the {len(probed)} self-supervised subject(s): linear-probe accuracy)")
     if angles:
         lines.append("  (feedback ang: angle of B to W; gradient ang: of the rule's gradient to backprop's;")
         lines.append("   degrees, mean over layers at the final session; - for backprop rules)")

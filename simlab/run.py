@@ -145,16 +145,23 @@ def run_protocol(
 
 
 def training_summary(run: RunDirectory) -> str:
-    """Final test accuracy per population (mean and each replicate), and diverged subjects."""
+    """Final health per population (mean and each replicate), and diverged subjects: test
+    accuracy, or, marked "probe", linear-probe accuracy for self-supervised populations."""
     import xarray as xr
 
     table = xr.open_dataset(run.subjects_file).load()
+    probed = "health_metric" in table.coords and bool((table["health_metric"] == "probe_accuracy").any())
     lines = ["final test accuracy by population (replicates):"]
+    if probed:
+        lines[0] = lines[0][:-1] + "; probe: of a linear probe on the frozen representation (self-supervised)"
     for population, group in table.groupby("population", squeeze=False):
         accuracy = group["final_accuracy"].values
         diverged = int((group["status"].values == "diverged").sum())
         note = f"  {diverged} diverged" if diverged else ""
+        tag = ""
+        if probed:
+            tag = "probe " if str(group["health_metric"].values[0]) == "probe_accuracy" else "test  "
         lines.append(
-            f"  {population:<42s} {np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
+            f"  {population:<42s} {tag}{np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
         )
     return "\n".join(lines)

@@ -20,8 +20,7 @@ from simlab.recording.specs import RigSpec
 from simlab.recording.stimuli import stimuli_for
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
-from simlab.subjects.tasks import load_task
-from simlab.training.cohort import subject_coords
+from simlab.training.cohort import subject_coords, subject_network
 from simlab.training.snapshots import read_shard
 
 
@@ -48,8 +47,7 @@ def record_cohort(
         # Recording uses the true input-output derivatives (credit "backprop"), whatever rule
         # trained the subject: a paired rig measures the network, not its learning rule.
         if (architecture, task) not in networks:
-            n_classes = load_task(protocol.task_spec(task)).n_classes
-            networks[architecture, task] = Network(protocol.architecture_spec(architecture), n_classes, "backprop")
+            networks[architecture, task] = subject_network(protocol, architecture, task, "backprop")
         return networks[architecture, task]
 
     def stimuli_of(task: str) -> np.ndarray:

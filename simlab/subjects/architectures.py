@@ -3,7 +3,9 @@
 Every dense or conv layer is a *site*: the synapse rig reads its kernel, the
 electrophysiology rig its output, the paired rig the change of its output with its input.
 The network returns, next to the logits, each site's input and output, which is all that
-recording and local learning rules need.
+recording and local learning rules need. A contrastive subject has, in place of the readout,
+a projection head of two dense sites (:class:`ProjectionHead`); its representation is the
+head's input.
 
 A site's map, from its input x to its output y, is always
 
@@ -116,9 +118,27 @@ def _resnet_blocks(spec: ResNetSpec) -> Iterator[_Block]:
             channels = features
 
 
-def plan_sites(spec: BaseModel, n_classes: int) -> tuple[SitePlan, ...]:
-    """The layers of an architecture in the order the input reaches them; the last is the
-    linear readout. (In a residual block: conv1, then the shortcut projection, then conv2.)"""
+@dataclass(frozen=True)
+class ProjectionHead:
+    """The output of a contrastive subject (SimCLR's projection head g), in place of the
+    readout: ``projection_0`` (dense, ``hidden`` ReLU units) then ``projection_1`` (dense,
+    ``dim`` linear units). The representation a linear probe reads is the head's input."""
+
+    hidden: int
+    dim: int
+
+
+def output_sites(n_classes: int, head: ProjectionHead | None = None) -> tuple[SitePlan, ...]:
+    """The sites after the backbone: the linear readout, or a projection head's two layers."""
+    if head is None:
+        return (SitePlan("readout", "dense", n_classes, relu=False),)
+    return (SitePlan("projection_0", "dense", head.hidden), SitePlan("projection_1", "dense", head.dim, relu=False))
+
+
+def plan_sites(spec: BaseModel, n_classes: int, head: ProjectionHead | None = None) -> tuple[SitePlan, ...]:
+    """The layers of an architecture in the order the input reaches them; the last are the
+    :func:`output_sites` (the linear readout, or a projection head). (In a residual block:
+    conv1, then the shortcut projection, then conv2.)"""
     sites: list[SitePlan] = []
     if isinstance(spec, Conv1DSpec):
         sites += [
@@ -146,12 +166,11 @@ def plan_sites(spec: BaseModel, n_classes: int) -> tuple[SitePlan, ...]:
             sites.append(
                 SitePlan(f"{block.prefix}_conv2", "conv2d", block.features, 3, 1, relu=v1, normalize=v1, residual=True)
             )
-        return (*sites, SitePlan("readout", "dense", n_classes, relu=False))
     elif not isinstance(spec, MLPSpec):
         raise TypeError(f"unknown architecture spec {spec!r}")
-    sites += [SitePlan(f"dense_{i}", "dense", width) for i, width in enumerate(spec.hidden)]
-    sites.append(SitePlan("readout", "dense", n_classes, relu=False))
-    return tuple(sites)
+    if not isinstance(spec, ResNetSpec):
+        sites += [SitePlan(f"dense_{i}", "dense", width) for i, width in enumerate(spec.hidden)]
+    return (*sites, *output_sites(n_classes, head))
 
 
 class _Sites:
@@ -167,8 +186,9 @@ class _Sites:
     perturbation. The readout's perturbation is added to the logits.
     """
 
-    def __init__(self, plan: tuple[SitePlan, ...], credit: str, probes, perturbations=None):
+    def __init__(self, plan: tuple[SitePlan, ...], credit: str, probes, outputs: tuple[str, ...], perturbations=None):
         self.plan = {site.name: site for site in plan}
+        self.outputs = outputs
         self.credit, self.probes, self.perturbations = credit, probes, perturbations
         self.readout = plan[-1]
         self.seen: dict[str, Site] = {}
@@ -197,12 +217,14 @@ class _Sites:
         return y
 
     def dense_layers(self, h: jax.Array) -> jax.Array:
-        """The hidden dense layers ``dense_i`` that the plan has, then the readout."""
+        """The hidden dense layers ``dense_i`` that the plan has, then the output sites."""
         i = 0
         while f"dense_{i}" in self.plan:
             h = self(f"dense_{i}", h)
             i += 1
-        return self("readout", h)
+        for name in self.outputs:
+            h = self(name, h)
+        return h
 
 
 def _forward(spec: BaseModel, sites: _Sites, x: jax.Array) -> jax.Array:
@@ -242,8 +264,8 @@ def _forward(spec: BaseModel, sites: _Sites, x: jax.Array) -> jax.Array:
     return sites.dense_layers(h)
 
 
-def _run_sites(spec, plan, credit, x, probes, perturbations):
-    sites = _Sites(plan, credit, probes, perturbations)
+def _run_sites(spec, plan, credit, x, probes, outputs, perturbations):
+    sites = _Sites(plan, credit, probes, outputs, perturbations)
     logits = _forward(spec, sites, x)
     assert list(sites.seen) == [site.name for site in plan], "sites ran out of plan order"
     return logits, sites.seen
@@ -253,14 +275,15 @@ class Network:
     """A Haiku-transformed network of one architecture, number of classes and credit path.
 
     ``init(key, x) -> (params, state)``; ``apply(params, state, x, probes=None,
-    perturbations=None) -> (logits, sites)`` where ``sites`` maps site name to :class:`Site`
-    (``probes`` and ``perturbations``: see :class:`_Sites`). State holds the feedback kernels
-    (empty for backprop). ``credit``: "backprop", "feedback" (errors through B, per layer) or
-    "direct_feedback" (a plain network whose hidden layers hold a fixed random B from the
-    outputs, for direct feedback alignment; MLPs only, as in Nøkland 2016).
+    perturbations=None) -> (outputs, sites)`` where ``sites`` maps site name to :class:`Site`
+    (``probes`` and ``perturbations``: see :class:`_Sites`) and ``outputs`` are the logits, or
+    with a projection ``head`` the projections of a contrastive subject. State holds the
+    feedback kernels (empty for backprop). ``credit``: "backprop", "feedback" (errors through
+    B, per layer) or "direct_feedback" (a plain network whose hidden layers hold a fixed random
+    B from the outputs, for direct feedback alignment; MLPs only, as in Nøkland 2016).
     """
 
-    def __init__(self, spec: BaseModel, n_classes: int, credit: str):
+    def __init__(self, spec: BaseModel, n_classes: int, credit: str, head: ProjectionHead | None = None):
         if credit not in CREDITS:
             raise ValueError(f"credit must be one of {', '.join(map(repr, CREDITS))}, got {credit!r}")
         if credit == "direct_feedback" and not isinstance(spec, MLPSpec):
@@ -268,12 +291,16 @@ class Network:
                 "direct feedback (learning rule direct_feedback_alignment) needs an mlp (dense layers only), "
                 f"got a {getattr(spec, 'type', type(spec).__name__)} architecture"
             )
-        self.spec, self.n_classes, self.credit = spec, n_classes, credit
-        self.plan = plan_sites(spec, n_classes)
+        self.spec, self.n_classes, self.credit, self.head = spec, n_classes, credit, head
+        self.plan = plan_sites(spec, n_classes, head)
         self.ops = {site.name: site.op for site in self.plan}
+        outputs = tuple(site.name for site in output_sites(n_classes, head))
+        self.representation_site = outputs[0]
         self._transformed = hk.without_apply_rng(
             hk.transform_with_state(
-                lambda x, probes=None, perturbations=None: _run_sites(spec, self.plan, credit, x, probes, perturbations)
+                lambda x, probes=None, perturbations=None: _run_sites(
+                    spec, self.plan, credit, x, probes, outputs, perturbations
+                )
             )
         )
 
@@ -287,6 +314,12 @@ class Network:
     def apply(self, params, state, x, probes=None, perturbations=None):
         (logits, sites), _ = self._transformed.apply(params, state, x, probes, perturbations)
         return logits, sites
+
+    def representation(self, params, state, x) -> jax.Array:
+        """The features the output sites read (flattened, [batch, features]): what a linear
+        probe of a contrastive subject is fitted on."""
+        _, sites = self.apply(params, state, x)
+        return sites[self.representation_site].input
 
     def site_shapes(self, input_shape) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
         """Per site, the shapes of one example's input and output (no batch axis)."""

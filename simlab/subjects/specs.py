@@ -13,6 +13,10 @@ is refused by ``simlab validate`` (:func:`input_layout_conflict`).
 Presets of the image architectures come in two sizes: the plain names (``knet``,
 ``alexnet_lrn``, ``resnet18v2``, ...) are small, for 16x16 or 32x32 inputs on a laptop CPU;
 the ``*_paper`` names are the sizes of the reference (Nayebi et al. 2020), for accelerators.
+
+Every task has an ``objective``: ``supervised`` (cross-entropy on the labels) or
+``contrastive`` (SimCLR-style self-supervision, settings in :class:`ContrastiveSpec`); the
+``*_simclr`` presets are the contrastive versions of the built-in tasks.
 """
 
 from __future__ import annotations
@@ -20,7 +24,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class _Strict(BaseModel):
@@ -149,7 +165,135 @@ ArchitectureSpec = Annotated[
 # --------------------------------------------------------------------------- tasks
 
 
-class MNIST1DSpec(_Strict):
+class SignalAugmentSpec(_Strict):
+    """Random augmentations of a 1-D signal [length, channels] (one contrastive view), drawn
+    independently per example, in this order (:func:`simlab.training.augment.augment_signals`):
+
+    - ``crop``: crop-and-resize: keep a random window of at least ``crop`` x length samples
+      and stretch it back to the full length by linear interpolation (1: off);
+    - ``shift``: move the signal by a random whole number of samples in [-shift, shift],
+      wrapping around (``shift_mode: circular``) or filling with zeros (``zero``);
+    - ``scale``: multiply by a random amplitude in [scale[0], scale[1]];
+    - ``noise``: add Gaussian jitter of this standard deviation;
+    - ``mask``: zero one contiguous block of round(mask x length) samples at a random place
+      (0: off).
+    """
+
+    crop: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    shift: NonNegativeInt = 4
+    shift_mode: Literal["circular", "zero"] = "zero"
+    scale: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [0.8, 1.2]
+    )
+    noise: NonNegativeFloat = 0.1
+    mask: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> "SignalAugmentSpec":
+        if self.scale[0] > self.scale[1]:
+            raise _field_error(("scale",), f"expected [low, high] with low <= high, got {self.scale}", self.scale)
+        return self
+
+
+class ImageAugmentSpec(_Strict):
+    """Random augmentations of an image [height, width, channels] (one contrastive view),
+    drawn independently per example, in this order
+    (:func:`simlab.training.augment.augment_images`):
+
+    - ``crop_padding``: random crop with padding: pad each side with this many zero pixels and
+      cut a window of the original size at a random offset (0: off);
+    - ``flip``: mirror left-right with probability 1/2;
+    - ``brightness``: add a random offset in [-brightness, brightness] to every pixel;
+    - ``contrast``: scale deviations from the image's mean by a random factor in
+      [1 - contrast, 1 + contrast];
+    - ``noise``: add Gaussian pixel noise of this standard deviation.
+    """
+
+    crop_padding: NonNegativeInt = 2
+    flip: bool = True
+    brightness: NonNegativeFloat = 0.2
+    contrast: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    noise: NonNegativeFloat = 0.1
+
+
+class ContrastiveSpec(_Strict):
+    """Self-supervised contrastive learning (SimCLR, Chen et al. 2020) of a task's inputs.
+
+    Each batch becomes two augmented views of every example (``signal_augment`` for 1-D
+    signals, ``image_augment`` for images: the one of the task's layout is used, the other
+    must keep its defaults); the network's readout is replaced by a projection head of two
+    dense layers (``projection_hidden`` ReLU units, then ``projection_dim`` linear units);
+    the loss is NT-Xent with ``temperature``. The subject's health is the accuracy of a
+    linear probe on the frozen representation (the projection head's input): ridge
+    regression (penalty ``probe_ridge`` x examples, on standardized features) to one-hot
+    labels, fitted on ``probe_examples`` examples of the train split (a fixed subsample when
+    the split is larger) and scored on the whole test split.
+    """
+
+    temperature: PositiveFloat = 0.2
+    projection_hidden: PositiveInt = 128
+    projection_dim: PositiveInt = 64
+    signal_augment: SignalAugmentSpec = Field(default_factory=SignalAugmentSpec)
+    image_augment: ImageAugmentSpec = Field(default_factory=ImageAugmentSpec)
+    probe_examples: PositiveInt = 5000
+    probe_ridge: PositiveFloat = 0.01
+
+
+def _field_error(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A validation error located at ``loc`` (field names) inside the model being validated, so
+    that the protocol loader points at that key."""
+    error = InitErrorDetails(type=PydanticCustomError("invalid_setting", message), loc=loc, input=value)
+    return ValidationError.from_exception_data(".".join(loc), [error])
+
+
+class _TaskSpec(_Strict):
+    """What every task has: its ``type`` and its ``objective``.
+
+    ``objective: supervised`` (the default) trains on the labels (cross-entropy of a linear
+    readout); ``objective: contrastive`` ignores the labels during training and learns by
+    contrasting augmented views (settings in ``contrastive``, defaults when left out); the
+    labels then only score a linear probe.
+    """
+
+    type: str
+    objective: Literal["supervised", "contrastive"] = "supervised"
+    contrastive: ContrastiveSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_contrastive(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("objective") == "contrastive" and data.get("contrastive") is None:
+            return {**data, "contrastive": {}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _supervised_as_before(self, handler: Any) -> dict:
+        """A supervised task is written without these two keys, so that the protocol text of
+        a run (what tells a rerun of the same protocol from another one) stays as it was."""
+        data = handler(self)
+        if self.objective == "supervised" and isinstance(data, dict):
+            data.pop("objective", None)
+            data.pop("contrastive", None)
+        return data
+
+    @model_validator(mode="after")
+    def _contrastive_settings(self) -> "_TaskSpec":
+        if self.objective != "contrastive":
+            if self.contrastive is not None:
+                message = "contrastive settings need objective: contrastive (got supervised)"
+                raise _field_error(("contrastive",), message, self.contrastive.model_dump())
+            return self
+        layout = task_layout(self)
+        unused = {"signal": "image_augment", "image": "signal_augment"}.get(layout)
+        if unused is not None and getattr(self.contrastive, unused) != type(getattr(self.contrastive, unused))():
+            used = "signal_augment" if unused == "image_augment" else "image_augment"
+            what = "1-D signals" if layout == "signal" else "images"
+            message = f"{unused} is for the other input layout: this task gives {what}; set {used}"
+            raise _field_error(("contrastive", unused), message, getattr(self.contrastive, unused).model_dump())
+        return self
+
+
+class MNIST1DSpec(_TaskSpec):
     """mnist1d (Greydanus 2020): 10 classes of 1-D signals of length 40, generated locally."""
 
     type: Literal["mnist1d"] = "mnist1d"
@@ -157,7 +301,7 @@ class MNIST1DSpec(_Strict):
     data_seed: int = 42
 
 
-class DigitsSpec(_Strict):
+class DigitsSpec(_TaskSpec):
     """scikit-learn's 8x8 handwritten digits (shipped with scikit-learn), as 64-long signals."""
 
     type: Literal["digits"] = "digits"
@@ -165,7 +309,7 @@ class DigitsSpec(_Strict):
     data_seed: int = 0
 
 
-class CIFAR10Spec(_Strict):
+class CIFAR10Spec(_TaskSpec):
     """CIFAR-10 from a local directory in the official python format (``data_batch_1`` ..
     ``data_batch_5``, ``test_batch``, ``batches.meta``), as [32, 32, 3] images normalized per
     channel with training-split statistics. ``max_train`` / ``max_test`` keep the first
@@ -178,7 +322,7 @@ class CIFAR10Spec(_Strict):
     resolution: Literal[32, 16, 8] = 32
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(_TaskSpec):
     """Labels from a fixed random teacher network: Gaussian inputs, a ReLU MLP teacher with
     ``teacher_hidden`` layers, label = argmax of its ``n_classes`` outputs (centered so that
     classes are about balanced). Inputs are signals [input_dim, 1], or images when
@@ -296,4 +440,27 @@ PRESET_TASKS: dict[str, BaseModel] = {
     "digits": DigitsSpec(),
     "teacher": TeacherSpec(),
     "teacher_image": TeacherSpec(image_shape=[16, 16, 3]),
+    # self-supervised (SimCLR) versions: the same data, labels used only by the linear probe.
+    # mnist1d's own generator moves its digits circularly by up to 2/3 of the signal and
+    # stretches them: views get the same nuisances (measured in the README); digits are 8x8
+    # images read row by row, so a view moves them by at most one pixel along the row
+    "mnist1d_simclr": MNIST1DSpec(
+        objective="contrastive",
+        contrastive=ContrastiveSpec(
+            signal_augment=SignalAugmentSpec(crop=0.7, shift=20, shift_mode="circular", mask=0.2)
+        ),
+    ),
+    "digits_simclr": DigitsSpec(
+        objective="contrastive", contrastive=ContrastiveSpec(signal_augment=SignalAugmentSpec(crop=1.0, shift=1))
+    ),
+    # the image teacher's labels follow the coarse image, which crops and flips change: its
+    # views differ by what the task itself varies, pixel noise (and a little brightness and
+    # contrast)
+    "teacher_image_simclr": TeacherSpec(
+        image_shape=[16, 16, 3],
+        objective="contrastive",
+        contrastive=ContrastiveSpec(
+            image_augment=ImageAugmentSpec(crop_padding=0, flip=False, brightness=0.1, contrast=0.1, noise=0.5)
+        ),
+    ),
 }

@@ -16,9 +16,10 @@ from simlab.fileio import atomic_path
 from simlab.protocol import CohortPlan, Population, Protocol
 from simlab.rules.rules import REWARD_MODULATED, autodiff_estimate, make_rule, rule_factors
 from simlab.rundir import RunDirectory
-from simlab.subjects.architectures import Network
+from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.tasks import load_task
 from simlab.training.diagnostics import alignment_angles, alignment_fn
+from simlab.training.objectives import task_objective
 from simlab.training.population import train_population
 from simlab.training.snapshots import read_shard, write_shard
 
@@ -68,12 +69,31 @@ def train_cohort(
     return [pop.id for pop in todo]
 
 
+HEALTH_METRICS = {
+    "test_accuracy": "test accuracy",
+    "probe_accuracy": "linear-probe accuracy",
+}
+"""Health metric -> its words in logs and summaries."""
+
+
+def subject_network(protocol: Protocol, architecture: str, task: str, credit: str) -> Network:
+    """The network of the protocol's subjects of one architecture and task: the
+    architecture's sites, then a linear readout of the task's classes, or, for a contrastive
+    task, its projection head."""
+    task_spec = protocol.task_spec(task)
+    contrastive = task_spec.contrastive if task_spec.objective == "contrastive" else None
+    head = None if contrastive is None else ProjectionHead(contrastive.projection_hidden, contrastive.projection_dim)
+    n_classes = load_task(task_spec).n_classes
+    return Network(protocol.architecture_spec(architecture), n_classes, credit, head)
+
+
 def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool = False, on_session=None) -> str:
     """Train one population and write its shard (atomically); returns the line for the log."""
     started = time.perf_counter()
     task = load_task(protocol.task_spec(pop.task))
     rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule, pop.architecture))
-    network = Network(protocol.architecture_spec(pop.architecture), task.n_classes, rule.credit)
+    network = subject_network(protocol, pop.architecture, pop.task, rule.credit)
+    objective = task_objective(protocol.task_spec(pop.task))
     session_steps = protocol.session_steps()
     result = train_population(
         network,
@@ -85,18 +105,20 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
         [subject.seed for subject in pop.subjects],
         protocol.training.vectorize,
         on_session=on_session,
+        objective=objective,
     )
     write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
     accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
     return (
-        f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final test accuracy {accuracies}; "
-        f"status {', '.join(result.status)}"
+        f"train: {pop.id} in {time.perf_counter() - started:.1f} s; final {HEALTH_METRICS[result.health_metric]} "
+        f"{accuracies}; status {', '.join(result.status)}"
     )
 
 
 def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr.Dataset:
-    """Factors, training curves, test accuracy per session, status and, for rules other than
-    backprop, alignment diagnostics (:mod:`simlab.training.diagnostics`) of every subject."""
+    """Factors, training curves, health (test accuracy, or linear-probe accuracy for
+    self-supervised subjects: see ``health_metric``) per session, status and, for rules other
+    than backprop, alignment diagnostics (:mod:`simlab.training.diagnostics`) of every subject."""
     steps = protocol.training.steps
     session_steps = protocol.session_steps()
     losses = np.full((len(plan), steps), np.nan, np.float32)
@@ -107,9 +129,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     networks: dict[tuple[str, str], Network] = {}
     for pop in plan.populations:
         if (pop.architecture, pop.task) not in networks:
-            n_classes = load_task(protocol.task_spec(pop.task)).n_classes
-            spec = protocol.architecture_spec(pop.architecture)
-            networks[pop.architecture, pop.task] = Network(spec, n_classes, "backprop")
+            networks[pop.architecture, pop.task] = subject_network(protocol, pop.architecture, pop.task, "backprop")
     n_layers = max(len(network.site_names) for network in networks.values())
     feedback_angle = np.full((len(plan), n_layers, len(session_steps)), np.nan, np.float32)
     gradient_angle = np.full_like(feedback_angle, np.nan)
@@ -134,8 +154,9 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
         # rules sharing a credit path and autodiff share one compiled function
         key = (pop.architecture, pop.task, rule.credit if rule.estimate is autodiff_estimate else pop.learning_rule)
         if key not in alignment_fns:
-            rule_network = Network(backprop_network.spec, backprop_network.n_classes, rule.credit)
-            alignment_fns[key] = alignment_fn(rule_network, backprop_network, rule.estimate)
+            rule_network = subject_network(protocol, pop.architecture, pop.task, rule.credit)
+            objective = task_objective(protocol.task_spec(pop.task))
+            alignment_fns[key] = alignment_fn(rule_network, backprop_network, rule.estimate, objective)
         fb, grad = alignment_angles(alignment_fns[key], shard.params, shard.state, *stimuli[pop.task])
         # [replicate, session, site] -> [subject, layer, session]
         feedback_angle[indices, : len(names)] = fb.transpose(0, 2, 1)
@@ -148,7 +169,12 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             "test_accuracy": (
                 ("subject", "session"),
                 accuracy,
-                {"long_name": "accuracy on the task's test split", "units": "1"},
+                {
+                    "long_name": "accuracy on the task's test split",
+                    "units": "1",
+                    "comment": "of the outputs (health_metric test_accuracy) or of a linear probe on the "
+                    "frozen representation (health_metric probe_accuracy: self-supervised subjects)",
+                },
             ),
             "feedback_angle": (
                 ("subject", "layer", "session"),
@@ -164,7 +190,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
                 gradient_angle,
                 {
                     "long_name": "angle between the rule's gradient of W and the backprop gradient of W "
-                    "(task loss on the run's stimulus set)",
+                    "(the subject's objective on the run's stimulus set)",
                     "units": "degree",
                     "comment": "NaN for backprop rules and padded layers",
                 },
@@ -190,12 +216,17 @@ def task_family(protocol: Protocol, subject) -> str:
 
     A supervised task learned by a reward-modulated rule (node perturbation: a scalar change of
     the loss, never an error vector) is "reward_based"."""
-    family = "supervised"
+    family = task_objective(protocol.task_spec(subject.task)).family
     hyper = protocol.rule_hyperparameters(subject.learning_rule, subject.architecture)
-    factors = rule_factors(subject.learning_rule, hyper)
-    if family == "supervised" and factors["credit_mechanism"] in REWARD_MODULATED:
+    if family == "supervised" and rule_factors(subject.learning_rule, hyper)["credit_mechanism"] in REWARD_MODULATED:
         return "reward_based"
     return family
+
+
+def health_metric(protocol: Protocol, subject) -> str:
+    """What ``final_accuracy`` and ``test_accuracy`` measure for a subject: "test_accuracy" (its
+    outputs) or "probe_accuracy" (a linear probe on its representation)."""
+    return task_objective(protocol.task_spec(subject.task)).health_metric
 
 
 def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
@@ -215,6 +246,7 @@ def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndar
         "seed": ("subject", np.array([s.seed for s in subjects], np.int64)),
         "replicate": ("subject", np.array([s.replicate for s in subjects], np.int64)),
         "final_accuracy": ("subject", np.asarray(final_accuracy, np.float32)),
+        "health_metric": ("subject", [health_metric(protocol, s) for s in subjects]),
         "status": ("subject", np.asarray(status).astype(str)),
     }
 

@@ -11,8 +11,10 @@ their own gradient estimate (direct feedback alignment, node perturbation, Hebbi
   draw from the fixed key :data:`DIAGNOSTIC_KEY`) and the true backprop gradient of the task
   loss for W on the same batch, in degrees.
 
-The batch is fixed: the run's stimulus set (inputs and labels). The angle is arccos of the
-cosine of the two flattened arrays, computed in the numerically stable form
+The batch is fixed: the run's stimulus set (inputs and labels), made into the network's
+inputs and targets by the subject's objective (a contrastive subject's two augmented views
+are drawn from a fixed key, :data:`DIAGNOSTIC_KEY`), and the loss is the objective's. The
+angle is arccos of the cosine of the two flattened arrays, computed in the numerically stable form
 ``2 atan2(|u - v|, |u + v|)`` of the unit vectors u, v (so identical arrays give exactly 0);
 NaN if either array is all zeros or not finite.
 """
@@ -27,11 +29,11 @@ import numpy as np
 
 from simlab.rules.rules import autodiff_estimate
 from simlab.subjects.architectures import Network
-from simlab.training.objectives import CROSS_ENTROPY, objective_loss
-from simlab.training.population import cross_entropy
+from simlab.training.objectives import CROSS_ENTROPY, Objective, objective_loss
 
-# the noise of a noise-driven estimate in the diagnostics: the same draw for every session
 DIAGNOSTIC_KEY = 0
+"""Seed of the key of the diagnostic batch: the augmentations of a contrastive objective's
+``prepare`` and the noise of a noise-driven estimate, the same draw for every session."""
 
 
 def angle(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -55,19 +57,31 @@ def feedback_angles(params: dict, state: dict, site_names) -> jax.Array:
 
 
 def gradient_angles(
-    rule_network: Network, backprop_network: Network, params, state, x, y, estimate=autodiff_estimate
+    rule_network: Network,
+    backprop_network: Network,
+    params,
+    state,
+    x,
+    y,
+    estimate=autodiff_estimate,
+    objective: Objective = CROSS_ENTROPY,
 ) -> jax.Array:
     """Angle between the rule's gradient of W (``estimate``, on the rule's network) and the
-    backprop gradient of W, per site: [n_sites]."""
-    loss = objective_loss(rule_network, CROSS_ENTROPY)
+    backprop gradient of W under the subject's ``objective``, per site: [n_sites]."""
     key = jax.random.key(DIAGNOSTIC_KEY)
-    rule_grads = estimate(loss, params, state, x, y, key=key, network=rule_network, objective=CROSS_ENTROPY)[2]
-    true_grads = jax.grad(lambda p: cross_entropy(backprop_network, p, {}, x, y)[0])(params)
+    inputs, targets = objective.prepare(key, x, y)
+    loss = objective_loss(rule_network, objective)
+    rule_grads = estimate(loss, params, state, inputs, targets, key=key, network=rule_network, objective=objective)[2]
+    true_loss = objective_loss(backprop_network, objective)
+    true_grads = jax.grad(lambda p: true_loss(p, {}, inputs, targets)[0])(params)
     return jnp.stack([angle(rule_grads[name]["w"], true_grads[name]["w"]) for name in rule_network.site_names])
 
 
-def alignment_fn(rule_network: Network, backprop_network: Network, estimate=autodiff_estimate) -> Callable:
-    """A jitted ``f(params, state, x, y) -> (feedback_angle, gradient_angle)``.
+def alignment_fn(
+    rule_network: Network, backprop_network: Network, estimate=autodiff_estimate, objective: Objective = CROSS_ENTROPY
+) -> Callable:
+    """A jitted ``f(params, state, x, y) -> (feedback_angle, gradient_angle)`` under the
+    subject's ``objective``.
 
     ``rule_network`` is built with the rule's credit and ``estimate`` is the rule's.
     ``params`` and ``state`` have leading axes [replicate, session] (as in a shard); both
@@ -78,7 +92,7 @@ def alignment_fn(rule_network: Network, backprop_network: Network, estimate=auto
     def one(params, state, x, y):
         return (
             feedback_angles(params, state, names),
-            gradient_angles(rule_network, backprop_network, params, state, x, y, estimate),
+            gradient_angles(rule_network, backprop_network, params, state, x, y, estimate, objective),
         )
 
     over_sessions = jax.vmap(one, in_axes=(0, 0, None, None))

@@ -23,6 +23,7 @@ from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import TaskData
 from simlab.training.accelerators import run_vmapped
 from simlab.training.objectives import CROSS_ENTROPY, Objective, objective_loss
+from simlab.training.probe import probe_accuracy, probe_subsample
 
 
 @dataclass
@@ -32,8 +33,11 @@ class PopulationResult:
     params: Any
     state: Any
     losses: np.ndarray  # [replicate, step] training loss of each step's batch
-    test_accuracy: np.ndarray  # [replicate, session] accuracy on the task's test split
+    # [replicate, session] the health metric: accuracy on the task's test split of the outputs
+    # ("test_accuracy") or of a linear probe on the representation ("probe_accuracy")
+    test_accuracy: np.ndarray
     status: list[str]  # "ok" or "diverged", per replicate
+    health_metric: str = "test_accuracy"
 
 
 def session_slots(session_steps: Sequence[int], steps: int) -> np.ndarray:
@@ -118,14 +122,34 @@ def make_trainer(
     return train
 
 
-def make_evaluator(network: Network):
-    """``evaluate(params, state, x, y) -> accuracy`` per session (leading session axis)."""
+def make_evaluator(network: Network, task: TaskData, objective: Objective = CROSS_ENTROPY):
+    """``evaluate(params, state) -> [session]`` health of one subject's snapshots (leading
+    session axis): the test accuracy of its outputs or, for an objective with a ``probe``, of
+    a linear probe on its representation (:mod:`simlab.training.probe`), fitted anew on
+    every session's frozen features."""
+    test = (jnp.asarray(task.x_test), jnp.asarray(task.y_test))
+    if objective.probe is None:
 
-    def accuracy(params, state, x, y):
-        logits, _ = network.apply(params, state, x)
-        return jnp.mean(jnp.argmax(logits, -1) == y)
+        def accuracy(params, state, x, y):
+            logits, _ = network.apply(params, state, x)
+            return jnp.mean(jnp.argmax(logits, -1) == y)
 
-    return jax.jit(jax.vmap(accuracy, in_axes=(0, 0, None, None)))
+        over_sessions = jax.jit(jax.vmap(accuracy, in_axes=(0, 0, None, None)))
+        return lambda params, state: over_sessions(params, state, *test)
+
+    fitted_on = probe_subsample(len(task.y_train), objective.probe.examples)
+    fit = (jnp.asarray(task.x_train[fitted_on]), jnp.asarray(task.y_train[fitted_on]))
+
+    def probe(params, state, x_fit, y_fit, x_test, y_test):
+        return probe_accuracy(
+            network.representation(params, state, x_fit), y_fit,
+            network.representation(params, state, x_test), y_test,
+            task.n_classes, objective.probe.ridge,
+        )
+
+    # one session after another (lax.map): a probe needs the features of thousands of examples
+    one_by_one = jax.jit(lambda params, state, *data: jax.lax.map(lambda s: probe(*s, *data), (params, state)))
+    return lambda params, state: one_by_one(params, state, *fit, *test)
 
 
 def choose_vectorize(vectorize: str) -> str:
@@ -164,10 +188,9 @@ def train_population(
         compiled = jax.jit(train)
         runs = [compiled(key, x_train, y_train) for key in keys]
         (params, state), losses = jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
-    evaluate = make_evaluator(network)
-    x_test, y_test = jnp.asarray(task.x_test), jnp.asarray(task.y_test)
+    evaluate = make_evaluator(network, task, objective)
     test_accuracy = np.stack(
-        [np.asarray(evaluate(*jax.tree.map(lambda a: a[r], (params, state)), x_test, y_test)) for r in range(len(seeds))]
+        [np.asarray(evaluate(*jax.tree.map(lambda a: a[r], (params, state)))) for r in range(len(seeds))]
     )
     losses = np.asarray(losses)
     finite = [
@@ -181,4 +204,5 @@ def train_population(
         losses=losses,
         test_accuracy=test_accuracy,
         status=["ok" if ok else "diverged" for ok in finite],
+        health_metric=objective.health_metric,
     )

@@ -1,7 +1,9 @@
 """The snapshot store: one file per population with everything training left behind.
 
 A shard holds parameters and feedback kernels at every session (leading axes [replicate,
-session]) plus each subject's training curve, test accuracy per session and status. Rigs read
+session]) plus each subject's training curve, health metric per session (``test_accuracy``:
+the test accuracy of its outputs, or of a linear probe on its representation; which one is
+``health_metric``) and status. Rigs read
 shards, never retrain. A shard is written atomically, so an existing shard is a finished
 population (a rerun can skip it).
 """
@@ -57,11 +59,17 @@ class Shard:
     losses: np.ndarray
     test_accuracy: np.ndarray
     status: list[str]
+    health_metric: str = "test_accuracy"
 
 
 def write_shard(path: Path, population: str, subject_ids, session_steps, result: PopulationResult, force=False):
     arrays = {**_flatten(result.params, "params"), **_flatten(result.state, "state")}
-    meta = {"population": population, "subject_ids": list(subject_ids), "status": list(result.status)}
+    meta = {
+        "population": population,
+        "subject_ids": list(subject_ids),
+        "status": list(result.status),
+        "health_metric": result.health_metric,
+    }
     with atomic_path(path, force) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(
@@ -87,4 +95,5 @@ def read_shard(path: Path) -> Shard:
         losses=flat.pop("losses"),
         test_accuracy=flat.pop("test_accuracy"),
         status=meta["status"],
+        health_metric=meta.get("health_metric", "test_accuracy"),  # shards written before it existed
     )
