@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     except SimlabError as error:
         print(f"simlab {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"simlab {args.command}: interrupted; finished outputs are kept", file=sys.stderr)
         return 130
