@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="summarize a run directory or a NetCDF file")
     info.add_argument("path", type=Path, help="run directory, recording or results file")
+    info.add_argument("--health", action="store_true",
+                      help="for a run directory or its subjects.nc: a Markdown table of mean final accuracy "
+                      "(or probe accuracy) per learning rule x architecture / task")
     add_analysis_commands(commands)
     return parser
 
@@ -279,8 +282,19 @@ def cmd_identify(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from simlab.info import describe_path
+    from simlab.info import describe_path, health_table
 
+    if args.health:
+        import xarray as xr
+
+        path = args.path / "subjects.nc" if args.path.is_dir() else args.path
+        if not path.exists():
+            raise SimlabError(f"{path}: no subject table (train the run first)")
+        with xr.open_dataset(path) as table:
+            if "final_accuracy" not in table.coords:
+                raise SimlabError(f"{path}: not a subject table (no final_accuracy)")
+            print(health_table(table.load()))
+        return 0
     print(describe_path(args.path))
     return 0
 

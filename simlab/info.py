@@ -95,6 +95,38 @@ def describe_subjects(table: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
+def health_table(table: xr.Dataset) -> str:
+    """A Markdown table of learning health: one row per learning rule, one column per
+    architecture and task, each cell the mean final accuracy over replicates (linear-probe
+    accuracy for self-supervised tasks, marked *), with the diverged count where any."""
+    rules = list(dict.fromkeys(table["learning_rule"].values.astype(str)))
+    pairs = list(dict.fromkeys(zip(table["architecture"].values.astype(str), table["task"].values.astype(str))))
+    probed = set()
+    if "health_metric" in table.coords:
+        probed = {str(t) for t, m in zip(table["task"].values, table["health_metric"].values) if str(m) == "probe_accuracy"}
+    header = [f"{a} / {t}{' *' if t in probed else ''}" for a, t in pairs]
+    lines = ["| rule | " + " | ".join(header) + " |", "|---|" + "---|" * len(pairs)]
+    rule_of, arch_of, task_of = (table[c].values.astype(str) for c in ("learning_rule", "architecture", "task"))
+    status = table["status"].values.astype(str)
+    accuracy = table["final_accuracy"].values.astype(float)
+    for rule in rules:
+        cells = []
+        for architecture, task in pairs:
+            chosen = (rule_of == rule) & (arch_of == architecture) & (task_of == task)
+            if not chosen.any():
+                cells.append("")
+                continue
+            ok = chosen & (status == "ok")
+            cell = f"{np.mean(accuracy[ok]):.2f}" if ok.any() else "-"
+            diverged = int((chosen & (status != "ok")).sum())
+            cells.append(cell + (f" ({diverged} diverged)" if diverged else ""))
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    if probed:
+        lines.append("")
+        lines.append("\\* self-supervised task: linear-probe accuracy on the frozen representation")
+    return "\n".join(lines)
+
+
 def describe_run(path: Path) -> str:
     from simlab.protocol import plan_cohort
     from simlab.rundir import RunDirectory

@@ -1,0 +1,42 @@
+"""The learning-health table of ``simlab info --health``, on a subject table made by hand."""
+
+import numpy as np
+import xarray as xr
+
+from simlab.cli import main
+from simlab.info import health_table
+
+
+def _table():
+    rules = ["sgdm", "sgdm", "adam", "adam", "sgdm", "adam"]
+    archs = ["mlp", "mlp", "mlp", "mlp", "knet", "knet"]
+    tasks = ["digits", "digits", "digits", "digits", "teacher_simclr", "teacher_simclr"]
+    accuracy = [0.9, 0.8, 0.7, 0.2, 0.4, 0.3]
+    status = ["ok", "ok", "ok", "diverged", "ok", "ok"]
+    metric = ["test_accuracy"] * 4 + ["probe_accuracy"] * 2
+    coords = {
+        "subject": [f"s{i}" for i in range(6)],
+        "learning_rule": ("subject", rules),
+        "architecture": ("subject", archs),
+        "task": ("subject", tasks),
+        "final_accuracy": ("subject", np.array(accuracy, np.float32)),
+        "status": ("subject", status),
+        "health_metric": ("subject", metric),
+    }
+    return xr.Dataset({"test_accuracy": (("subject", "session"), np.zeros((6, 2)))}, coords=coords)
+
+
+def test_health_table_means_ok_replicates_and_counts_diverged():
+    lines = health_table(_table()).splitlines()
+    assert lines[0] == "| rule | mlp / digits | knet / teacher_simclr * |"
+    assert lines[2] == "| sgdm | 0.85 | 0.40 |"  # (0.9 + 0.8) / 2
+    assert lines[3] == "| adam | 0.70 (1 diverged) | 0.30 |"  # the diverged replicate left out
+    assert "linear-probe accuracy" in lines[-1]
+
+
+def test_info_health_on_a_run_directory(tmp_path, capsys):
+    _table().to_netcdf(tmp_path / "subjects.nc")
+    assert main(["info", str(tmp_path), "--health"]) == 0
+    assert "| sgdm | 0.85 | 0.40 |" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "nothing"), "--health"]) == 2
+    assert "no subject table" in capsys.readouterr().err
