@@ -37,7 +37,6 @@ from simlab.training.population import train_population
 from simlab.training.probe import probe_accuracy, probe_subsample, ridge_probe
 from simlab.training.snapshots import read_shard
 
-from tests.conftest import quiet
 
 # --------------------------------------------------------------------------- NT-Xent
 
