@@ -51,18 +51,25 @@ CONVENTIONS = "CF-1.11"
 RIG_COUNTS = ("n_units", "n_recorded")
 
 
-def depth_groups(n_layers: int) -> list[str]:
+HEAD_PREFIX = "projection_"
+"""Layers of a contrastive subject's projection head, which count as deep (as in the reference)."""
+
+
+def depth_groups(n_layers: int, names=None) -> list[str]:
     """Depth group of each layer index: thirds by index, as ``np.array_split(range(n), 3)``.
 
     The first chunk is "early", the second "middle", the third "deep" (so 2 layers are
-    early, middle; 4 layers are early, early, middle, deep).
+    early, middle; 4 layers are early, early, middle, deep). With layer ``names``, the layers
+    of a projection head (``projection_*``, the last ones) are "deep" and the thirds are
+    taken over the layers before them.
     """
     if n_layers < 0:
         raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    head = 0 if names is None else sum(str(name).startswith(HEAD_PREFIX) for name in names[:n_layers])
     out: list[str] = []
-    for name, chunk in zip(DEPTHS, np.array_split(np.arange(n_layers), 3)):
+    for name, chunk in zip(DEPTHS, np.array_split(np.arange(n_layers - head), 3)):
         out.extend([name] * len(chunk))
-    return out
+    return out + ["deep"] * head
 
 
 def _utc_now() -> str:
@@ -224,7 +231,7 @@ def build_recording(
                 f"subject {ids[i]!r}: padding layers ('' names) must come after its real layers, "
                 f"got layer_name {list(names[i])}"
             )
-        depth[i, :k] = depth_groups(int(k))
+        depth[i, :k] = depth_groups(int(k), names[i, :k])
         if not np.isnan(obs[i, k:]).all():
             raise ValueError(f"subject {ids[i]!r}: padding layers {k}..{n_layer - 1} must hold only NaN")
     coords["depth"] = (("subject", "layer"), depth)

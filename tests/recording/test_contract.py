@@ -87,6 +87,9 @@ def test_depth_groups_are_thirds_by_index():
     assert depth_groups(3) == ["early", "middle", "deep"]
     assert depth_groups(4) == ["early", "early", "middle", "deep"]
     assert depth_groups(5) == ["early", "early", "middle", "middle", "deep"]
+    # a contrastive subject's projection head is deep; the backbone is split in thirds
+    names = ["dense_0", "dense_1", "dense_2", "projection_0", "projection_1"]
+    assert depth_groups(5, names) == ["early", "middle", "deep", "deep", "deep"]
     assert depth_groups(7) == ["early"] * 3 + ["middle"] * 2 + ["deep"] * 2
 
 
