@@ -27,6 +27,7 @@ __all__ = [
     "is_small",
     "levels",
     "load_or_compute",
+    "n_jobs",
     "open_run",
     "robustness_grid",
     "show",
@@ -50,18 +51,32 @@ def is_small(run: RunDirectory) -> bool:
         return subjects.sizes["subject"] < SMALL_SUBJECTS or subjects.sizes["session"] <= SMALL_SESSIONS
 
 
+def n_jobs(run: RunDirectory) -> int | None:
+    """Worker processes for a notebook's computations: one on a small run (starting workers
+    would take longer than the work), else one per CPU."""
+    return 1 if is_small(run) else None
+
+
 def analysis_spec(run: RunDirectory, name: str):
     """The protocol's ``analyses: name`` settings, or that analysis's defaults with the
-    protocol's ``identify`` settings (so splits and classifiers match the run's identify)."""
+    protocol's ``identify`` settings (so splits and classifiers match the run's identify).
+
+    On a small run, what a notebook computes uses the random forest alone, to stay fast.
+    """
     from simlab.analysis.specs import ANALYSES, IdentifySpec
 
     analyses = run.protocol().analyses
-    if name in analyses:
-        return analyses[name]
     identify = analyses.get("identify", IdentifySpec())
     if name == "identify":
-        return identify
-    return ANALYSES[name](identify=identify)
+        spec = identify
+    else:
+        spec = analyses[name] if name in analyses else ANALYSES[name](identify=identify)
+    if not is_small(run):
+        return spec
+    fast = {"classifiers": ["random_forest"]}
+    if name == "identify":
+        return spec.model_copy(update=fast)
+    return spec.model_copy(update={"identify": spec.identify.model_copy(update=fast)})
 
 
 def load_or_compute(run: RunDirectory, stem: str, compute: Callable[[], xr.Dataset]) -> xr.Dataset:
@@ -111,14 +126,17 @@ def robustness_grid(run: RunDirectory) -> xr.Dataset:
     from simlab.analysis.specs import RobustnessSpec
 
     def compute() -> xr.Dataset:
+        from simlab.training.accelerators import enable_compilation_cache
+
+        enable_compilation_cache()  # as simlab run does: each noisy cell otherwise compiles anew
         spec = analysis_spec(run, "robustness")
         if is_small(run) and "robustness" not in run.protocol().analyses:
             with xr.open_dataset(run.subjects_file) as subjects:
                 n_sessions = subjects.sizes["session"]
             spec = RobustnessSpec(units=[4, "all"], noise=[0.0, 1.0], sessions=sorted({2, n_sessions}),
-                                  identify=spec.identify.model_copy(update={"classifiers": ["random_forest"]}))
+                                  identify=spec.identify)
             print(f"small run: a {len(spec.units)} x {len(spec.noise)} grid, sessions {spec.sessions}")
-        return robustness(run, spec)
+        return robustness(run, spec, n_jobs=n_jobs(run))
 
     return load_or_compute(run, "robustness", compute)
 
