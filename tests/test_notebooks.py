@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,19 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "analyses/ holds no notebook"
 
 
+@pytest.fixture(scope="module")
+def notebook_run(tiny_run, tmp_path_factory) -> Path:
+    """One copy of the tiny run for all notebooks: the robustness notebooks cache their
+    re-recordings in it (claims 4 and 5 share them), and the shared tiny run stays untouched."""
+    copy = tmp_path_factory.mktemp("notebook-run") / tiny_run.name
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_on_a_tiny_run(path, tiny_run, monkeypatch):
-    monkeypatch.setenv("SIMLAB_RUN", str(tiny_run))
+def test_notebook_runs_on_a_tiny_run(path, notebook_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMLAB_RUN", str(notebook_run))
+    monkeypatch.setenv("SIMLAB_FIGURES", str(tmp_path))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
