@@ -312,6 +312,11 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command not in ("validate", "info"):
+        # commands that compile (training, re-recording noisy rigs) reuse earlier compilations
+        from simlab.training.accelerators import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         return COMMANDS[args.command](args)
     except SimlabError as error:
