@@ -409,6 +409,7 @@ def test_a_mixed_protocol_runs_end_to_end(tmp_path, capsys):
         assert set(recording["task_family"].values) == {"supervised", "self_supervised"}
         assert set(recording["health_metric"].values) == {"test_accuracy", "probe_accuracy"}
         simclr = recording.isel(subject=np.flatnonzero(recording["task"].values == "simclr"))
-        assert list(simclr["depth"].values[0]) == ["early", "middle", "deep"]
+        # the projection head counts as deep (the reference), the backbone's one layer early
+        assert list(simclr["depth"].values[0]) == ["early", "deep", "deep"]
         finite = np.isfinite(simclr["observation"].values)  # [subject, layer, session, observable]
         assert finite.any(axis=(2, 3)).all()  # every site of every contrastive subject is recorded
