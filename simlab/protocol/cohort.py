@@ -163,6 +163,7 @@ def describe(protocol: Protocol, plan: CohortPlan) -> str:
         "rigs:",
         *(f"  {name}: {_settings(rig, RIG_SUMMARY)}" for name, rig in protocol.rigs.items()),
         "analyses:" + ("" if protocol.analyses else " none"),
-        *(f"  {name}: {_settings(spec)}" for name, spec in protocol.analyses.items()),
+        # only the settings a protocol changed: an analysis has many (its identify settings too)
+        *(f"  {name}: {_settings(spec, ()) or 'default settings'}" for name, spec in protocol.analyses.items()),
     ]
     return "\n".join(lines)
