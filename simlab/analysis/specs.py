@@ -106,6 +106,13 @@ class TrajectorySpec(_RunAnalysisSpec):
         return value
 
 
+def _distinct_from(value: list, lowest, what: str) -> list:
+    """A grid axis: distinct values, none below ``lowest``."""
+    if any(v < lowest for v in value) or len(set(value)) < len(value):
+        raise ValueError(f"{what} must be distinct and >= {lowest}, got {value}")
+    return value
+
+
 class RobustnessSpec(BaseModel):
     """A grid of units x noise per rig, made by re-recording the run's snapshots (never
     retraining), plus a sweep of session counts at all units and no noise.
@@ -139,16 +146,12 @@ class RobustnessSpec(BaseModel):
     @field_validator("noise")
     @classmethod
     def _check_noise(cls, value: list) -> list:
-        if any(n < 0 for n in value) or len(set(value)) < len(value):
-            raise ValueError(f"noise levels must be distinct and >= 0, got {value}")
-        return value
+        return _distinct_from(value, 0, "noise levels")
 
     @field_validator("sessions")
     @classmethod
     def _check_sessions(cls, value: list) -> list:
-        if any(n < 1 for n in value) or len(set(value)) < len(value):
-            raise ValueError(f"session counts must be distinct and >= 1, got {value}")
-        return value
+        return _distinct_from(value, 1, "session counts")
 
     @model_validator(mode="after")
     def _check_compare(self):
