@@ -211,42 +211,44 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     return table
 
 
+def subject_labels(protocol: Protocol, subject) -> dict[str, str]:
+    """One subject's categorical labels: its rule's factors (credit mechanism, optimizer), its
+    task family and what its health metric measures.
+
+    ``task_family`` is "supervised", "self_supervised" or "reward_based": what signal the subject
+    learns from. A supervised task learned by a reward-modulated rule (node perturbation: a scalar
+    change of the loss, never an error vector) is "reward_based". ``health_metric`` says what
+    ``final_accuracy`` and ``test_accuracy`` measure: "test_accuracy" (its outputs) or
+    "probe_accuracy" (a linear probe on its representation)."""
+    objective = task_objective(protocol.task_spec(subject.task))
+    factors = rule_factors(subject.learning_rule, protocol.rule_hyperparameters(subject.learning_rule, subject.architecture))
+    family = objective.family
+    if family == "supervised" and factors["credit_mechanism"] in REWARD_MODULATED:
+        family = "reward_based"
+    return {**factors, "task_family": family, "health_metric": objective.health_metric}
+
+
 def task_family(protocol: Protocol, subject) -> str:
-    """"supervised", "self_supervised" or "reward_based": what signal the subject learns from.
-
-    A supervised task learned by a reward-modulated rule (node perturbation: a scalar change of
-    the loss, never an error vector) is "reward_based"."""
-    family = task_objective(protocol.task_spec(subject.task)).family
-    hyper = protocol.rule_hyperparameters(subject.learning_rule, subject.architecture)
-    if family == "supervised" and rule_factors(subject.learning_rule, hyper)["credit_mechanism"] in REWARD_MODULATED:
-        return "reward_based"
-    return family
-
-
-def health_metric(protocol: Protocol, subject) -> str:
-    """What ``final_accuracy`` and ``test_accuracy`` measure for a subject: "test_accuracy" (its
-    outputs) or "probe_accuracy" (a linear probe on its representation)."""
-    return task_objective(protocol.task_spec(subject.task)).health_metric
+    """"supervised", "self_supervised" or "reward_based" (see `subject_labels`)."""
+    return subject_labels(protocol, subject)["task_family"]
 
 
 def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
     """The per-subject coordinates that every recording and the subject table carry."""
     subjects = plan.subjects
-    factors = [
-        rule_factors(s.learning_rule, protocol.rule_hyperparameters(s.learning_rule, s.architecture)) for s in subjects
-    ]
+    labels = [subject_labels(protocol, s) for s in subjects]
     return {
         "learning_rule": ("subject", [s.learning_rule for s in subjects]),
-        "credit_mechanism": ("subject", [f["credit_mechanism"] for f in factors]),
-        "optimizer": ("subject", [f["optimizer"] for f in factors]),
-        "task_family": ("subject", [task_family(protocol, s) for s in subjects]),
+        "credit_mechanism": ("subject", [lab["credit_mechanism"] for lab in labels]),
+        "optimizer": ("subject", [lab["optimizer"] for lab in labels]),
+        "task_family": ("subject", [lab["task_family"] for lab in labels]),
         "architecture": ("subject", [s.architecture for s in subjects]),
         "task": ("subject", [s.task for s in subjects]),
         "batch_size": ("subject", np.array([s.batch_size for s in subjects], np.int64)),
         "seed": ("subject", np.array([s.seed for s in subjects], np.int64)),
         "replicate": ("subject", np.array([s.replicate for s in subjects], np.int64)),
         "final_accuracy": ("subject", np.asarray(final_accuracy, np.float32)),
-        "health_metric": ("subject", [health_metric(protocol, s) for s in subjects]),
+        "health_metric": ("subject", [lab["health_metric"] for lab in labels]),
         "status": ("subject", np.asarray(status).astype(str)),
     }
 
