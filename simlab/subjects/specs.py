@@ -302,11 +302,14 @@ class MNIST1DSpec(_TaskSpec):
 
 
 class DigitsSpec(_TaskSpec):
-    """scikit-learn's 8x8 handwritten digits (shipped with scikit-learn), as 64-long signals."""
+    """scikit-learn's 8x8 handwritten digits (shipped with scikit-learn): as 64-long signals read
+    row by row (``layout: signal``, for MLPs and 1-D conv nets) or as [8, 8, 1] images
+    (``layout: image``, for the image nets: a real image task small enough for 2 CPU cores)."""
 
     type: Literal["digits"] = "digits"
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     data_seed: int = 0
+    layout: Literal["signal", "image"] = "signal"
 
 
 class CIFAR10Spec(_TaskSpec):
@@ -385,8 +388,10 @@ def task_layout(spec: Any) -> str | None:
     """The input layout of a task ("signal" or "image"), None where unknown (an invalid entry)."""
     get = spec.get if isinstance(spec, Mapping) else lambda key: getattr(spec, key, None)
     kind = get("type")
-    if kind in ("mnist1d", "digits"):
+    if kind == "mnist1d":
         return "signal"
+    if kind == "digits":
+        return get("layout") or "signal"
     if kind == "cifar10":
         return "image"
     if kind == "teacher":
@@ -452,6 +457,17 @@ PRESET_TASKS: dict[str, BaseModel] = {
     ),
     "digits_simclr": DigitsSpec(
         objective="contrastive", contrastive=ContrastiveSpec(signal_augment=SignalAugmentSpec(crop=1.0, shift=1))
+    ),
+    # the same digits as 8x8 images for the image nets; their views move a digit by at most one
+    # pixel (zero padding 1, then an 8x8 crop), never flip it (a flipped 2 is no 2), and vary
+    # its contrast and brightness a little
+    "digits_image": DigitsSpec(layout="image"),
+    "digits_image_simclr": DigitsSpec(
+        layout="image",
+        objective="contrastive",
+        contrastive=ContrastiveSpec(
+            image_augment=ImageAugmentSpec(crop_padding=1, flip=False, brightness=0.2, contrast=0.2, noise=0.1)
+        ),
     ),
     # the image teacher's labels follow the coarse image, which crops and flips change: its
     # views differ by what the task itself varies, pixel noise (and a little brightness and

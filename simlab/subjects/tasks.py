@@ -2,8 +2,8 @@
 
 A task gives float32 inputs and int32 labels, split into train and test, in one of two
 layouts: 1-D signals ``[examples, length, channels]`` (mnist1d, digits, the vector teacher
-task) or images ``[examples, height, width, channels]`` (cifar10, the image teacher task;
-normalized). Architectures read these layouts directly, so a task is just data; which
+task) or images ``[examples, height, width, channels]`` (cifar10, digits as images, the image
+teacher task; normalized). Architectures read these layouts directly, so a task is just data; which
 architecture reads which layout is checked when a protocol is validated
 (:func:`simlab.subjects.specs.input_layout_conflict`). Nothing is ever downloaded: CIFAR-10 is
 read from a directory the protocol names.
@@ -73,7 +73,7 @@ def _mnist1d(num_samples: int, data_seed: int) -> TaskData:
 
 
 @functools.lru_cache(maxsize=8)
-def _digits(test_fraction: float, data_seed: int) -> TaskData:
+def _digits(test_fraction: float, data_seed: int, layout: str = "signal") -> TaskData:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -83,11 +83,12 @@ def _digits(test_fraction: float, data_seed: int) -> TaskData:
     order = np.random.default_rng(data_seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     test, train = order[:n_test], order[n_test:]
+    x = x.reshape(-1, 8, 8, 1) if layout == "image" else x[..., None]
     return TaskData(
         name="digits",
-        x_train=x[train][..., None],
+        x_train=x[train],
         y_train=y[train],
-        x_test=x[test][..., None],
+        x_test=x[test],
         y_test=y[test],
         n_classes=10,
     )
@@ -214,7 +215,7 @@ def load_task(spec) -> TaskData:
     if isinstance(spec, MNIST1DSpec):
         return _mnist1d(spec.num_samples, spec.data_seed)
     if isinstance(spec, DigitsSpec):
-        return _digits(spec.test_fraction, spec.data_seed)
+        return _digits(spec.test_fraction, spec.data_seed, spec.layout)
     if isinstance(spec, CIFAR10Spec):
         return _cifar10(spec.path, spec.max_train, spec.max_test, spec.resolution)
     if isinstance(spec, TeacherSpec):

@@ -149,6 +149,9 @@ def test_protocol_refuses_image_nets_on_signals_and_back():
     assert set(messages) == {("cohort", "architecture", 1), ("cohort", "architecture", 2)}
     assert "'knet' cannot be trained on task 'digits': it needs images" in messages[("cohort", "architecture", 1)]
     assert "'conv1d' cannot be trained on task 'teacher_image'" in messages[("cohort", "architecture", 2)]
+    with pytest.raises(ValidationError, match="'conv1d' cannot be trained on task 'digits_image'"):
+        Protocol.model_validate(_protocol(["knet", "conv1d"], ["digits_image"]))
+    assert Protocol.model_validate(_protocol(["knet", "resnet18", "mlp"], ["digits_image", "digits_image_simclr"]))
     cifar = {"cifar": {"type": "cifar10", "path": "/data/cifar", "resolution": 16}}
     protocol = Protocol.model_validate(_protocol(["mlp", "resnet18v2", "alexnet_lrn"], ["cifar"], cifar))
     assert protocol.task_spec("cifar").resolution == 16

@@ -53,6 +53,27 @@ def test_digits_layout():
     assert sorted(_rows(other.x_train) | _rows(other.x_test)) == sorted(_rows(task.x_train) | _rows(task.x_test))
 
 
+def test_digits_as_images_are_the_digits_pixel_for_pixel():
+    """layout: image gives the same examples and split as [8, 8, 1] images: scikit-learn's
+    ``images`` (upright 8x8, not transposed), normalized as the signals are."""
+    from sklearn.datasets import load_digits
+
+    signal, image = load_task(DigitsSpec()), load_task(DigitsSpec(layout="image"))
+    assert image.x_train.shape[1:] == (8, 8, 1) and image.x_test.shape[1:] == (8, 8, 1)
+    np.testing.assert_array_equal(image.y_test, signal.y_test)
+    np.testing.assert_array_equal(image.x_test.reshape(len(image.x_test), 64), signal.x_test[..., 0])
+    raw = load_digits()
+    scaled = raw.images / 16.0
+    reference = (scaled - scaled.mean()) / scaled.std()
+    x = np.concatenate([image.x_train, image.x_test])[..., 0]
+
+    def rows(images):
+        return sorted(np.round(one, 4).astype(np.float32).tobytes() for one in images)
+
+    assert rows(x) == rows(reference)
+    assert rows(x) != rows(reference.transpose(0, 2, 1))
+
+
 def _same_numpy_state(a, b):
     return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
 
