@@ -98,7 +98,9 @@ def describe_subjects(table: xr.Dataset) -> str:
 def health_table(table: xr.Dataset) -> str:
     """A Markdown table of learning health: one row per learning rule, one column per
     architecture and task, each cell the mean final accuracy over replicates (linear-probe
-    accuracy for self-supervised tasks, marked *), with the diverged count where any."""
+    accuracy for self-supervised tasks, marked *), with the diverged count where any; a last
+    row gives the same metric at step 0 (mean over the column's subjects) when the run
+    recorded a session there."""
     rules = list(dict.fromkeys(table["learning_rule"].values.astype(str)))
     pairs = list(dict.fromkeys(zip(table["architecture"].values.astype(str), table["task"].values.astype(str))))
     probed = set()
@@ -121,6 +123,12 @@ def health_table(table: xr.Dataset) -> str:
             diverged = int((chosen & (status != "ok")).sum())
             cells.append(cell + (f" ({diverged} diverged)" if diverged else ""))
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    if "session_step" in table.coords and int(table["session_step"].values[0]) == 0:
+        # the same metric before any learning: what a rule must beat (a probe of random features
+        # is far above chance)
+        untrained = table["test_accuracy"].values[:, 0].astype(float)
+        cells = [f"{np.mean(untrained[(arch_of == a) & (task_of == t)]):.2f}" for a, t in pairs]
+        lines.append("| *untrained (step 0)* | " + " | ".join(cells) + " |")
     if probed:
         lines.append("")
         lines.append("\\* self-supervised task: linear-probe accuracy on the frozen representation")

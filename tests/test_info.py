@@ -23,7 +23,11 @@ def _table():
         "status": ("subject", status),
         "health_metric": ("subject", metric),
     }
-    return xr.Dataset({"test_accuracy": (("subject", "session"), np.zeros((6, 2)))}, coords=coords)
+    first = [0.1, 0.2, 0.3, 0.4, 0.5, 0.7]
+    return xr.Dataset(
+        {"test_accuracy": (("subject", "session"), np.stack([first, accuracy], axis=1))},
+        coords={**coords, "session_step": ("session", [0, 100])},
+    )
 
 
 def test_health_table_means_ok_replicates_and_counts_diverged():
@@ -31,7 +35,14 @@ def test_health_table_means_ok_replicates_and_counts_diverged():
     assert lines[0] == "| rule | mlp / digits | knet / teacher_simclr * |"
     assert lines[2] == "| sgdm | 0.85 | 0.40 |"  # (0.9 + 0.8) / 2
     assert lines[3] == "| adam | 0.70 (1 diverged) | 0.30 |"  # the diverged replicate left out
+    # step 0, every subject of the column, diverged or not: (0.1 + 0.2 + 0.3 + 0.4) / 4, (0.5 + 0.7) / 2
+    assert lines[4] == "| *untrained (step 0)* | 0.25 | 0.60 |"
     assert "linear-probe accuracy" in lines[-1]
+
+
+def test_health_table_has_no_untrained_row_without_a_session_at_step_0():
+    table = _table().assign_coords(session_step=("session", [50, 100]))
+    assert "untrained" not in health_table(table)
 
 
 def test_info_health_on_a_run_directory(tmp_path, capsys):
