@@ -134,7 +134,7 @@ def train_task(run_path: str, population_id: str, force: bool) -> tuple[str, int
     pin_worker_threads()
     from simlab.protocol import plan_cohort
     from simlab.rundir import RunDirectory
-    from simlab.training.accelerators import enable_compilation_cache
+    from simlab.training.accelerators import enable_compilation_cache, release_compiled_programs
     from simlab.training.cohort import train_and_write
 
     enable_compilation_cache()
@@ -142,6 +142,7 @@ def train_task(run_path: str, population_id: str, force: bool) -> tuple[str, int
     protocol = run.protocol()
     (pop,) = [pop for pop in plan_cohort(protocol).populations if pop.id == population_id]
     message = train_and_write(run, protocol, pop, force=force)
+    release_compiled_programs()  # a worker trains many populations, of any architecture, in turn
     try:
         from distributed import get_worker
 

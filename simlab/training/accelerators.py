@@ -46,6 +46,18 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     return path
 
 
+def release_compiled_programs() -> None:
+    """Let go of the compiled programs JAX keeps in this process (the persistent cache on disk
+    stays, so a program needed again is loaded, not recompiled).
+
+    Call it between groups of work that share no program (another architecture or task). Each
+    XLA CPU program stays mapped in the process: a cohort of hundreds of populations (the
+    zoo) reached the kernel's limit of memory maps (65530) and died with "LLVM ERROR: Unable to
+    allocate section memory" while building its subject table.
+    """
+    jax.clear_caches()
+
+
 def tree_bytes(tree) -> int:
     return sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 

@@ -18,6 +18,7 @@ from simlab.rules.rules import REWARD_MODULATED, autodiff_estimate, make_rule, r
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.tasks import load_task
+from simlab.training.accelerators import release_compiled_programs
 from simlab.training.diagnostics import alignment_angles, alignment_fn
 from simlab.training.objectives import task_objective
 from simlab.training.population import train_population
@@ -60,13 +61,20 @@ def train_cohort(
     def advance(slot):
         bar.update(int(np.size(slot)))
 
-    for pop in todo:
+    for pop, following in zip(todo, [*todo[1:], None]):
         bar.set_postfix_str(pop.id)
         bar.update(len(pop.subjects))  # session 0, the initial state
         message = train_and_write(run, protocol, pop, force=force, on_session=advance if progress else None)
         run.log(message)
+        if following is not None and compile_group(following) != compile_group(pop):
+            release_compiled_programs()
     bar.close()
     return [pop.id for pop in todo]
+
+
+def compile_group(pop: Population) -> tuple[str, str]:
+    """Populations of one architecture and task: the only ones that may share compiled programs."""
+    return pop.architecture, pop.task
 
 
 HEALTH_METRICS = {
@@ -136,7 +144,13 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     layer_name = np.full((len(plan), n_layers), "", dtype=object)
     alignment_fns: dict[tuple[str, str, str], object] = {}
     stimuli: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for pop in plan.populations:
+    group = None
+    for pop in sorted(plan.populations, key=compile_group):
+        if compile_group(pop) != group:
+            group = compile_group(pop)
+            if alignment_fns:
+                alignment_fns.clear()
+                release_compiled_programs()
         shard = read_shard(run.shard(pop.id))
         for replicate, subject in enumerate(pop.subjects):
             losses[subject.index] = shard.losses[replicate]
