@@ -96,39 +96,43 @@ def describe_subjects(table: xr.Dataset) -> str:
 
 
 def health_table(table: xr.Dataset) -> str:
-    """A Markdown table of learning health: one row per learning rule, one column per
-    architecture and task, each cell the mean final accuracy over replicates (linear-probe
-    accuracy for self-supervised tasks, marked *), with the diverged count where any; a last
-    row gives the same metric at step 0 (mean over the column's subjects) when the run
-    recorded a session there."""
+    """A Markdown table of learning health: learning rules x architecture / task pairs, each
+    cell the mean final accuracy over replicates (linear-probe accuracy for self-supervised
+    tasks, marked *), with the diverged count where any, and an *untrained* line with the same
+    metric at step 0 (mean over the pair's subjects) when the run recorded a session there.
+    Rules are the rows unless there are more pairs than rules (a zoo): then pairs are."""
     rules = list(dict.fromkeys(table["learning_rule"].values.astype(str)))
     pairs = list(dict.fromkeys(zip(table["architecture"].values.astype(str), table["task"].values.astype(str))))
     probed = set()
     if "health_metric" in table.coords:
         probed = {str(t) for t, m in zip(table["task"].values, table["health_metric"].values) if str(m) == "probe_accuracy"}
-    header = [f"{a} / {t}{' *' if t in probed else ''}" for a, t in pairs]
-    lines = ["| rule | " + " | ".join(header) + " |", "|---|" + "---|" * len(pairs)]
     rule_of, arch_of, task_of = (table[c].values.astype(str) for c in ("learning_rule", "architecture", "task"))
     status = table["status"].values.astype(str)
     accuracy = table["final_accuracy"].values.astype(float)
-    for rule in rules:
-        cells = []
-        for architecture, task in pairs:
-            chosen = (rule_of == rule) & (arch_of == architecture) & (task_of == task)
-            if not chosen.any():
-                cells.append("")
-                continue
-            ok = chosen & (status == "ok")
-            cell = f"{np.mean(accuracy[ok]):.2f}" if ok.any() else "-"
-            diverged = int((chosen & (status != "ok")).sum())
-            cells.append(cell + (f" ({diverged} diverged)" if diverged else ""))
-        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+
+    def cell(rule: str, architecture: str, task: str) -> str:
+        chosen = (rule_of == rule) & (arch_of == architecture) & (task_of == task)
+        if not chosen.any():
+            return ""
+        ok = chosen & (status == "ok")
+        diverged = int((chosen & (status != "ok")).sum())
+        return (f"{np.mean(accuracy[ok]):.2f}" if ok.any() else "-") + (f" ({diverged} diverged)" if diverged else "")
+
+    pair_names = [f"{a} / {t}{' *' if t in probed else ''}" for a, t in pairs]
+    grid = {rule: [cell(rule, a, t) for a, t in pairs] for rule in rules}
     if "session_step" in table.coords and int(table["session_step"].values[0]) == 0:
         # the same metric before any learning: what a rule must beat (a probe of random features
         # is far above chance)
         untrained = table["test_accuracy"].values[:, 0].astype(float)
-        cells = [f"{np.mean(untrained[(arch_of == a) & (task_of == t)]):.2f}" for a, t in pairs]
-        lines.append("| *untrained (step 0)* | " + " | ".join(cells) + " |")
+        grid["*untrained (step 0)*"] = [f"{np.mean(untrained[(arch_of == a) & (task_of == t)]):.2f}" for a, t in pairs]
+    if len(pairs) > len(rules):
+        corner, columns = "architecture / task", list(grid)
+        rows = [(name, [grid[column][k] for column in columns]) for k, name in enumerate(pair_names)]
+    else:
+        corner, columns = "rule", pair_names
+        rows = list(grid.items())
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     if probed:
         lines.append("")
         lines.append("\\* self-supervised task: linear-probe accuracy on the frozen representation")

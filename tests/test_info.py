@@ -51,3 +51,14 @@ def test_info_health_on_a_run_directory(tmp_path, capsys):
     assert "| sgdm | 0.85 | 0.40 |" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "nothing"), "--health"]) == 2
     assert "no subject table" in capsys.readouterr().err
+
+
+def test_health_table_puts_the_longer_list_in_rows():
+    """Three architecture / task pairs and two rules: the pairs become the rows."""
+    table = _table()
+    table = table.assign_coords(architecture=("subject", ["mlp", "mlp", "mlp", "mlp", "knet", "alexnet"]))
+    lines = health_table(table).splitlines()
+    assert lines[0] == "| architecture / task | sgdm | adam | *untrained (step 0)* |"
+    assert lines[2] == "| mlp / digits | 0.85 | 0.70 (1 diverged) | 0.25 |"
+    assert lines[3] == "| knet / teacher_simclr * | 0.40 |  | 0.50 |"
+    assert lines[4] == "| alexnet / teacher_simclr * |  | 0.30 | 0.70 |"
