@@ -438,13 +438,13 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
             known = {*presets, *(defined if isinstance(defined, Mapping) else ())}
             for i, level in _levels(block, factor):
                 if isinstance(level, str) and level not in known:
-                    loc = (*where, factor) + (() if i is None else (i,))
+                    loc = _level_loc(where, factor, i)
                     errors.append(_error("unknown_name", unknown_name_message(factor, level, known), loc, level))
         errors += _layout_errors(block, where, _get(data, "architectures"), _get(data, "tasks"))
         for i, rule in _levels(block, "learning_rule"):
             if isinstance(rule, str) and rule not in RULE_HYPERPARAMETERS and rule not in defined_rules:
                 message = unknown_name_message("learning rule", rule, {*RULE_HYPERPARAMETERS, *defined_rules})
-                loc = (*where, "learning_rule") + (() if i is None else (i,))
+                loc = _level_loc(where, "learning_rule", i)
                 errors.append(_error("unknown_name", message, loc, rule))
         errors += _rule_architecture_errors(block, where, _get(data, "architectures"), defined_rules)
     errors += _repeated_populations(blocks)
@@ -474,6 +474,12 @@ def _levels(cohort: Any, factor: str) -> list[tuple[int | None, Any]]:
     """(index, level) of a cohort factor, index None for a single level given alone."""
     value = _get(cohort, factor)
     return list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+
+
+def _level_loc(where: tuple, factor: str, i: int | None) -> tuple:
+    """Where a level of a cohort factor is in the file: ``cohort[b].factor[i]`` (no index for a
+    level given alone, no block for a single cohort)."""
+    return (*where, factor) + (() if i is None else (i,))
 
 
 def _spec(name: Any, defined: Any, presets: Mapping) -> Any:
@@ -533,7 +539,7 @@ def _rule_architecture_errors(cohort: Any, where: tuple, architectures: Any, def
             architecture = _spec(name, architectures, PRESET_ARCHITECTURES)
             kind = _get(architecture, "type")
             if isinstance(kind, str) and kind not in allowed:
-                loc = (*where, "learning_rule") + (() if i is None else (i,))
+                loc = _level_loc(where, "learning_rule", i)
                 message = (
                     f"learning rule {rule!r} cannot train architecture {name!r}: it needs "
                     f"{' or '.join(allowed)} architectures, and {name!r} is a {kind}"
@@ -551,7 +557,7 @@ def _layout_errors(cohort: Any, where: tuple, architectures: Any, tasks: Any) ->
         architecture = _spec(name, architectures, PRESET_ARCHITECTURES)
         for task_name, task in task_specs:
             if architecture is not None and task is not None and (why := input_layout_conflict(architecture, task)):
-                loc = (*where, "architecture") + (() if i is None else (i,))
+                loc = _level_loc(where, "architecture", i)
                 message = f"architecture {name!r} cannot be trained on task {task_name!r}: it {why}"
                 errors.append(_error("input_layout", message, loc, name))
     return errors
