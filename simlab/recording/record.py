@@ -20,8 +20,7 @@ from simlab.recording.specs import RigSpec
 from simlab.recording.stimuli import stimuli_for
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
-from simlab.training.accelerators import release_compiled_programs
-from simlab.training.cohort import compile_group, subject_coords, subject_network
+from simlab.training.cohort import by_compile_group, subject_coords, subject_network
 from simlab.training.snapshots import read_shard
 
 
@@ -92,11 +91,7 @@ def record_cohort(
         responses = np.full((*shape, len(sessions), *trailing[spec.type]), np.nan, np.float32)
 
     bar = tqdm(total=len(plan), desc=f"recording {name}", unit="subject", disable=not progress)
-    group = None
-    for pop in sorted(plan.populations, key=compile_group):
-        if group is not None and compile_group(pop) != group:
-            release_compiled_programs()  # the next network shares no program with these
-        group = compile_group(pop)
+    for pop in by_compile_group(plan.populations):
         shard = read_shard(run.shard(pop.id))
         network = network_for(pop.architecture, pop.task)
         params = {site: {k: v[:, sessions] for k, v in leaves.items()} for site, leaves in shard.params.items()}

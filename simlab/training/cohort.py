@@ -61,13 +61,11 @@ def train_cohort(
     def advance(slot):
         bar.update(int(np.size(slot)))
 
-    for pop, following in zip(todo, [*todo[1:], None]):
+    for pop in by_compile_group(todo):
         bar.set_postfix_str(pop.id)
         bar.update(len(pop.subjects))  # session 0, the initial state
         message = train_and_write(run, protocol, pop, force=force, on_session=advance if progress else None)
         run.log(message)
-        if following is not None and compile_group(following) != compile_group(pop):
-            release_compiled_programs()
     bar.close()
     return [pop.id for pop in todo]
 
@@ -75,6 +73,19 @@ def train_cohort(
 def compile_group(pop: Population) -> tuple[str, str]:
     """Populations of one architecture and task: the only ones that may share compiled programs."""
     return pop.architecture, pop.task
+
+
+def by_compile_group(populations):
+    """The populations, those of one architecture and task together (groups in order of first
+    appearance, so a plan's order is kept where it already groups them), releasing the compiled
+    programs of each group before the next (:func:`release_compiled_programs`)."""
+    first = {group: k for k, group in enumerate(dict.fromkeys(map(compile_group, populations)))}
+    group = None
+    for pop in sorted(populations, key=lambda pop: first[compile_group(pop)]):
+        if group is not None and compile_group(pop) != group:
+            release_compiled_programs()
+        group = compile_group(pop)
+        yield pop
 
 
 HEALTH_METRICS = {
@@ -144,13 +155,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     layer_name = np.full((len(plan), n_layers), "", dtype=object)
     alignment_fns: dict[tuple[str, str, str], object] = {}
     stimuli: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    group = None
-    for pop in sorted(plan.populations, key=compile_group):
-        if compile_group(pop) != group:
-            group = compile_group(pop)
-            if alignment_fns:
-                alignment_fns.clear()
-                release_compiled_programs()
+    for pop in by_compile_group(plan.populations):
         shard = read_shard(run.shard(pop.id))
         for replicate, subject in enumerate(pop.subjects):
             losses[subject.index] = shard.losses[replicate]
