@@ -39,9 +39,9 @@ import numpy as np
 
 from simlab.protocol import load_protocol, plan_cohort
 from simlab.rules.rules import make_rule
-from simlab.run import prepare_run_directory, record_rigs, write_stimuli
+from simlab.pipeline import prepare_run_directory, record_rigs, write_stimuli
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import Conv1DSpec, MLPSpec, MNIST1DSpec
+from simlab.specs.subjects import Conv1DSpec, MLPSpec, MNIST1DSpec
 from simlab.subjects.tasks import load_task
 from simlab.training.cohort import subject_table, train_cohort, write_subject_table
 from simlab.training.population import choose_vectorize, make_trainer

@@ -13,7 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from simlab.subjects.ops import conv1d
+from simlab.ops.linear import conv1d
 
 STEPS = 300
 

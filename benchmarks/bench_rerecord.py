@@ -20,8 +20,8 @@ import jax
 
 from simlab.protocol import load_protocol, plan_cohort
 from simlab.recording.record import record_cohort
-from simlab.recording.specs import RigSpec
-from simlab.run import prepare_run_directory, write_stimuli
+from simlab.specs.rigs import RigSpec
+from simlab.pipeline import prepare_run_directory, write_stimuli
 from simlab.training.cohort import subject_table, train_cohort, write_subject_table
 
 RIGS = {

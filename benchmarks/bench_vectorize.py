@@ -19,7 +19,7 @@ import numpy as np
 
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import Conv1DSpec, MLPSpec, MNIST1DSpec
+from simlab.specs.subjects import Conv1DSpec, MLPSpec, MNIST1DSpec
 from simlab.subjects.tasks import load_task
 from simlab.training.population import train_population
 

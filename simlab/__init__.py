@@ -6,4 +6,7 @@ compiled programs, snapshots) -> ``recording`` (rigs turn snapshots into NetCDF 
 ``analysis`` (identify the learning rule).
 """
 
-__version__ = "0.1.0"
+from simlab._version import __version__
+
+# registered extensions: every built-in is registered by the module that implements it
+from simlab.analysis import classifiers as _classifiers  # noqa: E402,F401

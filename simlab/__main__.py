@@ -1,5 +1,5 @@
 """``python -m simlab`` is the same as the ``simlab`` command."""
 
-from simlab.cli import main
+from simlab.cli.main import main
 
 raise SystemExit(main())

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from simlab.errors import SimlabError
 
@@ -101,6 +101,18 @@ def connect(cluster: str | None = None, scheduler: str | None = None, timeout: f
             except (OSError, TimeoutError, ValueError) as error:
                 raise SimlabError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({error})") from None
         yield client
+
+
+@dataclass(frozen=True)
+class DaskExecutor:
+    """Trains populations as tasks of a Dask ``client`` (the executor of
+    :func:`simlab.training.cohort.train_cohort`)."""
+
+    client: Any
+
+    def train(self, run, population_ids: Sequence[str], force: bool = False,
+              on_done: Callable[[str, int], None] | None = None) -> None:
+        train_on_cluster(self.client, run, population_ids, force, on_done)
 
 
 def train_on_cluster(

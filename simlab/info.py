@@ -142,7 +142,7 @@ def health_table(table: xr.Dataset) -> str:
 def describe_run(path: Path) -> str:
     from simlab.protocol import plan_cohort
     from simlab.rundir import RunDirectory
-    from simlab.run import training_summary
+    from simlab.pipeline import training_summary
 
     run = RunDirectory.existing(path)
     protocol = run.protocol()

@@ -58,7 +58,7 @@ def tiny_protocol(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_protocol, tmp_path_factory) -> Path:
     """The run directory of the tiny protocol (read-only for tests: use tiny_run_copy to write)."""
-    from simlab.run import run_protocol
+    from simlab.pipeline import run_protocol
 
     out = tmp_path_factory.mktemp("runs") / "tiny-test"
     run_protocol(tiny_protocol, out, progress=False, echo=quiet)

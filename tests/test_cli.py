@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from simlab.cli import main
+from simlab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMLAB = Path(sys.executable).with_name("simlab")  # the virtualenv's console script

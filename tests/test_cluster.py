@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from simlab.cli import main
+from simlab.cli.main import main
 from simlab.cluster import LocalClusterSpec, connect, parse_cluster
 from simlab.errors import SimlabError
 from simlab.recording.contract import open_recording
-from simlab.run import run_protocol
+from simlab.pipeline import run_protocol
 from simlab.training.accelerators import chunk_size, enable_compilation_cache
 from simlab.training.snapshots import read_shard
 
@@ -187,7 +187,7 @@ SHARDED = textwrap.dedent(
     assert len(jax.devices()) == 2, jax.devices()
     from simlab.rules.rules import make_rule
     from simlab.subjects.architectures import Network
-    from simlab.subjects.specs import MLPSpec
+    from simlab.specs.subjects import MLPSpec
     from simlab.subjects.tasks import TaskData
     from simlab.training.accelerators import run_vmapped
     from simlab.training.population import make_trainer

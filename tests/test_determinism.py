@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 from simlab.recording.contract import open_recording
-from simlab.run import run_protocol
+from simlab.pipeline import run_protocol
 
 RIGS = ("synapse", "electrophysiology", "paired")
 WHEN = ("created", "history")

@@ -3,7 +3,7 @@
 import numpy as np
 import xarray as xr
 
-from simlab.cli import main
+from simlab.cli.main import main
 from simlab.info import health_table
 
 

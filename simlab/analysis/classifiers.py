@@ -16,7 +16,6 @@ so the quickstart identifies in seconds on two cores.
 from __future__ import annotations
 
 import functools
-import importlib
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -32,11 +31,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from simlab.errors import SimlabError
+from simlab.registry import CLASSIFIERS
+from simlab.specs.classifiers import ClassifierChoice, classifier_label, estimator_class, parse_classifier
 
 __all__ = [
-    "BUILTIN",
     "PRESETS",
-    "SKLEARN_ALIASES",
+    "ClassifierEntry",
     "ClassifierChoice",
     "Conv1DClassifier",
     "Fitted",
@@ -49,18 +49,7 @@ __all__ = [
     "random_state",
 ]
 
-BUILTIN = ("linear_svm", "random_forest", "conv1d")
 PRESETS = ("fast", "reference")
-SKLEARN_ALIASES = {
-    "logistic_regression": "sklearn.linear_model.LogisticRegression",
-    "knn": "sklearn.neighbors.KNeighborsClassifier",
-    "extra_trees": "sklearn.ensemble.ExtraTreesClassifier",
-    "gradient_boosting": "sklearn.ensemble.HistGradientBoostingClassifier",
-    "rbf_svm": "sklearn.svm.SVC",
-    "lda": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis",
-    "naive_bayes": "sklearn.naive_bayes.GaussianNB",
-    "mlp": "sklearn.neural_network.MLPClassifier",
-}
 INNER_FOLDS = {"fast": 3, "reference": 5}  # the reference chose by 5-fold CV
 SVM_MAX_ITER = 20_000
 N_TREES = 200  # the fast preset's single forest
@@ -114,116 +103,9 @@ class Layout:
         return self.sessions * self.channels + self.extra
 
 
-@dataclass(frozen=True)
-class ClassifierChoice:
-    """A classifier as named in a protocol or on the command line."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    grid: Mapping[str, list] | None = None  # None: the preset's grid (built-ins) or none
-    label: str = ""  # the name results use; defaults to ``name``
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-
 def random_state(seed: int, split: int, stream: int) -> int:
     """A 32-bit seed for one estimator of one split, independent across streams."""
     return int(np.random.SeedSequence([seed, split, stream]).generate_state(1)[0])
-
-
-def _import_class(path: str):
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise SimlabError(
-            f"unknown classifier {path!r}; expected one of {', '.join(BUILTIN)}, an alias "
-            f"({', '.join(SKLEARN_ALIASES)}) or an import path such as "
-            "sklearn.ensemble.ExtraTreesClassifier"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SimlabError(f"classifier {path!r}: cannot import module {module_name!r} ({exc})") from None
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise SimlabError(f"classifier {path!r}: module {module_name!r} has no {attr!r}")
-    if not (isinstance(cls, type) and hasattr(cls, "fit") and hasattr(cls, "predict")):
-        raise SimlabError(f"classifier {path!r} is not an estimator class with fit and predict")
-    return cls
-
-
-def _estimator_class(name: str):
-    """The class behind a classifier name (built-ins map to their final pipeline step)."""
-    if name == "linear_svm":
-        return LinearSVC
-    if name == "random_forest":
-        return RandomForestClassifier
-    if name == "conv1d":
-        return Conv1DClassifier
-    return _import_class(SKLEARN_ALIASES.get(name, name))
-
-
-_EXTRA_PARAMS = {"linear_svm": {"pca"}}  # pipeline settings that are not the estimator's
-
-
-def parse_classifier(entry) -> ClassifierChoice:
-    """A classifier from a protocol entry: a name, or ``{name, params, grid, label}``.
-
-    Unknown names, unimportable paths and parameters the estimator does not take are refused
-    here, with a message that names them, before anything is fitted.
-    """
-    if isinstance(entry, ClassifierChoice):
-        return entry
-    if isinstance(entry, str):
-        entry = {"name": entry}
-    if not isinstance(entry, Mapping):
-        raise SimlabError(f"a classifier is a name or a mapping with 'name'; got {entry!r}")
-    unknown = set(entry) - {"name", "params", "grid", "label"}
-    if unknown:
-        raise SimlabError(
-            f"classifier entry has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-            "expected name, params, grid, label"
-        )
-    name = entry.get("name")
-    if not isinstance(name, str) or not name:
-        raise SimlabError(f"classifier entry needs a 'name'; got {dict(entry)!r}")
-    params = dict(entry.get("params") or {})
-    grid = entry.get("grid")
-    if grid is not None:
-        if not isinstance(grid, Mapping) or not all(
-            isinstance(v, (list, tuple)) and len(v) > 0 for v in grid.values()
-        ):
-            raise SimlabError(f"classifier {name!r}: grid must map parameter names to non-empty lists")
-        grid = {str(k): list(v) for k, v in grid.items()}
-    cls = _estimator_class(name)
-    try:
-        accepted = set(cls().get_params(deep=False))
-    except Exception as exc:  # noqa: BLE001 - any failure means it is not a usable estimator
-        raise SimlabError(f"classifier {name!r} cannot be built without arguments ({exc})") from None
-    accepted |= _EXTRA_PARAMS.get(name, set())
-    for what, names in (("params", params), ("grid", grid or {})):
-        bad = sorted(set(names) - accepted)
-        if bad:
-            raise SimlabError(
-                f"classifier {name!r}: {what} {', '.join(bad)} not accepted; "
-                f"its parameters are: {', '.join(sorted(accepted))}"
-            )
-    label = entry.get("label") or ""
-    if label and not isinstance(label, str):
-        raise SimlabError(f"classifier {name!r}: label must be text; got {label!r}")
-    return ClassifierChoice(name=name, params=params, grid=grid, label=label)
-
-
-def classifier_label(entry) -> str:
-    """The name a classifier has in results: its label, or its name plus any params."""
-    choice = parse_classifier(entry)
-    if choice.label:
-        return choice.label
-    if not choice.params:
-        return choice.name
-    settings = ",".join(f"{k}={v}" for k, v in sorted(choice.params.items()))
-    return f"{choice.name}({settings})"
 
 
 # --------------------------------------------------------------------------- estimators
@@ -263,7 +145,7 @@ def _base(choice: ClassifierChoice, preset: str, seed: int, split: int, layout: 
                                random_state=random_state(seed, split, 4))
         net.set_params(**params)
         return net, ""  # z-scores its inputs itself
-    cls = _estimator_class(choice.name)
+    cls = estimator_class(choice.name)
     est = cls(**params)
     if "random_state" in est.get_params(deep=False) and "random_state" not in params:
         est.set_params(random_state=random_state(seed, split, 5))
@@ -505,3 +387,17 @@ def _conv_program(config: tuple):
         return params
 
     return net, train
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """A registered classifier: ``estimator``, the class whose parameters a protocol entry may
+    set, and ``extra_params``, settings of its pipeline that are not the estimator's."""
+
+    estimator: type
+    extra_params: tuple[str, ...] = ()
+
+
+CLASSIFIERS.register("linear_svm", ClassifierEntry(LinearSVC, extra_params=("pca",)))
+CLASSIFIERS.register("random_forest", ClassifierEntry(RandomForestClassifier))
+CLASSIFIERS.register("conv1d", ClassifierEntry(Conv1DClassifier))

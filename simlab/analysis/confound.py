@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict
 from simlab.analysis.identify import balanced_splits, identify, per_class_metrics
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 
 __all__ = ["confound", "curve_features", "format_confound", "match_nearest", "match_on_performance",

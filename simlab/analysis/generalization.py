@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from simlab.analysis.identify import identify, select_sites
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 
 __all__ = ["format_generalization", "generalization", "leave_one_level_out"]

@@ -25,7 +25,7 @@ from statsmodels.stats.proportion import proportion_confint
 from tqdm.auto import tqdm
 
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict, parse_classifier
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 

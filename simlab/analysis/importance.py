@@ -32,7 +32,7 @@ from simlab.analysis.identify import (
     map_units,
     select_sites,
 )
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 
 __all__ = [

@@ -63,7 +63,7 @@ def analysis_spec(run: RunDirectory, name: str):
 
     On a small run, what a notebook computes uses the random forest alone, to stay fast.
     """
-    from simlab.analysis.specs import ANALYSES, IdentifySpec
+    from simlab.specs.analyses import ANALYSES, IdentifySpec
 
     analyses = run.protocol().analyses
     identify = analyses.get("identify", IdentifySpec())
@@ -123,7 +123,7 @@ def robustness_grid(run: RunDirectory) -> xr.Dataset:
     small run two unit counts x two noise levels and two session counts (re-recorded from the
     snapshots and cached under ``RUN/recordings/robustness/``)."""
     from simlab.analysis.robustness import robustness
-    from simlab.analysis.specs import RobustnessSpec
+    from simlab.specs.analyses import RobustnessSpec
 
     def compute() -> xr.Dataset:
         from simlab.training.accelerators import enable_compilation_cache

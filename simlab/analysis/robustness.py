@@ -20,13 +20,13 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from simlab.analysis.identify import identify
-from simlab.analysis.specs import IdentifySpec, RobustnessSpec
+from simlab.specs.analyses import IdentifySpec, RobustnessSpec
 from simlab.analysis.statistics import holm, paired_split_tests
 from simlab.analysis.trajectory import select_access
 from simlab.errors import SimlabError
 from simlab.recording.contract import open_recording, write_recording
 from simlab.recording.rigfiles import recording_name, resolve_rig
-from simlab.recording.specs import RigSpec, ScheduleSpec
+from simlab.specs.rigs import RigSpec, ScheduleSpec
 from simlab.rundir import RunDirectory
 
 __all__ = ["compare_rigs", "format_robustness", "grid_recording", "robustness", "split_interval"]

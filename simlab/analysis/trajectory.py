@@ -15,10 +15,10 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from simlab.analysis.identify import identify
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 from simlab.recording.schedule import select_sessions
-from simlab.recording.specs import ScheduleSpec
+from simlab.specs.rigs import ScheduleSpec
 
 __all__ = ["FULL", "describe_schedule", "format_trajectory", "select_access", "trajectory_access"]
 

@@ -2,7 +2,7 @@
 
 from simlab.protocol.cohort import CohortPlan, Population, Subject, describe, plan_cohort
 from simlab.protocol.loader import Problem, ProtocolError, load_protocol, parse_protocol
-from simlab.protocol.schema import Cohort, Protocol, Recording, Training
+from simlab.specs.protocol import Cohort, Protocol, Recording, Training
 
 __all__ = [
     "Cohort",

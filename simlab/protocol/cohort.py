@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from simlab.protocol.schema import Protocol
+from simlab.specs.protocol import Protocol
 
 FACTORS = ("architecture", "task", "learning_rule", "batch_size")
 """Cohort factors in the order of the product (replicates vary fastest, after these)."""

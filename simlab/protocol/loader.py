@@ -20,7 +20,7 @@ from pydantic_core.core_schema import ErrorType
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from simlab.errors import SimlabError
-from simlab.protocol.schema import Located, Protocol, locate, union_tags
+from simlab.specs.protocol import Located, Protocol, locate, union_tags
 
 TOP_LEVEL = "(top level)"
 

@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
-import simlab
+from simlab._version import __version__
 from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 from simlab.recording.observables import (
@@ -302,7 +302,7 @@ def _yaml(value) -> str:
 def _global_attrs(protocol: str, rig: str, title: str, history: str) -> dict[str, str]:
     return {
         "schema": SCHEMA,
-        "simlab_version": simlab.__version__,
+        "simlab_version": __version__,
         "protocol": protocol,
         "rig": rig,
         "created": _utc_now(),

@@ -16,7 +16,7 @@ from simlab.protocol import plan_cohort
 from simlab.recording.contract import build_recording
 from simlab.recording.rigs import Rig, units_to_record
 from simlab.recording.schedule import select_sessions
-from simlab.recording.specs import RigSpec
+from simlab.specs.rigs import RigSpec
 from simlab.recording.stimuli import stimuli_for
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network

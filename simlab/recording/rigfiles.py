@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from simlab.errors import SimlabError
 from simlab.protocol import Protocol
-from simlab.recording.specs import RIG_TYPES, RigSpec
+from simlab.specs.rigs import RIG_TYPES, RigSpec
 
 
 def _merge(base: dict, overrides: dict) -> dict:

@@ -34,7 +34,7 @@ from simlab.recording.observables import (
     weight_observables,
 )
 from simlab.recording.noise import add_noise, poisson_rates
-from simlab.recording.specs import RigSpec
+from simlab.specs.rigs import RigSpec
 from simlab.subjects.architectures import Network
 
 MEASURE_OF_RIG = {"synapse": "weight", "electrophysiology": "activation", "paired": "activity_change"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from simlab.errors import SimlabError
-from simlab.recording.specs import ScheduleSpec
+from simlab.specs.rigs import ScheduleSpec
 
 
 def _existing(steps: np.ndarray, total_steps: int) -> str:

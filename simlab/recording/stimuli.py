@@ -13,7 +13,7 @@ import numpy as np
 from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 from simlab.protocol import Protocol
-from simlab.recording.specs import StimulusSpec
+from simlab.specs.rigs import StimulusSpec
 from simlab.rundir import RunDirectory
 from simlab.subjects.tasks import load_task, stimulus_set
 

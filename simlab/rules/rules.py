@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from simlab.rules.credit import alignment_primitives
+from simlab.ops.feedback import alignment_primitives
 from simlab.rules.estimates import direct_feedback_estimate, hebbian_estimate, node_perturbation_estimate
-from simlab.rules.hyperparameters import (
+from simlab.specs.rules import (
     RULE_HYPERPARAMETERS,
     Adam,
     DirectFeedbackAlignment,
@@ -30,7 +30,7 @@ from simlab.rules.hyperparameters import (
     SymmetricAlignment,
     WeightMirror,
 )
-from simlab.subjects.ops import LinearOp
+from simlab.ops.linear import LinearOp
 
 
 class FeedbackUpdate(NamedTuple):
@@ -226,7 +226,7 @@ def make_rule(name: str, hyper=None) -> LearningRule:
     """The learning rule called ``name`` with hyperparameters ``hyper`` (defaults when None).
 
     A rule a protocol defines (``learning_rules:``) has its own name and settings of
-    :func:`simlab.rules.hyperparameters.defined_rule_model`: the built-in rule of its
+    :func:`simlab.specs.rules.defined_rule_model`: the built-in rule of its
     ``credit`` ("backprop": sgdm) is built, with its ``optimizer`` for W.
     """
     credit = getattr(hyper, "credit", None)

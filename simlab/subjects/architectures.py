@@ -11,7 +11,7 @@ A site's map, from its input x to its output y, is always
 
     y = relu?( normalize?( op(x, W) + b ) + shortcut? )
 
-with ``op`` a dense product or a 1-D/2-D convolution (:mod:`simlab.subjects.ops`),
+with ``op`` a dense product or a 1-D/2-D convolution (:mod:`simlab.ops.linear`),
 ``normalize`` the parameter-free per-example ``rms_normalize`` (ResNets only, where the papers
 have batch norm), ``shortcut`` the residual input added by the last conv of a residual block
 (a constant of the site's map: it is detached when the paired rig probes), and relu present
@@ -48,8 +48,8 @@ from pydantic import BaseModel
 
 from simlab.errors import SimlabError
 from simlab.subjects.layers import Layer
-from simlab.subjects.ops import LinearOp, conv1d, conv2d, dense, local_response_norm, pool2d, rms_normalize
-from simlab.subjects.specs import AlexNetSpec, Conv1DSpec, KNetSpec, MLPSpec, ResNetSpec
+from simlab.ops.linear import LinearOp, conv1d, conv2d, dense, local_response_norm, pool2d, rms_normalize
+from simlab.specs.subjects import AlexNetSpec, Conv1DSpec, KNetSpec, MLPSpec, ResNetSpec
 
 
 CREDITS = ("backprop", "feedback", "direct_feedback")

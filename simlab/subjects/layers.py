@@ -6,8 +6,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from simlab.rules.credit import feedback
-from simlab.subjects.ops import LinearOp
+from simlab.ops.feedback import feedback
+from simlab.ops.linear import LinearOp
 
 
 def he_init(gain: float = 2.0) -> hk.initializers.Initializer:

@@ -5,7 +5,7 @@ layouts: 1-D signals ``[examples, length, channels]`` (mnist1d, digits, the vect
 task) or images ``[examples, height, width, channels]`` (cifar10, digits as images, the image
 teacher task; normalized). Architectures read these layouts directly, so a task is just data; which
 architecture reads which layout is checked when a protocol is validated
-(:func:`simlab.subjects.specs.input_layout_conflict`). Nothing is ever downloaded: CIFAR-10 is
+(:func:`simlab.specs.subjects.input_layout_conflict`). Nothing is ever downloaded: CIFAR-10 is
 read from a directory the protocol names.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from simlab.errors import SimlabError
-from simlab.subjects.specs import CIFAR10Spec, DigitsSpec, MNIST1DSpec, TeacherSpec
+from simlab.specs.subjects import CIFAR10Spec, DigitsSpec, MNIST1DSpec, TeacherSpec
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,8 +2,8 @@
 
 Pure JAX functions of a key and a batch: every example gets its own draws (``split`` of the
 key, one per example, then ``vmap``), so the same key gives the same views and the functions
-work under ``jit``, ``vmap`` and ``lax.scan``. Settings: :class:`simlab.subjects.specs.
-SignalAugmentSpec` and :class:`~simlab.subjects.specs.ImageAugmentSpec`, whose docstrings
+work under ``jit``, ``vmap`` and ``lax.scan``. Settings: :class:`simlab.specs.subjects.
+SignalAugmentSpec` and :class:`~simlab.specs.subjects.ImageAugmentSpec`, whose docstrings
 say what each augmentation does; shapes never change.
 """
 
@@ -14,7 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from simlab.subjects.specs import ImageAugmentSpec, SignalAugmentSpec
+from simlab.specs.subjects import ImageAugmentSpec, SignalAugmentSpec
 
 
 def shift_signal(x: jax.Array, shift: jax.Array, circular: bool) -> jax.Array:

@@ -31,12 +31,14 @@ def train_cohort(
     plan: CohortPlan,
     force: bool = False,
     progress: bool = True,
-    client=None,
+    executor=None,
 ):
     """Train the populations that have no shard yet; returns the ids of those trained now.
 
-    With a Dask ``client`` (see :mod:`simlab.cluster`), each population is a task on the
-    cluster that writes its own shard; otherwise they train here, one after another.
+    ``executor``: where the populations train; None trains them here, one after another. An
+    executor has ``train(run, population_ids, force, on_done)``, trains each population into
+    its shard and calls ``on_done(population_id, sessions)`` as each finishes
+    (:class:`simlab.cluster.DaskExecutor` makes each a task on a Dask cluster).
     """
     session_steps = protocol.session_steps()
     todo = [pop for pop in plan.populations if force or not run.shard(pop.id).exists()]
@@ -49,11 +51,9 @@ def train_cohort(
         unit="session",
         disable=not progress,
     )
-    if client is not None:
-        from simlab.cluster import train_on_cluster
-
+    if executor is not None:
         try:
-            train_on_cluster(client, run, [pop.id for pop in todo], force=force, on_done=lambda pop_id, n: bar.update(n))
+            executor.train(run, [pop.id for pop in todo], force=force, on_done=lambda pop_id, n: bar.update(n))
         finally:
             bar.close()
         return [pop.id for pop in todo]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from simlab.subjects.specs import ContrastiveSpec, task_layout
+from simlab.specs.subjects import ContrastiveSpec, task_layout
 from simlab.training.augment import augmenter
 
 

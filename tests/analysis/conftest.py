@@ -16,7 +16,7 @@ SMALL_GRID = {"units": [2, "all"], "noise": [0.0, 0.5], "sessions": [2], "identi
 def analyzed_run(tiny_run, tmp_path_factory):
     """The tiny run with generalization, trajectory, robustness and confound results."""
     from simlab.analysis.analyses import run_analysis
-    from simlab.analysis.specs import ANALYSES
+    from simlab.specs.analyses import ANALYSES
     from simlab.rundir import RunDirectory
 
     path = tmp_path_factory.mktemp("analyzed") / tiny_run.name

@@ -14,12 +14,12 @@ from simlab.analysis.common import open_run_recordings
 from simlab.analysis.confound import curve_features, match_nearest, match_on_performance, performance_baseline
 from simlab.analysis.generalization import generalization
 from simlab.analysis.identify import build_features, identify, select_sites
-from simlab.analysis.specs import ANALYSES, IdentifySpec, RobustnessSpec
+from simlab.specs.analyses import ANALYSES, IdentifySpec, RobustnessSpec
 from simlab.analysis.trajectory import select_access, trajectory_access
-from simlab.cli import main
+from simlab.cli.main import main
 from simlab.errors import SimlabError
 from simlab.protocol import parse_protocol
-from simlab.recording.specs import ScheduleSpec
+from simlab.specs.rigs import ScheduleSpec
 from simlab.rundir import RunDirectory
 
 from tests.analysis.conftest import FAST

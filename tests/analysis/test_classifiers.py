@@ -22,7 +22,7 @@ from simlab.analysis.classifiers import (
     parse_classifier,
     random_state,
 )
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 from simlab.protocol import ProtocolError, parse_protocol
 

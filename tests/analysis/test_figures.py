@@ -60,7 +60,7 @@ def test_trajectory_figure_refuses_an_unknown_observable(analyzed_run, tmp_path)
 def test_importance_figure(analyzed_run, tmp_path):
     from simlab.analysis.figures import plot_importance
     from simlab.analysis.importance import importance_for
-    from simlab.analysis.specs import IdentifySpec
+    from simlab.specs.analyses import IdentifySpec
 
     ds = open_run_recordings(RunDirectory(analyzed_run), ["synapse"])
     spec = IdentifySpec(splits=2, classifiers=[{"name": "random_forest", "params": {"n_estimators": 10}}])

@@ -13,7 +13,7 @@ from simlab.analysis.identify import (
     select_sites,
     write_results,
 )
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 
 RULES = ("sgd_backprop", "adam_backprop", "sgd_feedback_alignment", "sgd_information_alignment")
@@ -334,7 +334,7 @@ def test_observable_feature_sets_and_other_classifiers(recording):
 
 
 def test_cli_classifiers_target_features_and_importance(tiny_run, tmp_path, capsys):
-    from simlab.cli import main
+    from simlab.cli.main import main
 
     out = tmp_path / "r.nc"
     argv = ["identify", str(tiny_run / "recordings" / "synapse.nc"), "--classifier",
@@ -361,7 +361,7 @@ def test_cli_classifiers_target_features_and_importance(tiny_run, tmp_path, caps
 def test_run_directory_of_an_older_protocol_dump_still_resumes(tmp_path):
     """A stored protocol without the identify options added since reads back the same."""
     from simlab.protocol import parse_protocol
-    from simlab.run import prepare_run_directory
+    from simlab.pipeline import prepare_run_directory
 
     protocol = parse_protocol(
         "name: t\ncohort: {architecture: mlp, task: mnist1d, learning_rule: sgdm, batch_size: 32}\n"

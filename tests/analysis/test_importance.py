@@ -7,7 +7,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from simlab.analysis.importance import _parse_observable, _RowMixer, feature_importance
-from simlab.analysis.specs import IdentifySpec
+from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 from tests.analysis.test_identify import make_recording
 

@@ -10,7 +10,7 @@ from scipy import stats
 
 from simlab.analysis.identify import write_results
 from simlab.analysis.plan import format_plan, lower_bound, plan_design
-from simlab.cli import main
+from simlab.cli.main import main
 from simlab.errors import SimlabError
 
 UNITS = ["all", "4", "16"]  # deliberately not in size order: the planner orders by units_recorded

@@ -8,7 +8,7 @@ import re
 from html.parser import HTMLParser
 
 from simlab.analysis.analyses import load_result
-from simlab.cli import main
+from simlab.cli.main import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

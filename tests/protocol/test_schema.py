@@ -7,9 +7,9 @@ import pytest
 
 from simlab.errors import SimlabError
 from simlab.protocol import Protocol, ProtocolError, load_protocol, parse_protocol
-from simlab.recording.specs import RIG_TYPES, RigSpec
-from simlab.rules.hyperparameters import Adam, SGDMomentum
-from simlab.subjects.specs import MLPSpec, PRESET_ARCHITECTURES
+from simlab.specs.rigs import RIG_TYPES, RigSpec
+from simlab.specs.rules import Adam, SGDMomentum
+from simlab.specs.subjects import MLPSpec, PRESET_ARCHITECTURES
 
 MINIMAL = """\
 name: tiny

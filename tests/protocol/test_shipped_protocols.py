@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from simlab.protocol import load_protocol, plan_cohort
-from simlab.subjects.specs import input_layout_conflict
+from simlab.specs.subjects import input_layout_conflict
 
 PROTOCOLS = sorted((Path(__file__).parents[2] / "protocols").glob("*.yaml"))
 

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from simlab.recording.noise import add_noise, poisson_rates
 from simlab.recording.observables import activation_observables, observables_for, weight_observables
 from simlab.recording.rigs import Rig
-from simlab.recording.specs import RigSpec
+from simlab.specs.rigs import RigSpec
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import MLPSpec
+from simlab.specs.subjects import MLPSpec
 
 N = 200_000
 XS = (-1.5, 0.0, 0.7, 3.0)

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from simlab.cli import main
+from simlab.cli.main import main
 from simlab.protocol import plan_cohort
 from simlab.recording.contract import DIMS, SCHEMA, open_recording, problems
 from simlab.recording.observables import observables_for, weight_observables

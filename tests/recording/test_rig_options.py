@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from simlab.cli import main
+from simlab.cli.main import main
 from simlab.protocol import plan_cohort
 from simlab.recording.contract import open_recording, problems
 from simlab.recording.observables import (
@@ -32,10 +32,10 @@ from simlab.recording.observables import (
     weight_observables,
 )
 from simlab.recording.rigs import POST, PRE, Rig, sample_units
-from simlab.recording.specs import RigSpec, ScheduleSpec
+from simlab.specs.rigs import RigSpec, ScheduleSpec
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import MLPSpec
+from simlab.specs.subjects import MLPSpec
 
 N_CLASSES = 5
 MLP = Network(MLPSpec(hidden=[12, 12]), N_CLASSES, "backprop")

@@ -21,9 +21,9 @@ import pytest
 
 from simlab.recording.observables import observables_for
 from simlab.recording.rigs import POST, PRE, Rig, sample_units, units_to_record
-from simlab.recording.specs import RigSpec
+from simlab.specs.rigs import RigSpec
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import Conv1DSpec, MLPSpec
+from simlab.specs.subjects import Conv1DSpec, MLPSpec
 
 RTOL, ATOL = 2e-4, 2e-5
 N_SESSIONS = 3

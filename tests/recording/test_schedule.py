@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from simlab.errors import SimlabError
 from simlab.recording.schedule import select_sessions
-from simlab.recording.specs import ScheduleSpec
+from simlab.specs.rigs import ScheduleSpec
 
 TOTAL = 1500
 STEPS = np.round(np.linspace(0, TOTAL, 21)).astype(int)  # 0, 75, 150, ..., 1500

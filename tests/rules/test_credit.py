@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simlab.rules.credit import alignment_primitives, feedback
-from simlab.subjects.ops import conv1d, dense, transpose
+from simlab.ops.feedback import alignment_primitives, feedback
+from simlab.ops.linear import conv1d, dense, transpose
 
 
 def assert_close(actual, expected, rtol=1e-4, atol_scale=1e-5):

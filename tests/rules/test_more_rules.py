@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simlab.rules.hyperparameters import KolenPollack, SignSymmetry, SymmetricAlignment, WeightMirror
+from simlab.specs.rules import KolenPollack, SignSymmetry, SymmetricAlignment, WeightMirror
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import Conv1DSpec, MLPSpec
+from simlab.specs.subjects import Conv1DSpec, MLPSpec
 from simlab.subjects.tasks import TaskData
 from simlab.training.population import cross_entropy, make_trainer, train_population
 
@@ -245,7 +245,7 @@ def test_task_loss_gives_B_no_gradient(case):
 
 
 def test_make_rule_names_and_schema():
-    from simlab.rules.hyperparameters import RULE_HYPERPARAMETERS
+    from simlab.specs.rules import RULE_HYPERPARAMETERS
 
     for name in ("kolen_pollack", "weight_mirror", "symmetric_alignment", "sign_symmetry"):
         assert name in RULE_HYPERPARAMETERS

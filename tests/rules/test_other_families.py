@@ -26,11 +26,11 @@ import pytest
 from simlab.errors import SimlabError
 from simlab.protocol import parse_protocol, plan_cohort
 from simlab.rules.estimates import oja_gradient, perturbation_noise
-from simlab.rules.hyperparameters import DirectFeedbackAlignment, Hebbian, NodePerturbation
+from simlab.specs.rules import DirectFeedbackAlignment, Hebbian, NodePerturbation
 from simlab.rules.rules import make_rule, rule_factors
 from simlab.subjects.architectures import Network
-from simlab.subjects.ops import conv1d
-from simlab.subjects.specs import Conv1DSpec, MLPSpec
+from simlab.ops.linear import conv1d
+from simlab.specs.subjects import Conv1DSpec, MLPSpec
 from simlab.subjects.tasks import TaskData
 from simlab.training.cohort import task_family
 from simlab.training.objectives import CROSS_ENTROPY, objective_loss
@@ -391,7 +391,7 @@ def test_subject_coordinates_of_the_new_families():
 def test_a_defined_rule_is_its_credit_with_another_optimizer():
     """credit kolen_pollack + optimizer adam: KP's credit path and B update, W (and B, which
     follows W's optimizer) moved by Adam; the optimizer alone against numpy's Adam."""
-    from simlab.rules.hyperparameters import defined_rule_model
+    from simlab.specs.rules import defined_rule_model
 
     hyper = defined_rule_model("kolen_pollack")(credit="kolen_pollack", optimizer="adam", learning_rate=0.01,
                                                 weight_decay=0.0)

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simlab.rules.hyperparameters import Adam, FeedbackAlignment, InformationAlignment, SGDMomentum
+from simlab.specs.rules import Adam, FeedbackAlignment, InformationAlignment, SGDMomentum
 from simlab.rules.rules import local_feedback_loss, make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.ops import dense
-from simlab.subjects.specs import MLPSpec
+from simlab.ops.linear import dense
+from simlab.specs.subjects import MLPSpec
 from simlab.training.population import make_trainer
 
 N_TRAIN, LENGTH, N_CLASSES, HIDDEN, BATCH = 16, 5, 3, 4, 6

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import Conv1DSpec, MLPSpec
+from simlab.specs.subjects import Conv1DSpec, MLPSpec
 from rules.test_credit import np_conv  # the hand-written SAME-padded conv reference
 
 MLP = MLPSpec(hidden=[8, 4])

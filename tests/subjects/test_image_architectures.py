@@ -9,10 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from simlab.rules.hyperparameters import SGDMomentum
+from simlab.specs.rules import SGDMomentum
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import PRESET_ARCHITECTURES, AlexNetSpec, KNetSpec, ResNetSpec, TeacherSpec
+from simlab.specs.subjects import PRESET_ARCHITECTURES, AlexNetSpec, KNetSpec, ResNetSpec, TeacherSpec
 from simlab.subjects.tasks import load_task
 from simlab.training.population import train_population
 

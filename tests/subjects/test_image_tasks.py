@@ -11,11 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from simlab.errors import SimlabError
-from simlab.protocol.schema import Protocol
-from simlab.rules.hyperparameters import Adam
+from simlab.specs.protocol import Protocol
+from simlab.specs.rules import Adam
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import CIFAR10Spec, MLPSpec, TeacherSpec, input_layout_conflict
+from simlab.specs.subjects import CIFAR10Spec, MLPSpec, TeacherSpec, input_layout_conflict
 from simlab.subjects import tasks
 from simlab.subjects.tasks import load_task
 from simlab.training.population import train_population

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simlab.subjects.ops import (
+from simlab.ops.linear import (
     conv2d,
     conv2d_patches,
     conv2d_xla,

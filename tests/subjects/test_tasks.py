@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simlab.subjects import tasks
-from simlab.subjects.specs import DigitsSpec, MNIST1DSpec
+from simlab.specs.subjects import DigitsSpec, MNIST1DSpec
 from simlab.subjects.tasks import TaskData, load_task, stimulus_set
 
 SMALL_MNIST1D = MNIST1DSpec(num_samples=300, data_seed=3)

@@ -18,10 +18,10 @@ from sklearn.linear_model import Ridge
 
 from simlab.protocol import ProtocolError, parse_protocol
 from simlab.recording.contract import open_recording, problems
-from simlab.rules.hyperparameters import RULE_HYPERPARAMETERS
+from simlab.specs.rules import RULE_HYPERPARAMETERS
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network, ProjectionHead
-from simlab.subjects.specs import (
+from simlab.specs.subjects import (
     PRESET_TASKS,
     CIFAR10Spec,
     Conv1DSpec,
@@ -379,7 +379,7 @@ analyses:
 
 
 def test_a_mixed_protocol_runs_end_to_end(tmp_path, capsys):
-    from simlab.cli import main
+    from simlab.cli.main import main
 
     path = tmp_path / "mixed.yaml"
     path.write_text(MIXED)

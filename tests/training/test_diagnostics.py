@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from simlab.rules.hyperparameters import FeedbackAlignment, KolenPollack
+from simlab.specs.rules import FeedbackAlignment, KolenPollack
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import MLPSpec
+from simlab.specs.subjects import MLPSpec
 from simlab.subjects.tasks import TaskData
 from simlab.training.diagnostics import alignment_angles, alignment_fn, angle
 from simlab.training.population import train_population

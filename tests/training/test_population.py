@@ -14,10 +14,10 @@ import numpy as np
 import optax
 import pytest
 
-from simlab.rules.hyperparameters import InformationAlignment, SGDMomentum
+from simlab.specs.rules import InformationAlignment, SGDMomentum
 from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
-from simlab.subjects.specs import MLPSpec
+from simlab.specs.subjects import MLPSpec
 from simlab.subjects.tasks import TaskData
 from simlab.training.population import make_trainer, session_slots, train_population
 

@@ -129,7 +129,7 @@ RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
 }
 
 
-# Image conv nets (KNet, AlexNet, ResNets: no batch norm, see simlab.subjects.specs) diverge
+# Image conv nets (KNet, AlexNet, ResNets: no batch norm, see simlab.specs.subjects) diverge
 # or collapse to one class at the 1-D defaults of SGD-based rules. Measured on teacher_image,
 # 600 steps, batch 32, final test accuracy (chance 0.10): sgdm at 0.005 / 0.02 / 0.05: knet
 # 0.30 / 0.16 / 0.12, alexnet_lrn 0.36 / 0.28 / 0.18, resnet18v2 0.42 / 0.41 / -; feedback

@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from simlab.subjects.ops import LinearOp, transpose
+from simlab.ops.linear import LinearOp, transpose
 
 
 @functools.lru_cache(maxsize=None)

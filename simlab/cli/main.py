@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from simlab import __version__
-from simlab.analysis.commands import ANALYSIS_COMMANDS, add_analysis_commands
+from simlab._version import __version__
+from simlab.cli import options
+from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands
 from simlab.errors import SimlabError
 
 EPILOG = """examples:
@@ -27,39 +28,10 @@ EPILOG = """examples:
 """
 
 
-def _units(text: str):
-    """``all``, a count (``300``) or a fraction (``0.25``)."""
-    if text == "all":
-        return "all"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'all', a count or a fraction, got {text!r}") from None
 
 
-def _classifier_option(text: str):
-    """``NAME`` or ``NAME:KEY=VALUE,...`` (values read as YAML: numbers, booleans, null)."""
-    import yaml
-
-    name, _, settings = text.partition(":")
-    if not settings:
-        return name
-    params = {}
-    for item in settings.split(","):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise SimlabError(f"--classifier {text!r}: expected NAME:KEY=VALUE,...; got {item!r}")
-        params[key.strip()] = yaml.safe_load(value)
-    return {"name": name, "params": params}
 
 
-def _message(error: dict) -> str:
-    """pydantic's message without its 'Value error, ' prefix."""
-    return error["msg"].removeprefix("Value error, ")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by 'simlab run'")
     record.add_argument("--rig", required=True, help="rig name in the protocol, a rig type, or a rig YAML file")
     units = record.add_argument_group("units")
-    units.add_argument("--units", type=_units, help="units per site: 'all', a count, or a fraction in (0, 1]")
+    units.add_argument("--units", type=options.units, help="units per site: 'all', a count, or a fraction in (0, 1]")
     units.add_argument("--sampling", choices=["chronic", "acute"], help="same units every session (chronic) or new ones (acute)")
     noise = record.add_argument_group("measurement noise")
     noise.add_argument("--noise-model", choices=["gaussian", "gain", "lognormal", "poisson"], help="noise model (default gaussian)")
@@ -109,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = record.add_argument_group("schedule (which of the run's sessions)")
     schedule.add_argument("--sessions", type=int, help="record this many sessions")
     schedule.add_argument("--spacing", choices=["linear", "log"], help="spacing of --sessions in training steps")
-    schedule.add_argument("--window", type=_window, metavar="START:END", help="only sessions in this fraction of training")
+    schedule.add_argument("--window", type=options.window, metavar="START:END", help="only sessions in this fraction of training")
     schedule.add_argument("--every", type=int, metavar="K", help="every k-th session")
     stimuli = record.add_argument_group("stimuli (electrophysiology and paired rigs)")
     stimuli.add_argument("--stimuli", choices=["heldout", "noise"], help="the rig's own stimulus set instead of the run's")
@@ -174,7 +146,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from simlab.run import run_protocol
+    from simlab.pipeline import run_protocol
 
     run_protocol(
         args.protocol, args.out, force=args.force, progress=not args.quiet, cluster=args.cluster, scheduler=args.scheduler
@@ -182,13 +154,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _window(text: str) -> tuple[float, float]:
-    """``START:END`` fractions of training, e.g. ``0:0.2``."""
-    try:
-        start, end = (float(part) for part in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:END fractions of training such as 0:0.2, got {text!r}") from None
-    return start, end
 
 
 RECORD_FLAGS = {  # flag destination -> where it goes in the rig settings
@@ -241,20 +206,20 @@ def cmd_record(args) -> int:
 
 def cmd_identify(args) -> int:
     from simlab.analysis.identify import format_table, write_results
-    from simlab.analysis.specs import IdentifySpec
+    from simlab.specs.analyses import IdentifySpec
     from simlab.fileio import refuse_overwrite, write_text_atomic
-    from simlab.run import identify_recordings
+    from simlab.pipeline import identify_recordings
 
     settings = {"splits": args.splits, "target": args.target, "group_by": args.group_by,
                 "preset": args.preset, "features": args.features, "importance": args.importance,
                 "seed": args.seed,
-                "classifiers": [_classifier_option(c) for c in args.classifier] if args.classifier else None}
+                "classifiers": [options.classifier_option(c) for c in args.classifier] if args.classifier else None}
     try:
         spec = IdentifySpec(**{k: v for k, v in settings.items() if v is not None})
     except ValueError as exc:
-        options = {"classifiers": "classifier", "group_by": "group-by"}
+        flags = {"classifiers": "classifier", "group_by": "group-by"}
         raise SimlabError("; ".join(
-            f"--{options.get(e['loc'][0], e['loc'][0])}: {_message(e)}" for e in exc.errors()
+            f"--{flags.get(e['loc'][0], e['loc'][0])}: {options.message(e)}" for e in exc.errors()
         )) from None
     first = args.recordings[0]
     out = args.out or first.with_name(f"{first.stem}.identify.nc")
@@ -270,7 +235,7 @@ def cmd_identify(args) -> int:
     print(f"wrote {out}")
     if spec.importance:
         from simlab.analysis.importance import format_importance
-        from simlab.run import importance_recordings
+        from simlab.pipeline import importance_recordings
 
         importance = importance_recordings(args.recordings, spec, progress=not args.quiet)
         write_results(importance, importance_out, force=args.force)

@@ -7,7 +7,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from simlab.errors import SimlabError
-from simlab.recording.specs import RigSpec, ScheduleSpec
+from simlab.specs.classifiers import classifier_label, parse_classifier
+from simlab.specs.rigs import RigSpec, ScheduleSpec
 
 CLASSIFIERS = ("random_forest", "linear_svm")
 
@@ -40,8 +41,6 @@ class IdentifySpec(BaseModel):
     @classmethod
     def _known_classifiers(cls, entries: list[Any]) -> list[Any]:
         """Refuse unknown classifiers and parameters at validation, naming the entry."""
-        from simlab.analysis.classifiers import classifier_label, parse_classifier
-
         labels = []
         for entry in entries:
             try:

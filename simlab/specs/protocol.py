@@ -35,11 +35,11 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from simlab.analysis.specs import ANALYSES, IdentifySpec
+from simlab.specs.analyses import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
-from simlab.recording.specs import RIG_TYPES, RigSpec
-from simlab.rules.hyperparameters import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, default_hyperparameters, defined_rule_model
-from simlab.subjects.specs import (
+from simlab.specs.rigs import RIG_TYPES, RigSpec
+from simlab.specs.rules import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, default_hyperparameters, defined_rule_model
+from simlab.specs.subjects import (
     PRESET_ARCHITECTURES,
     PRESET_TASKS,
     ArchitectureSpec,
@@ -370,7 +370,7 @@ class Protocol(_Section):
     def rule_hyperparameters(self, name: str, architecture: str | None = None) -> BaseModel:
         """A defined rule's settings; for a built-in rule the override from ``training.rules``,
         else the rule's defaults for ``architecture`` (image nets have smaller learning rates:
-        :func:`simlab.rules.hyperparameters.default_hyperparameters`)."""
+        :func:`simlab.specs.rules.default_hyperparameters`)."""
         if name in self.learning_rules:
             return self.learning_rules[name]
         if name not in RULE_HYPERPARAMETERS:

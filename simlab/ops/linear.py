@@ -2,7 +2,7 @@
 
 A layer's forward map is ``op(x, W) + b`` with ``op`` linear in both arguments (a matrix
 product or a convolution). Learning rules with a separate feedback pathway need the same
-``op`` with a feedback kernel B in the backward pass (:mod:`simlab.rules.credit`), so ops are
+``op`` with a feedback kernel B in the backward pass (:mod:`simlab.ops.feedback`), so ops are
 plain functions that both the layer and the rules can call.
 """
 

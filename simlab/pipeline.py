@@ -14,7 +14,7 @@ import numpy as np
 
 from simlab.analysis.analyses import run_analysis
 from simlab.analysis.identify import identify, write_results
-from simlab.cluster import connect, parse_cluster
+from simlab.cluster import DaskExecutor, connect, parse_cluster
 from simlab.errors import SimlabError
 from simlab.fileio import write_text_atomic
 from simlab.protocol import Protocol, describe, load_protocol, plan_cohort
@@ -130,7 +130,8 @@ def run_protocol(
 
     enable_compilation_cache()
     with connect(cluster, scheduler) as client:
-        trained = train_cohort(run, protocol, plan, force=force, progress=progress, client=client)
+        executor = DaskExecutor(client) if client is not None else None
+        trained = train_cohort(run, protocol, plan, force=force, progress=progress, executor=executor)
     if trained or force or not run.subjects_file.exists():
         write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
     echo(training_summary(run))

@@ -13,30 +13,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from simlab.cli import options
 from simlab.errors import SimlabError
 
 __all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands"]
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction of training in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction of training in (0, 1], got {text!r}")
-    return value
 
 
-def _units_setting(text: str):
-    if text == "all":
-        return "all"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f"expected 'all', a count or a fraction, got {text!r}")
 
 
 def _run_dir(parser: argparse.ArgumentParser) -> None:
@@ -83,8 +67,8 @@ def add_analysis_commands(commands) -> None:
         "patterns. Writes RUN_DIR/analyses/trajectory.nc and .txt.",
     )
     _run_dir(traj)
-    traj.add_argument("--first", type=_fraction, action="append", metavar="F", help="only the first fraction F of training")
-    traj.add_argument("--last", type=_fraction, action="append", metavar="F", help="only the last fraction F of training")
+    traj.add_argument("--first", type=options.fraction, action="append", metavar="F", help="only the first fraction F of training")
+    traj.add_argument("--last", type=options.fraction, action="append", metavar="F", help="only the last fraction F of training")
     traj.add_argument("--every", type=int, action="append", metavar="K", help="every K-th session")
     traj.add_argument("--sessions", type=int, action="append", metavar="N", help="N sessions evenly spaced in training")
     _common(traj)
@@ -100,7 +84,7 @@ def add_analysis_commands(commands) -> None:
     _run_dir(rob)
     rob.add_argument("--rig", action="append", dest="grid_rigs", metavar="RIG",
                      help="repeatable; a rig of the protocol or a rig type (default synapse and electrophysiology)")
-    rob.add_argument("--units", nargs="+", type=_units_setting, help="unit settings: counts, fractions or all")
+    rob.add_argument("--units", nargs="+", type=options.units, help="unit settings: counts, fractions or all")
     rob.add_argument("--noise", nargs="+", type=float, help="noise levels (sd of the rig's noise model)")
     rob.add_argument("--sessions", nargs="*", type=int, help="session counts to sweep (none: no sweep)")
     rob.add_argument("--rig-seed", type=int, help="one seed for every rig (default: each rig's own)")
@@ -161,7 +145,7 @@ def add_analysis_commands(commands) -> None:
 
 def _spec(run, name: str, overrides: dict, identify_overrides: dict, flags: dict) -> BaseModel:
     """The protocol's spec of analysis ``name`` (or its defaults) with flag overrides applied."""
-    from simlab.analysis.specs import ANALYSES
+    from simlab.specs.analyses import ANALYSES
 
     base = run.protocol().analyses.get(name)
     data = base.model_dump() if base is not None else {}
@@ -181,11 +165,9 @@ def _spec(run, name: str, overrides: dict, identify_overrides: dict, flags: dict
 
 
 def _identify_overrides(args) -> dict:
-    from simlab.cli import _classifier_option
-
     return {
         "splits": args.splits, "preset": args.preset, "target": args.target, "seed": args.seed,
-        "classifiers": [_classifier_option(c) for c in args.classifier] if args.classifier else None,
+        "classifiers": [options.classifier_option(c) for c in args.classifier] if args.classifier else None,
     }
 
 

@@ -1,0 +1,61 @@
+"""Argument types of the ``simlab`` command's flags: each turns one flag's text into a value."""
+
+from __future__ import annotations
+
+import argparse
+
+from simlab.errors import SimlabError
+
+
+def units(text: str):
+    """``all``, a count (``300``) or a fraction (``0.25``)."""
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all', a count or a fraction, got {text!r}") from None
+
+
+def classifier_option(text: str):
+    """``NAME`` or ``NAME:KEY=VALUE,...`` (values read as YAML: numbers, booleans, null)."""
+    import yaml
+
+    name, _, settings = text.partition(":")
+    if not settings:
+        return name
+    params = {}
+    for item in settings.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SimlabError(f"--classifier {text!r}: expected NAME:KEY=VALUE,...; got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    return {"name": name, "params": params}
+
+
+def window(text: str) -> tuple[float, float]:
+    """``START:END`` fractions of training, e.g. ``0:0.2``."""
+    try:
+        start, end = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END fractions of training such as 0:0.2, got {text!r}") from None
+    return start, end
+
+
+def message(error: dict) -> str:
+    """pydantic's message without its 'Value error, ' prefix."""
+    return error["msg"].removeprefix("Value error, ")
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction of training in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction of training in (0, 1], got {text!r}")
+    return value

@@ -1,0 +1,131 @@
+"""Classifiers as a protocol or the command line names them, checked before anything is fitted.
+
+A classifier entry is a registered name (``linear_svm``, ``random_forest``, ``conv1d``: see
+:mod:`simlab.analysis.classifiers`), an sklearn alias (``logistic_regression``, ``knn``, ...)
+or an import path (``sklearn.ensemble.ExtraTreesClassifier``), or a mapping ``{name, params,
+grid, label}``. A registered classifier's entry in :data:`simlab.registry.CLASSIFIERS` has
+``estimator`` (the class whose parameters an entry may set) and ``extra_params`` (settings of
+its pipeline that are not the estimator's, such as the linear SVM's ``pca``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from simlab.errors import SimlabError
+from simlab.registry import CLASSIFIERS
+
+__all__ = ["SKLEARN_ALIASES", "ClassifierChoice", "classifier_label", "estimator_class", "parse_classifier"]
+
+SKLEARN_ALIASES = {
+    "logistic_regression": "sklearn.linear_model.LogisticRegression",
+    "knn": "sklearn.neighbors.KNeighborsClassifier",
+    "extra_trees": "sklearn.ensemble.ExtraTreesClassifier",
+    "gradient_boosting": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "rbf_svm": "sklearn.svm.SVC",
+    "lda": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis",
+    "naive_bayes": "sklearn.naive_bayes.GaussianNB",
+    "mlp": "sklearn.neural_network.MLPClassifier",
+}
+
+@dataclass(frozen=True)
+class ClassifierChoice:
+    """A classifier as named in a protocol or on the command line."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    grid: Mapping[str, list] | None = None  # None: the preset's grid (built-ins) or none
+    label: str = ""  # the name results use; defaults to ``name``
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+def _import_class(path: str):
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise SimlabError(
+            f"unknown classifier {path!r}; expected one of {', '.join(CLASSIFIERS)}, an alias "
+            f"({', '.join(SKLEARN_ALIASES)}) or an import path such as "
+            "sklearn.ensemble.ExtraTreesClassifier"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SimlabError(f"classifier {path!r}: cannot import module {module_name!r} ({exc})") from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise SimlabError(f"classifier {path!r}: module {module_name!r} has no {attr!r}")
+    if not (isinstance(cls, type) and hasattr(cls, "fit") and hasattr(cls, "predict")):
+        raise SimlabError(f"classifier {path!r} is not an estimator class with fit and predict")
+    return cls
+
+
+def estimator_class(name: str):
+    """The class behind a classifier name: a registered classifier's estimator (the final
+    step of its pipeline), an alias's sklearn class, or the class at an import path."""
+    if name in CLASSIFIERS:
+        return CLASSIFIERS[name].estimator
+    return _import_class(SKLEARN_ALIASES.get(name, name))
+
+
+def parse_classifier(entry) -> ClassifierChoice:
+    """A classifier from a protocol entry: a name, or ``{name, params, grid, label}``.
+
+    Unknown names, unimportable paths and parameters the estimator does not take are refused
+    here, with a message that names them, before anything is fitted.
+    """
+    if isinstance(entry, ClassifierChoice):
+        return entry
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, Mapping):
+        raise SimlabError(f"a classifier is a name or a mapping with 'name'; got {entry!r}")
+    unknown = set(entry) - {"name", "params", "grid", "label"}
+    if unknown:
+        raise SimlabError(
+            f"classifier entry has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+            "expected name, params, grid, label"
+        )
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise SimlabError(f"classifier entry needs a 'name'; got {dict(entry)!r}")
+    params = dict(entry.get("params") or {})
+    grid = entry.get("grid")
+    if grid is not None:
+        if not isinstance(grid, Mapping) or not all(
+            isinstance(v, (list, tuple)) and len(v) > 0 for v in grid.values()
+        ):
+            raise SimlabError(f"classifier {name!r}: grid must map parameter names to non-empty lists")
+        grid = {str(k): list(v) for k, v in grid.items()}
+    cls = estimator_class(name)
+    try:
+        accepted = set(cls().get_params(deep=False))
+    except Exception as exc:  # noqa: BLE001 - any failure means it is not a usable estimator
+        raise SimlabError(f"classifier {name!r} cannot be built without arguments ({exc})") from None
+    accepted |= set(getattr(CLASSIFIERS.get(name), "extra_params", ()))
+    for what, names in (("params", params), ("grid", grid or {})):
+        bad = sorted(set(names) - accepted)
+        if bad:
+            raise SimlabError(
+                f"classifier {name!r}: {what} {', '.join(bad)} not accepted; "
+                f"its parameters are: {', '.join(sorted(accepted))}"
+            )
+    label = entry.get("label") or ""
+    if label and not isinstance(label, str):
+        raise SimlabError(f"classifier {name!r}: label must be text; got {label!r}")
+    return ClassifierChoice(name=name, params=params, grid=grid, label=label)
+
+
+def classifier_label(entry) -> str:
+    """The name a classifier has in results: its label, or its name plus any params."""
+    choice = parse_classifier(entry)
+    if choice.label:
+        return choice.label
+    if not choice.params:
+        return choice.name
+    settings = ",".join(f"{k}={v}" for k, v in sorted(choice.params.items()))
+    return f"{choice.name}({settings})"
