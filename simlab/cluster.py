@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from simlab.errors import SimlabError
+from simlab.errors import SimlabError, parameter
 
 CONNECT_TIMEOUT_S = 10
 LOCAL_CLUSTER = re.compile(r"local:(?P<workers>\d+)(?::(?P<threads>\d+))?")
@@ -48,8 +48,9 @@ def parse_cluster(text: str) -> LocalClusterSpec:
     match = LOCAL_CLUSTER.fullmatch(text.strip())
     if match is None or int(match["workers"]) < 1 or (match["threads"] is not None and int(match["threads"]) < 1):
         raise SimlabError(
-            f"--cluster {text!r}: expected local:N (N worker processes) or local:N:T (T CPUs per worker), "
-            "with N and T positive integers; for a cluster that is already running, use --scheduler ADDRESS"
+            f"{parameter('cluster', text)}: expected local:N (N worker processes) or local:N:T (T CPUs per "
+            f"worker), with N and T positive integers; for a cluster that is already running, give "
+            f"{parameter('scheduler')} (its address)"
         )
     threads = int(match["threads"]) if match["threads"] is not None else None
     return LocalClusterSpec(int(match["workers"]), threads)
@@ -63,9 +64,11 @@ def available_cpus() -> list[int]:
 
 @contextlib.contextmanager
 def connect(cluster: str | None = None, scheduler: str | None = None, timeout: float = CONNECT_TIMEOUT_S) -> Iterator:
-    """A Dask ``Client`` for ``--cluster`` or ``--scheduler`` (None when neither is given)."""
+    """A Dask ``Client`` for ``cluster`` or ``scheduler`` (None when neither is given)."""
     if cluster and scheduler:
-        raise SimlabError("--cluster and --scheduler exclude each other: start a local cluster or use a running one")
+        raise SimlabError(
+            f"{parameter('cluster')} and {parameter('scheduler')} exclude each other: start a local cluster or use a running one"
+        )
     if not cluster and not scheduler:
         yield None
         return
@@ -99,7 +102,7 @@ def connect(cluster: str | None = None, scheduler: str | None = None, timeout: f
             try:
                 client = stack.enter_context(Client(scheduler, timeout=timeout))
             except (OSError, TimeoutError, ValueError) as error:
-                raise SimlabError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({error})") from None
+                raise SimlabError(f"{parameter('scheduler', scheduler)}: cannot reach a Dask scheduler there ({error})") from None
         yield client
 
 
@@ -151,7 +154,7 @@ def train_task(run_path: str, population_id: str, force: bool) -> tuple[str, int
 
     enable_compilation_cache()
     run = RunDirectory(run_path)
-    protocol = run.protocol()
+    protocol = run.protocol
     (pop,) = [pop for pop in plan_cohort(protocol).populations if pop.id == population_id]
     message = train_and_write(run, protocol, pop, force=force)
     release_compiled_programs()  # a worker trains many populations, of any architecture, in turn

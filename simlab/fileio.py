@@ -7,13 +7,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from simlab.errors import SimlabError
+from simlab.errors import SimlabError, parameter
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
-    """Existing results are never overwritten unless the user passed ``--force``."""
+    """Existing results are never overwritten unless the user asks (``force``)."""
     if Path(path).exists() and not force:
-        raise SimlabError(f"{path} already exists; pass --force to overwrite it")
+        raise SimlabError(f"{path} already exists; pass {parameter('force', True)} to overwrite it")
 
 
 @contextlib.contextmanager

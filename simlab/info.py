@@ -20,25 +20,32 @@ def describe_path(path: Path) -> str:
         dataset = xr.open_dataset(path).load()
     except Exception:  # any unreadable file is the user's to fix, not a crash
         raise SimlabError(f"{path}: not a NetCDF file simlab can read") from None
+    return describe_dataset(dataset, str(path))
+
+
+def describe_dataset(dataset: xr.Dataset, label: str = "") -> str:
+    """The summary of anything simlab writes (a recording, a subject table, an analysis result),
+    headed by ``label`` (its file); a SimlabError for other datasets."""
+    where = f"{label}: " if label else ""
     schema = str(dataset.attrs.get("schema", ""))
     if schema.startswith("simlab.recording"):
-        return describe_recording(path, dataset)
+        return describe_recording(label or "recording", dataset)
     from simlab.analysis.analyses import format_result
 
     table = format_result(dataset)
     if table is not None:
-        return f"{path}: {dataset.attrs.get('title', 'analysis results')}\n" + table
+        return f"{where}{dataset.attrs.get('title', 'analysis results')}\n" + table
     if "accuracy_mean" in dataset:
         from simlab.analysis.identify import format_table
 
-        return f"{path}: identification results\n" + format_table(dataset)
+        return f"{where}identification results\n" + format_table(dataset)
     if schema.startswith("simlab.importance"):
         from simlab.analysis.importance import format_importance
 
-        return f"{path}: feature importance\n" + format_importance(dataset)
+        return f"{where}feature importance\n" + format_importance(dataset)
     if "test_accuracy" in dataset:
-        return f"{path}: subject table\n" + describe_subjects(dataset)
-    raise SimlabError(f"{path}: a NetCDF file, but not a recording, subject table or analysis result of simlab")
+        return f"{where}subject table\n" + describe_subjects(dataset)
+    raise SimlabError(f"{label or 'dataset'}: not a recording, subject table or analysis result of simlab")
 
 
 def describe_recording(path: Path, ds: xr.Dataset) -> str:
@@ -145,7 +152,7 @@ def describe_run(path: Path) -> str:
     from simlab.pipeline import training_summary
 
     run = RunDirectory.existing(path)
-    protocol = run.protocol()
+    protocol = run.protocol
     plan = plan_cohort(protocol)
     trained = sum(run.shard(pop.id).exists() for pop in plan.populations)
     lines = [
@@ -156,9 +163,9 @@ def describe_run(path: Path) -> str:
     ]
     if run.subjects_file.exists():
         lines.append(training_summary(run))
-    recordings = sorted((run.path / "recordings").glob("*.nc"))
+    recordings = list(run.recording_files().values())
     lines.append("  recordings: " + (", ".join(p.name for p in recordings) if recordings else "none"))
-    analyses = sorted((run.path / "analyses").glob("*.txt"))
+    analyses = list(run.analysis_files("txt").values())
     for analysis in analyses:
         lines.append(f"  analysis {analysis.stem}:")
         lines.extend("    " + line for line in analysis.read_text().splitlines())

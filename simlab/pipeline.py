@@ -15,7 +15,7 @@ import numpy as np
 from simlab.analysis.analyses import run_analysis
 from simlab.analysis.identify import identify, write_results
 from simlab.cluster import DaskExecutor, connect, parse_cluster
-from simlab.errors import SimlabError
+from simlab.errors import SimlabError, parameter
 from simlab.fileio import write_text_atomic
 from simlab.protocol import Protocol, describe, load_protocol, plan_cohort
 from simlab.recording.contract import combine_recordings, open_recording, write_recording
@@ -32,7 +32,7 @@ def _same_protocol(run: RunDirectory, text: str) -> bool:
     if run.protocol_text() == text:
         return True
     try:
-        return run.protocol().to_yaml() == text
+        return run.protocol.to_yaml() == text
     except SimlabError:  # not readable by this simlab: another protocol
         return False
 
@@ -43,7 +43,8 @@ def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> 
     text = protocol.to_yaml()
     if run.protocol_file.exists() and not force and not _same_protocol(run, text):
         raise SimlabError(
-            f"{run.path} holds a run of another protocol; choose another --out, or pass --force to replace it"
+            f"{run.path} holds a run of another protocol; choose another {parameter('out')}, or pass "
+            f"{parameter('force', True)} to replace it"
         )
     if not run.protocol_file.exists() or run.protocol_text() != text:
         write_text_atomic(run.protocol_file, text, force=True)
@@ -109,7 +110,7 @@ def write_importance(run, name, spec, recordings, force, progress, echo):
 
 
 def run_protocol(
-    path: str | Path,
+    path: str | Path | Protocol,
     out: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
@@ -117,15 +118,18 @@ def run_protocol(
     cluster: str | None = None,
     scheduler: str | None = None,
 ) -> RunDirectory:
-    """``cluster`` (``local:N``) or ``scheduler`` (a Dask scheduler's address): train the
-    populations as tasks on a Dask cluster (:mod:`simlab.cluster`); the results are the same."""
-    protocol = load_protocol(path)  # refuses an invalid protocol before anything is trained
+    """``path``: a protocol file, or a validated protocol. ``cluster`` (``local:N``) or
+    ``scheduler`` (a Dask scheduler's address): train the populations as tasks on a Dask
+    cluster (:mod:`simlab.cluster`); the results are the same."""
+    # refuses an invalid protocol before anything is trained
+    protocol = path if isinstance(path, Protocol) else load_protocol(path)
+    source = f"protocol {protocol.name}" if isinstance(path, Protocol) else path
     if cluster:
         parse_cluster(cluster)  # a bad value fails before anything is written
     plan = plan_cohort(protocol)
     echo(describe(protocol, plan))
     run = prepare_run_directory(protocol, Path(out) if out is not None else None, force)
-    run.log(f"run: {path} -> {run.path} ({len(plan)} subjects)")
+    run.log(f"run: {source} -> {run.path} ({len(plan)} subjects)")
     write_stimuli(run, protocol, force)
 
     enable_compilation_cache()

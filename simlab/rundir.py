@@ -1,17 +1,24 @@
 """The run directory: one per protocol run, laid out along the flow of data.
 
-    protocol.yaml            the protocol as run (defaults filled in)
-    stimuli.npz              the stimulus set of each task (inputs and labels)
+    protocol.yaml                the protocol as run (defaults filled in)
+    stimuli.npz                  the stimulus set of each task (inputs and labels)
+    stimuli/<task>-<source>-n<size>-seed<seed>.npz   a rig's own stimulus set
     snapshots/<population>.npz   parameters and feedback kernels at every session
-    subjects.nc              the subject table: factors, training curves, accuracy, status
-    recordings/<rig>.nc      one recording per rig (the NetCDF data contract)
-    analyses/<name>.nc/.txt  analysis results and their printed tables
-    log.txt                  what was done, when
+    subjects.nc                  the subject table: factors, training curves, accuracy, status
+    recordings/<name>.nc         one recording per rig (the NetCDF data contract)
+    recordings/robustness/       the re-recordings of the robustness grid
+    analyses/<name>.nc, .txt     analysis results and their printed tables
+    figures/<name>.png, .svg, .pdf   figures of the analyses
+    report.html                  every figure and table on one page
+    log.txt                      what was done, when
+
+:class:`RunDirectory` is the one place that knows these paths; every stage asks it.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +30,15 @@ from simlab.protocol import Protocol, parse_protocol
 PROTOCOL_FILE = "protocol.yaml"
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed(text: str, source: str) -> Protocol:
+    """A protocol text is validated once per process, however many stages read it."""
+    return parse_protocol(text, source=source)
+
+
 class RunDirectory:
+    """The files of one run, by what they hold (see the module docstring for the layout)."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
@@ -54,16 +69,58 @@ class RunDirectory:
         return self.path / "log.txt"
 
     def shard(self, population: str) -> Path:
-        return self.path / "snapshots" / f"{population}.npz"
+        return self.snapshots_dir / f"{population}.npz"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.path / "snapshots"
+
+    def shard_files(self) -> dict[str, Path]:
+        """population id -> its snapshot shard, for the populations trained so far."""
+        return {path.stem: path for path in sorted(self.snapshots_dir.glob("*.npz"))}
+
+    def rig_stimuli(self, task: str, source: str, size: int, seed: int) -> Path:
+        """Where a rig's own stimulus set for ``task`` is kept (generated once per run)."""
+        return self.path / "stimuli" / f"{task}-{source}-n{size}-seed{seed}.npz"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.path / "recordings"
 
     def recording(self, name: str) -> Path:
-        return self.path / "recordings" / f"{name}.nc"
+        return self.recordings_dir / f"{name}.nc"
+
+    def recording_files(self) -> dict[str, Path]:
+        """name -> file of every recording in ``recordings/`` (the rigs' and ``simlab record``'s)."""
+        return {path.stem: path for path in sorted(self.recordings_dir.glob("*.nc"))}
+
+    def robustness_recording(self, name: str) -> Path:
+        """A re-recording of the robustness grid (a cache: the grid reuses what it has)."""
+        return self.recordings_dir / "robustness" / f"{name}.nc"
+
+    @property
+    def analyses_dir(self) -> Path:
+        return self.path / "analyses"
 
     def analysis(self, name: str, suffix: str) -> Path:
-        return self.path / "analyses" / f"{name}.{suffix}"
+        return self.analyses_dir / f"{name}.{suffix}"
 
+    def analysis_files(self, suffix: str = "nc") -> dict[str, Path]:
+        """name -> file of every analysis result (``suffix`` "txt": their printed tables)."""
+        return {path.stem: path for path in sorted(self.analyses_dir.glob(f"*.{suffix}"))}
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    @property
     def protocol(self) -> Protocol:
-        return parse_protocol(self.protocol_file.read_text(), source=str(self.protocol_file))
+        """The protocol as run (parsed once per process for a given text)."""
+        return _parsed(self.protocol_text(), str(self.protocol_file))
 
     def protocol_text(self) -> str:
         return self.protocol_file.read_text()

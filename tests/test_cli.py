@@ -256,8 +256,10 @@ def test_identify_prints_a_table_and_writes_results(tiny_run_copy, capsys):
         assert word in out, word
     assert "identify learning_rule: 2 classes" in out
 
-    results_path = tiny_run_copy / "recordings" / "synapse.identify.nc"  # next to the first file
+    # under the run's analyses/, never beside the recordings (where globs would take it for one)
+    results_path = tiny_run_copy / "analyses" / "identify-synapse+electrophysiology+paired.nc"
     assert f"wrote {results_path}" in out
+    assert sorted(p.name for p in (tiny_run_copy / "recordings").iterdir()) == sorted(f"{rig}.nc" for rig in RIGS)
     results = xr.open_dataset(results_path).load()
     assert results.attrs["chance"] == 0.5
     assert results["accuracy"].sizes == {"classifier": 2, "feature_set": 4, "split": 2}
@@ -268,6 +270,25 @@ def test_identify_prints_a_table_and_writes_results(tiny_run_copy, capsys):
     assert exit_code(argv) == 2
     err = capsys.readouterr().err
     assert str(results_path) in err and "--force" in err
+
+
+def test_identify_a_run_directory_uses_its_rigs_and_writes_its_identify_result(tiny_run_copy, capsys):
+    (tiny_run_copy / "analyses" / "identify.nc").unlink()
+    assert exit_code(["identify", tiny_run_copy, "--splits", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    results = xr.open_dataset(tiny_run_copy / "analyses" / "identify.nc").load()
+    assert results["accuracy"].sizes["split"] == 2  # the flag over the protocol's settings
+    assert {"weight", "activation", "activity_change", "all"} <= set(results["feature_set"].values)
+    assert f"wrote {tiny_run_copy / 'analyses' / 'identify.nc'}" in out
+
+
+def test_identify_outside_a_run_writes_beside_the_file(tiny_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "synapse.nc"
+    shutil.copy(tiny_run / "recordings" / "synapse.nc", copy)
+    assert exit_code(["identify", copy, "--splits", "2", "--quiet"]) == 0
+    assert (tmp_path / "synapse.identify.nc").is_file() and (tmp_path / "synapse.identify.txt").is_file()
 
 
 def test_identify_with_two_subjects_per_rule_gives_a_result_or_a_clear_error(tiny_run, tmp_path, capsys):

@@ -16,7 +16,7 @@ def open_run_recordings(run: RunDirectory, rigs: Sequence[str] | None = None) ->
     """The recordings of the protocol's rigs (``rigs``: some of them), combined along observable."""
     from simlab.recording.contract import combine_recordings, open_recording
 
-    protocol_rigs = list(run.protocol().rigs)
+    protocol_rigs = list(run.protocol.rigs)
     names = protocol_rigs if rigs is None else list(rigs)
     recordings = []
     for name in names:

@@ -364,9 +364,9 @@ def draw_run_figures(run, observables: Sequence[str] | None = None) -> list[Figu
     from simlab.analysis.analyses import load_result
     from simlab.analysis.common import open_run_recordings
 
-    out = run.path / "figures"
+    out = run.figures_dir
     figures = [plot_trajectories(open_run_recordings(run), out / "trajectories", observables)]
-    for path in sorted((run.path / "analyses").glob("*.nc")):
+    for path in run.analysis_files().values():
         result = load_result(path)
         schema = str(result.attrs.get("schema", ""))
         stem = out / path.stem.replace(".", "-")

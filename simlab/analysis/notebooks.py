@@ -65,7 +65,7 @@ def analysis_spec(run: RunDirectory, name: str):
     """
     from simlab.specs.analyses import ANALYSES, IdentifySpec
 
-    analyses = run.protocol().analyses
+    analyses = run.protocol.analyses
     identify = analyses.get("identify", IdentifySpec())
     if name == "identify":
         spec = identify
@@ -130,7 +130,7 @@ def robustness_grid(run: RunDirectory) -> xr.Dataset:
 
         enable_compilation_cache()  # as simlab run does: each noisy cell otherwise compiles anew
         spec = analysis_spec(run, "robustness")
-        if is_small(run) and "robustness" not in run.protocol().analyses:
+        if is_small(run) and "robustness" not in run.protocol.analyses:
             with xr.open_dataset(run.subjects_file) as subjects:
                 n_sessions = subjects.sizes["session"]
             spec = RobustnessSpec(units=[4, "all"], noise=[0.0, 1.0], sessions=sorted({2, n_sessions}),

@@ -113,7 +113,7 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
     section("training", "Training", _training_table(run) + _protocol_summary(run))
     if "trajectories" in figures:
         section("trajectories", "Observables over training", _img(figures["trajectories"].png, "trajectories"))
-    for path in sorted((run.path / "analyses").glob("*.nc"), key=_order):
+    for path in sorted(run.analysis_files().values(), key=_order):
         result = load_result(path)
         stem = path.stem.replace(".", "-")
         body = []
@@ -141,6 +141,6 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
 
 def write_report(run: RunDirectory, out: str | Path | None = None, observables: Sequence[str] | None = None) -> Path:
     """Write the report (default ``RUN/report.html``; replaced if it exists: it is derived)."""
-    out = Path(out) if out is not None else run.path / "report.html"
+    out = Path(out) if out is not None else run.report_file
     write_text_atomic(out, render_report(run, observables), force=True)
     return out

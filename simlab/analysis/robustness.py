@@ -42,7 +42,7 @@ def _quiet(*args, **kwargs) -> None:
 def cell_spec(run: RunDirectory, rig: str, units, noise: float, seed: int | None) -> tuple[str, RigSpec]:
     """The rig ``rig`` (a rig of the protocol or a rig type) with units, noise (and seed) set."""
     overrides = {"units": units, "noise": noise, **({"seed": seed} if seed is not None else {})}
-    return resolve_rig(rig, run.protocol(), overrides)
+    return resolve_rig(rig, run.protocol, overrides)
 
 
 def grid_recording(
@@ -53,7 +53,7 @@ def grid_recording(
     from simlab.recording.record import record_cohort
 
     name, spec = cell_spec(run, rig, units, noise, seed)
-    path = run.path / "recordings" / CACHE / f"{recording_name(name, spec)}.nc"
+    path = run.robustness_recording(recording_name(name, spec))
     if not path.is_file():
         write_recording(record_cohort(run, name, spec, progress=progress, echo=echo), path)
         run.log(f"record: {name} {spec.model_dump(mode='json')} -> {path}")

@@ -3,7 +3,7 @@ figures and report.
 
 Each reads a run directory. Its settings start from the protocol's ``analyses:`` entry of the
 same analysis (or the defaults) and the flags override them, so a command reproduces what
-``simlab run`` wrote unless told otherwise.
+``simlab run`` wrote unless told otherwise (:meth:`simlab.Run.analyze`).
 """
 
 from __future__ import annotations
@@ -11,36 +11,50 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
-
 from simlab.cli import options
-from simlab.errors import SimlabError
+from simlab.specs.analyses import ConfoundSpec, IdentifySpec, RobustnessSpec
 
-__all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands"]
+__all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands", "add_identify_options"]
 
-
-
-
+default = options.default
 
 
 def _run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by 'simlab run'")
 
 
-def _common(parser: argparse.ArgumentParser, rigs: bool = True) -> None:
-    """Identification settings every analysis shares (they override the protocol's)."""
-    group = parser.add_argument_group("identification (defaults: the protocol's analyses entry, else identify's)")
-    group.add_argument("--splits", type=int, help="number of train/test splits")
-    group.add_argument("--classifier", action="append", metavar="NAME[:KEY=VALUE,...]",
-                       help="repeatable; as for 'simlab identify' (default: random_forest and linear_svm)")
-    group.add_argument("--preset", choices=["fast", "reference"], help="hyperparameter grids")
-    group.add_argument("--target", help="subject coordinate to predict (default learning_rule)")
-    group.add_argument("--seed", type=int, help="seed of the splits and classifiers")
-    if rigs:
-        group.add_argument("--rigs", nargs="+", metavar="RIG", help="use the recordings of these rigs of the protocol "
-                           "(default: all of them, combined)")
-    parser.add_argument("--force", action="store_true", help="recompute and overwrite existing results")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+def add_identify_options(parser: argparse.ArgumentParser, analysis: bool = True, rigs: bool = True) -> None:
+    """Identification settings (IdentifySpec's fields) that identify and every analysis share;
+    for an analysis they override the protocol's entry of that analysis."""
+    title = ("identification (defaults: the protocol's analyses entry, else these)" if analysis
+             else "identification")
+    group = parser.add_argument_group(title)
+    group.add_argument("--splits", type=int, help=f"number of train/test splits (default {default(IdentifySpec, 'splits')})")
+    group.add_argument("--classifier", dest="classifiers", action="append", metavar="NAME[:KEY=VALUE,...]",
+                       help="repeatable; linear_svm, random_forest, conv1d, an sklearn alias (logistic_regression, "
+                       "knn, extra_trees, gradient_boosting, rbf_svm, lda, naive_bayes, mlp) or an import path "
+                       "(sklearn.ensemble.ExtraTreesClassifier), optionally with fixed parameters, e.g. "
+                       "'logistic_regression:C=0.1,max_iter=500' "
+                       f"(default: {default(IdentifySpec, 'classifiers').replace(' ', ' and ')})")
+    group.add_argument("--preset", choices=["fast", "reference"], help="hyperparameter grids: fast (small) or "
+                       f"the reference's full grids (slow) (default {default(IdentifySpec, 'preset')})")
+    group.add_argument("--target", help="subject coordinate to predict, e.g. learning_rule, credit_mechanism, "
+                       f"optimizer, task_family, architecture (default {default(IdentifySpec, 'target')})")
+    group.add_argument("--seed", type=int, help=f"seed of the splits and classifiers (default {default(IdentifySpec, 'seed')})")
+    if analysis and rigs:
+        group.add_argument("--rigs", nargs="+", metavar="RIG", help="use the recordings of these rigs of the "
+                           "protocol (default: all of them, combined)")
+    if analysis:
+        parser.add_argument("--force", action="store_true", help="recompute and overwrite existing results")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+        return
+    group.add_argument("--group-by", choices=["subject", "layer"], help="keep each subject on one side of a split, "
+                       f"or split over layers as the reference (default {default(IdentifySpec, 'group_by')})")
+    group.add_argument("--features", choices=["measures", "observables", "both"],
+                       help="feature sets: one per measure and all together, one per observable, or both "
+                       f"(default {default(IdentifySpec, 'features')})")
+    group.add_argument("--importance", action="store_true", default=None,
+                       help="also compute impurity and permutation feature importance (<out>.importance.nc)")
 
 
 def add_analysis_commands(commands) -> None:
@@ -54,10 +68,11 @@ def add_analysis_commands(commands) -> None:
         "RUN_DIR/analyses/generalization-<factor>.nc and .txt.",
     )
     _run_dir(gen)
-    gen.add_argument("--factor", action="append", help="repeatable; a subject coordinate (default: the protocol's, "
-                     "else architecture)")
-    gen.add_argument("--no-matrix", action="store_true", help="skip the train-level x test-level matrix")
-    _common(gen)
+    gen.add_argument("--factor", dest="factors", action="append", help="repeatable; a subject coordinate "
+                     "(default: the protocol's, else architecture)")
+    gen.add_argument("--no-matrix", dest="matrix", action="store_false", default=None,
+                     help="skip the train-level x test-level matrix")
+    add_identify_options(gen)
 
     traj = commands.add_parser(
         "trajectory", help="identify from part of the training trajectory", formatter_class=fmt,
@@ -71,7 +86,7 @@ def add_analysis_commands(commands) -> None:
     traj.add_argument("--last", type=options.fraction, action="append", metavar="F", help="only the last fraction F of training")
     traj.add_argument("--every", type=int, action="append", metavar="K", help="every K-th session")
     traj.add_argument("--sessions", type=int, action="append", metavar="N", help="N sessions evenly spaced in training")
-    _common(traj)
+    add_identify_options(traj)
 
     rob = commands.add_parser(
         "robustness", help="identification over a grid of units x noise, re-recording the snapshots",
@@ -82,13 +97,17 @@ def add_analysis_commands(commands) -> None:
         "over splits, Holm-corrected). Writes RUN_DIR/analyses/robustness.nc and .txt.",
     )
     _run_dir(rob)
-    rob.add_argument("--rig", action="append", dest="grid_rigs", metavar="RIG",
-                     help="repeatable; a rig of the protocol or a rig type (default synapse and electrophysiology)")
-    rob.add_argument("--units", nargs="+", type=options.units, help="unit settings: counts, fractions or all")
-    rob.add_argument("--noise", nargs="+", type=float, help="noise levels (sd of the rig's noise model)")
-    rob.add_argument("--sessions", nargs="*", type=int, help="session counts to sweep (none: no sweep)")
+    rob.add_argument("--rig", action="append", dest="rigs", metavar="RIG",
+                     help="repeatable; a rig of the protocol or a rig type "
+                     f"(default {default(RobustnessSpec, 'rigs').replace(' ', ' and ')})")
+    rob.add_argument("--units", nargs="+", type=options.units, help="unit settings: counts, fractions or all "
+                     f"(default {default(RobustnessSpec, 'units')})")
+    rob.add_argument("--noise", nargs="+", type=float, help="noise levels (sd of the rig's noise model) "
+                     f"(default {default(RobustnessSpec, 'noise')})")
+    rob.add_argument("--sessions", nargs="*", type=int, help="session counts to sweep (none: no sweep) "
+                     f"(default {default(RobustnessSpec, 'sessions')})")
     rob.add_argument("--rig-seed", type=int, help="one seed for every rig (default: each rig's own)")
-    _common(rob, rigs=False)
+    add_identify_options(rob, rigs=False)
 
     conf = commands.add_parser(
         "confound", help="identification among performance-matched subjects, and from performance alone",
@@ -99,11 +118,14 @@ def add_analysis_commands(commands) -> None:
     )
     _run_dir(conf)
     conf.add_argument("--matching", choices=["nearest", "bins"], help="nearest: groups of one subject per class "
-                      "within --caliper (default); bins: --bins quantile bins with equally many subjects per class")
-    conf.add_argument("--caliper", type=float, help="largest final-accuracy difference in a nearest group (default 0.05)")
-    conf.add_argument("--bins", type=int, help="quantile bins of final accuracy (default 3)")
-    conf.add_argument("--curve-points", type=int, help="points each training curve is resampled to (default 20)")
-    _common(conf)
+                      "within --caliper; bins: --bins quantile bins with equally many subjects per class "
+                      f"(default {default(ConfoundSpec, 'matching')})")
+    conf.add_argument("--caliper", type=float, help="largest final-accuracy difference in a nearest group "
+                      f"(default {default(ConfoundSpec, 'caliper')})")
+    conf.add_argument("--bins", type=int, help=f"quantile bins of final accuracy (default {default(ConfoundSpec, 'bins')})")
+    conf.add_argument("--curve-points", type=int, help="points each training curve is resampled to "
+                      f"(default {default(ConfoundSpec, 'curve_points')})")
+    add_identify_options(conf)
 
     plan = commands.add_parser(
         "plan", help="the fewest units and sessions and the most noise that still identify the rule",
@@ -114,8 +136,8 @@ def add_analysis_commands(commands) -> None:
         "accuracy (--criterion) reaches the target, and so does every easier setting on its axis.",
     )
     _run_dir(plan)
-    plan.add_argument("--target", type=float, default=0.9, help="accuracy to reach (default 0.9)")
-    plan.add_argument("--rig", action="append", dest="plan_rigs", metavar="RIG", help="repeatable; rigs of the grid "
+    plan.add_argument("--target", type=float, default=0.9, help="accuracy to reach (default %(default)s)")
+    plan.add_argument("--rig", action="append", dest="rigs", metavar="RIG", help="repeatable; rigs of the grid "
                       "(default: all)")
     plan.add_argument("--classifier", help="classifier of the grid (default: per rig, the best on average)")
     plan.add_argument("--criterion", choices=["wilson", "split", "mean"], default="wilson",
@@ -124,8 +146,8 @@ def add_analysis_commands(commands) -> None:
     plan.add_argument("--quiet", action="store_true", help="no progress bars while computing a missing grid")
 
     figs = commands.add_parser(
-        "figures", help="draw the figures of a run's analyses (PNG and SVG)",
-        description="Draw every figure the run's results allow into RUN_DIR/figures/ (PNG and SVG): "
+        "figures", help="draw the figures of a run's analyses (PNG, SVG and PDF)",
+        description="Draw every figure the run's results allow into RUN_DIR/figures/ (PNG, SVG and PDF): "
         "observable trajectories by rule, confusion matrices, accuracy vs units and noise, feature "
         "importance, generalization matrices, trajectory access and the performance confound.",
     )
@@ -143,55 +165,19 @@ def add_analysis_commands(commands) -> None:
     rep.add_argument("--observable", action="append", help="repeatable; observables for the trajectory figure")
 
 
-def _spec(run, name: str, overrides: dict, identify_overrides: dict, flags: dict) -> BaseModel:
-    """The protocol's spec of analysis ``name`` (or its defaults) with flag overrides applied."""
-    from simlab.specs.analyses import ANALYSES
+def _analyze(args, name: str, settings: dict) -> int:
+    import simlab
 
-    base = run.protocol().analyses.get(name)
-    data = base.model_dump() if base is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    identify = dict(data.get("identify") or {})
-    identify.update({k: v for k, v in identify_overrides.items() if v is not None})
-    data["identify"] = identify
-    try:
-        return ANALYSES[name](**data)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            loc = [str(p) for p in e["loc"]]
-            key = loc[-1] if loc and loc[0] == "identify" and len(loc) > 1 else (loc[0] if loc else name)
-            problems.append(f"{flags.get(key, '.'.join(loc))}: {e['msg'].removeprefix('Value error, ')}")
-        raise SimlabError("; ".join(problems)) from None
-
-
-def _identify_overrides(args) -> dict:
-    return {
-        "splits": args.splits, "preset": args.preset, "target": args.target, "seed": args.seed,
-        "classifiers": [options.classifier_option(c) for c in args.classifier] if args.classifier else None,
-    }
-
-
-FLAGS = {"splits": "--splits", "classifiers": "--classifier", "preset": "--preset", "target": "--target",
-         "seed": "--seed", "factors": "--factor", "rigs": "--rig", "units": "--units", "noise": "--noise",
-         "sessions": "--sessions", "bins": "--bins", "caliper": "--caliper", "curve_points": "--curve-points", "schedules": "--first/--last"}
-
-
-def _analyze(args, name: str, overrides: dict) -> int:
-    from simlab.analysis.analyses import run_analysis
-    from simlab.rundir import RunDirectory
-
-    run = RunDirectory.existing(args.run_dir)
-    spec = _spec(run, name, overrides, _identify_overrides(args), FLAGS)
+    run = simlab.open_run(args.run_dir)
+    settings = {**{k: v for k, v in settings.items() if v is not None}, **options.given(args, options.IDENTIFY_SETTINGS)}
     echo = (lambda *a, **k: None) if args.quiet else print
-    paths = run_analysis(run, name, spec, force=args.force, progress=not args.quiet, echo=echo)
-    for path in paths:
+    for path in run.analyze(name, force=args.force, progress=not args.quiet, echo=echo, **settings):
         print(f"wrote {path}")
     return 0
 
 
 def cmd_generalize(args) -> int:
-    return _analyze(args, "generalization", {"factors": args.factor, "rigs": args.rigs,
-                                             "matrix": False if args.no_matrix else None})
+    return _analyze(args, "generalization", {"factors": args.factors, "rigs": args.rigs, "matrix": args.matrix})
 
 
 def cmd_trajectory(args) -> int:
@@ -208,9 +194,8 @@ def cmd_trajectory(args) -> int:
 
 
 def cmd_robustness(args) -> int:
-    overrides = {"rigs": args.grid_rigs, "units": args.units, "noise": args.noise, "sessions": args.sessions,
-                 "seed": args.rig_seed}
-    return _analyze(args, "robustness", overrides)
+    return _analyze(args, "robustness", {"rigs": args.rigs, "units": args.units, "noise": args.noise,
+                                         "sessions": args.sessions, "seed": args.rig_seed})
 
 
 def cmd_confound(args) -> int:
@@ -219,38 +204,33 @@ def cmd_confound(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from simlab.analysis.analyses import load_result, run_analysis
-    from simlab.analysis.plan import format_plan, plan_design
-    from simlab.rundir import RunDirectory
+    import simlab
+    from simlab.analysis.plan import format_plan
 
-    run = RunDirectory.existing(args.run_dir)
-    path = run.analysis("robustness", "nc")
-    if not path.exists():
-        print(f"{path} missing: computing the robustness grid first")
-        spec = _spec(run, "robustness", {}, {}, FLAGS)
-        run_analysis(run, "robustness", spec, progress=not args.quiet, echo=lambda *a, **k: None)
-    grid = load_result(path)
-    plans = plan_design(grid, args.target, args.plan_rigs, args.classifier, args.criterion)
+    run = simlab.open_run(args.run_dir)
+    if not run.analysis("robustness", "nc").exists():
+        print(f"{run.analysis('robustness', 'nc')} missing: computing the robustness grid first")
+        run.analyze("robustness", progress=not args.quiet, echo=lambda *a, **k: None)
+    grid = run.analyses["robustness"]
+    plans = simlab.plan(grid, args.target, rigs=args.rigs, classifier=args.classifier, criterion=args.criterion)
     print(format_plan(plans, args.target, args.criterion, grid))
     return 0
 
 
 def cmd_figures(args) -> int:
     from simlab.analysis.figures import draw_run_figures
-    from simlab.rundir import RunDirectory
+    from simlab.api import open_run
 
-    run = RunDirectory.existing(args.run_dir)
-    for figure in draw_run_figures(run, observables=args.observable):
+    for figure in draw_run_figures(open_run(args.run_dir), observables=args.observable):
         print(f"wrote {figure.png} and {figure.svg.name}")
     return 0
 
 
 def cmd_report(args) -> int:
     from simlab.analysis.report import write_report
-    from simlab.rundir import RunDirectory
+    from simlab.api import open_run
 
-    run = RunDirectory.existing(args.run_dir)
-    out = write_report(run, args.out, observables=args.observable)
+    out = write_report(open_run(args.run_dir), args.out, observables=args.observable)
     print(f"wrote {out}")
     return 0
 

@@ -1,4 +1,9 @@
-"""The ``simlab`` command: run, record, identify, validate, info.
+"""The ``simlab`` command: run, record, identify, validate, info, and the analyses of a run.
+
+Each command parses its flags and calls the Python API (:mod:`simlab.api`); it adds only
+what a shell needs: default output paths, printed tables, exit codes. A flag's destination is
+the API parameter it sets, so an error that names a parameter is shown with its flag. Flag
+defaults are the settings models' defaults (None here means "the model's").
 
 User mistakes (a missing file, a bad value, an existing output) end with a one-line error
 (or, for a protocol, one line per problem) and exit status 2, never a traceback.
@@ -13,13 +18,16 @@ from pathlib import Path
 
 from simlab._version import __version__
 from simlab.cli import options
-from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands
+from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands, add_identify_options
 from simlab.errors import SimlabError
+from simlab.specs.analyses import IdentifySpec
+from simlab.specs.rigs import RigSpec, ScheduleSpec, StimulusSpec
 
 EPILOG = """examples:
   simlab validate protocols/quickstart.yaml
   simlab run protocols/quickstart.yaml --out runs/quickstart
   simlab record runs/quickstart --rig electrophysiology --units 20 --noise 0.5
+  simlab identify runs/quickstart
   simlab identify runs/quickstart/recordings/synapse.nc runs/quickstart/recordings/electrophysiology.nc
   simlab info runs/quickstart
   simlab robustness runs/quickstart --units 16 64 all --noise 0 0.3 1
@@ -27,11 +35,25 @@ EPILOG = """examples:
   simlab report runs/quickstart
 """
 
-
-
-
-
-
+# record's flags -> where each goes in the rig settings (RigSpec)
+RECORD_SETTINGS = {
+    "units": ("units",),
+    "sampling": ("sampling",),
+    "noise": ("noise",),
+    "noise_model": ("noise_model",),
+    "rate_gain": ("rate_gain",),
+    "count_window": ("count_window",),
+    "seed": ("seed",),
+    "sessions": ("schedule", "count"),
+    "spacing": ("schedule", "spacing"),
+    "window": ("schedule", "window"),
+    "every": ("schedule", "every"),
+    "stimuli": ("stimuli", "source"),
+    "stimuli_size": ("stimuli", "size"),
+    "stimuli_seed": ("stimuli", "seed"),
+    "keep_units": ("keep_units",),
+    "max_unit_bytes": ("max_unit_bytes",),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,33 +86,49 @@ def build_parser() -> argparse.ArgumentParser:
         "record", help="record a trained cohort again with a rig (no retraining)", description=(
             "Apply a rig to the snapshots of a run. --rig names a rig of the run's protocol, a rig type "
             "(synapse, electrophysiology, paired) or a rig YAML file; the flags override its settings. "
-            "Every setting lands in the recording's 'rig' attribute."
+            "Every setting lands in the recording's 'rig' attribute. The file is RUN_DIR/recordings/<rig>.nc "
+            "when the settings are the protocol rig's own (the file 'simlab run' wrote), else "
+            "RUN_DIR/recordings/<rig>-units<U>-<noise model><noise>-seed<S>-<digest>.nc, the digest "
+            "standing for all the settings."
         )
     )
     record.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by 'simlab run'")
     record.add_argument("--rig", required=True, help="rig name in the protocol, a rig type, or a rig YAML file")
+    default = options.default
     units = record.add_argument_group("units")
-    units.add_argument("--units", type=options.units, help="units per site: 'all', a count, or a fraction in (0, 1]")
-    units.add_argument("--sampling", choices=["chronic", "acute"], help="same units every session (chronic) or new ones (acute)")
+    units.add_argument("--units", type=options.units, help="units per site: 'all', a count, or a fraction in (0, 1] "
+                       f"(default {default(RigSpec, 'units')})")
+    units.add_argument("--sampling", choices=["chronic", "acute"], help="same units every session (chronic) or new "
+                       f"ones (acute) (default {default(RigSpec, 'sampling')})")
     noise = record.add_argument_group("measurement noise")
-    noise.add_argument("--noise-model", choices=["gaussian", "gain", "lognormal", "poisson"], help="noise model (default gaussian)")
-    noise.add_argument("--noise", type=float, help="scale of the noise: sd of gaussian, gain and lognormal noise")
-    noise.add_argument("--rate-gain", type=float, help="poisson: firing rate (Hz) per unit of activation (default 20)")
-    noise.add_argument("--count-window", type=float, help="poisson: spike-counting window in seconds (default 0.5)")
-    noise.add_argument("--seed", type=int, help="the rig's seed for unit sampling and noise")
+    noise.add_argument("--noise-model", choices=["gaussian", "gain", "lognormal", "poisson"],
+                       help=f"noise model (default {default(RigSpec, 'noise_model')})")
+    noise.add_argument("--noise", type=float, help="scale of the noise: sd of gaussian, gain and lognormal noise "
+                       f"(default {default(RigSpec, 'noise')})")
+    noise.add_argument("--rate-gain", type=float, help="poisson: firing rate (Hz) per unit of activation "
+                       f"(default {default(RigSpec, 'rate_gain')})")
+    noise.add_argument("--count-window", type=float, help="poisson: spike-counting window in seconds "
+                       f"(default {default(RigSpec, 'count_window')})")
+    noise.add_argument("--seed", type=int, help="the rig's seed for unit sampling and noise (default: the rig's)")
     schedule = record.add_argument_group("schedule (which of the run's sessions)")
-    schedule.add_argument("--sessions", type=int, help="record this many sessions")
-    schedule.add_argument("--spacing", choices=["linear", "log"], help="spacing of --sessions in training steps")
-    schedule.add_argument("--window", type=options.window, metavar="START:END", help="only sessions in this fraction of training")
-    schedule.add_argument("--every", type=int, metavar="K", help="every k-th session")
+    schedule.add_argument("--sessions", type=int, help="record this many sessions (default: all)")
+    schedule.add_argument("--spacing", choices=["linear", "log"], help="spacing of --sessions in training steps "
+                          f"(default {default(ScheduleSpec, 'spacing')})")
+    schedule.add_argument("--window", type=options.window, metavar="START:END",
+                          help="only sessions in this fraction of training (default 0:1)")
+    schedule.add_argument("--every", type=int, metavar="K", help="every k-th session "
+                          f"(default {default(ScheduleSpec, 'every')})")
     stimuli = record.add_argument_group("stimuli (electrophysiology and paired rigs)")
     stimuli.add_argument("--stimuli", choices=["heldout", "noise"], help="the rig's own stimulus set instead of the run's")
-    stimuli.add_argument("--stimuli-size", type=int, help="size of the rig's stimulus set (default 256)")
-    stimuli.add_argument("--stimuli-seed", type=int, help="seed of the rig's stimulus set")
+    stimuli.add_argument("--stimuli-size", type=int, help="size of the rig's stimulus set "
+                         f"(default {default(StimulusSpec, 'size')})")
+    stimuli.add_argument("--stimuli-seed", type=int, help="seed of the rig's stimulus set "
+                         f"(default {default(StimulusSpec, 'seed')})")
     raw = record.add_argument_group("raw unit recordings")
     raw.add_argument("--keep-units", action="store_true", default=None, help="also store per-unit responses")
-    raw.add_argument("--max-unit-bytes", type=int, help="refuse to keep unit responses larger than this (default 1 GiB)")
-    record.add_argument("--out", type=Path, help="output NetCDF file (default: RUN_DIR/recordings/<rig>-<settings>.nc)")
+    raw.add_argument("--max-unit-bytes", type=int, help="refuse to keep unit responses larger than this "
+                     f"(default {default(RigSpec, 'max_unit_bytes')} bytes)")
+    record.add_argument("--out", type=Path, help="output NetCDF file (default: in RUN_DIR/recordings/, named as above)")
     record.add_argument("--force", action="store_true", help="overwrite an existing output file")
     record.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -100,27 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         "from its session trajectories, per measure and with all measures together (or per observable), on "
         "repeated category-balanced 75/25 splits grouped by subject. Reports accuracy mean ± s.e.m. with "
         "Wilson 95%% intervals; the NetCDF holds per-split accuracies, per-site predictions, confusion "
-        "matrices and per-class precision/recall/F1. Several files (one per rig) are combined.",
+        "matrices and per-class precision/recall/F1. Several files (one per rig) are combined; a run "
+        "directory stands for all its rigs' recordings, with the protocol's identify settings.",
     )
-    ident.add_argument("recordings", type=Path, nargs="+", metavar="FILE", help="recording NetCDF file(s)")
-    ident.add_argument("--out", type=Path, help="results NetCDF file (default: next to the first file, <name>.identify.nc)")
-    ident.add_argument("--splits", type=int, help="number of train/test splits (default 10)")
-    ident.add_argument("--target", help="subject coordinate to predict, e.g. learning_rule (default), "
-                       "credit_mechanism, optimizer, task_family, architecture")
-    ident.add_argument("--group-by", choices=["subject", "layer"],
-                       help="keep each subject on one side of a split (default), or split over layers as the reference")
-    ident.add_argument("--classifier", action="append", metavar="NAME[:KEY=VALUE,...]",
-                       help="repeatable; linear_svm, random_forest, conv1d, an sklearn alias (logistic_regression, "
-                       "knn, extra_trees, gradient_boosting, rbf_svm, lda, naive_bayes, mlp) or an import path "
-                       "(sklearn.ensemble.ExtraTreesClassifier), optionally with fixed parameters, e.g. "
-                       "'logistic_regression:C=0.1,max_iter=500' (default: random_forest and linear_svm)")
-    ident.add_argument("--preset", choices=["fast", "reference"],
-                       help="hyperparameter grids: fast (default, small) or the reference's full grids (slow)")
-    ident.add_argument("--features", choices=["measures", "observables", "both"],
-                       help="feature sets: one per measure and all together (default), one per observable, or both")
-    ident.add_argument("--importance", action="store_true", default=None,
-                       help="also compute impurity and permutation feature importance (<out>.importance.nc)")
-    ident.add_argument("--seed", type=int, help="seed of the splits and classifiers (default 0)")
+    ident.add_argument("recordings", type=Path, nargs="+", metavar="FILE",
+                       help="recording NetCDF file(s), or one run directory")
+    ident.add_argument("--out", type=Path, help="results NetCDF file (default: RUN_DIR/analyses/identify.nc for a run "
+                       "directory, RUN_DIR/analyses/identify-<recordings>.nc for recordings of a run, else "
+                       "<first file>.identify.nc next to it)")
+    add_identify_options(ident, analysis=False)
     ident.add_argument("--force", action="store_true", help="overwrite an existing results file")
     ident.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -137,109 +163,91 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args) -> int:
-    from simlab.protocol import describe, load_protocol, plan_cohort
+    import simlab
 
-    protocol = load_protocol(args.protocol)
+    text = simlab.validate(args.protocol)
     print(f"{args.protocol}: valid")
-    print(describe(protocol, plan_cohort(protocol)))
+    print(text)
     return 0
 
 
 def cmd_run(args) -> int:
-    from simlab.pipeline import run_protocol
+    import simlab
 
-    run_protocol(
-        args.protocol, args.out, force=args.force, progress=not args.quiet, cluster=args.cluster, scheduler=args.scheduler
-    )
+    simlab.run(args.protocol, args.out, force=args.force, progress=not args.quiet, cluster=args.cluster,
+               scheduler=args.scheduler)
     return 0
 
 
-
-
-RECORD_FLAGS = {  # flag destination -> where it goes in the rig settings
-    "units": ("units",),
-    "sampling": ("sampling",),
-    "noise": ("noise",),
-    "noise_model": ("noise_model",),
-    "rate_gain": ("rate_gain",),
-    "count_window": ("count_window",),
-    "seed": ("seed",),
-    "sessions": ("schedule", "count"),
-    "spacing": ("schedule", "spacing"),
-    "window": ("schedule", "window"),
-    "every": ("schedule", "every"),
-    "stimuli": ("stimuli", "source"),
-    "stimuli_size": ("stimuli", "size"),
-    "stimuli_seed": ("stimuli", "seed"),
-    "keep_units": ("keep_units",),
-    "max_unit_bytes": ("max_unit_bytes",),
-}
-
-
-def cmd_record(args) -> int:
-    from simlab.fileio import refuse_overwrite
-    from simlab.recording.contract import write_recording
-    from simlab.recording.record import record_cohort
-    from simlab.recording.rigfiles import recording_name, resolve_rig
-    from simlab.rundir import RunDirectory
-
-    run = RunDirectory.existing(args.run_dir)
-    overrides: dict = {}
-    flags = {}
-    for flag, path in RECORD_FLAGS.items():
+def record_settings(args) -> dict:
+    """The rig settings the flags give, nested as in a rig (``--sessions`` -> schedule.count)."""
+    settings: dict = {}
+    for flag, path in RECORD_SETTINGS.items():
         value = getattr(args, flag)
         if value is None:
             continue
-        node = overrides
+        node = settings
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
-        flags[path] = "--" + flag.replace("_", "-")
-    name, spec = resolve_rig(args.rig, run.protocol(), overrides, flags)
-    out = args.out or run.recording(recording_name(name, spec))
-    refuse_overwrite(out, args.force)  # before recording: fail fast, lose nothing
-    write_recording(record_cohort(run, name, spec, progress=not args.quiet), out, force=args.force)
-    run.log(f"record: {name} {spec.model_dump(mode='json')} -> {out}")
-    print(f"wrote {out}")
+    return settings
+
+
+def cmd_record(args) -> int:
+    import simlab
+
+    recording = simlab.record(args.run_dir, args.rig, write=True, out=args.out, force=args.force,
+                              progress=not args.quiet, **record_settings(args))
+    print(f"wrote {recording.encoding['source']}")
     return 0
 
 
-def cmd_identify(args) -> int:
-    from simlab.analysis.identify import format_table, write_results
-    from simlab.specs.analyses import IdentifySpec
-    from simlab.fileio import refuse_overwrite, write_text_atomic
-    from simlab.pipeline import identify_recordings
+def identify_out(recordings: list[Path]) -> Path:
+    """Where ``simlab identify`` writes by default: under the run's ``analyses/`` for a run
+    directory or recordings of a run (never beside the recordings), else beside the file."""
+    from simlab.rundir import RunDirectory
 
-    settings = {"splits": args.splits, "target": args.target, "group_by": args.group_by,
-                "preset": args.preset, "features": args.features, "importance": args.importance,
-                "seed": args.seed,
-                "classifiers": [options.classifier_option(c) for c in args.classifier] if args.classifier else None}
-    try:
-        spec = IdentifySpec(**{k: v for k, v in settings.items() if v is not None})
-    except ValueError as exc:
-        flags = {"classifiers": "classifier", "group_by": "group-by"}
-        raise SimlabError("; ".join(
-            f"--{flags.get(e['loc'][0], e['loc'][0])}: {options.message(e)}" for e in exc.errors()
-        )) from None
-    first = args.recordings[0]
-    out = args.out or first.with_name(f"{first.stem}.identify.nc")
-    refuse_overwrite(out, args.force)
+    first = recordings[0]
+    if first.is_dir():
+        return RunDirectory(first).analysis("identify", "nc")
+    parent = first.resolve().parent
+    if parent.name == "recordings" and RunDirectory(parent.parent).protocol_file.is_file():
+        names = "+".join(path.stem for path in recordings)
+        return RunDirectory(parent.parent).analysis(f"identify-{names}", "nc")
+    return first.with_name(f"{first.stem}.identify.nc")
+
+
+def cmd_identify(args) -> int:
+    import simlab
+    from simlab.analysis.identify import format_table
+    from simlab.fileio import refuse_overwrite, write_text_atomic
+
+    sources = list(args.recordings)
+    if len(sources) > 1 and any(path.is_dir() for path in sources):
+        raise SimlabError("recordings: give one run directory, or recording files")
+    base = {}
+    if sources[0].is_dir():
+        sources = simlab.open_run(sources[0])
+        base = sources.protocol.analyses.get("identify", IdentifySpec()).model_dump()
+    settings = {**base, **options.given(args, options.IDENTIFY_SETTINGS)}
+    out = args.out or identify_out(list(args.recordings))
     importance_out = out.with_name(f"{out.stem}.importance.nc")
-    if spec.importance:
+    refuse_overwrite(out, args.force)
+    importance = settings.pop("importance", False)
+    if importance:
         refuse_overwrite(importance_out, args.force)
-    results = identify_recordings(args.recordings, spec, progress=not args.quiet)
+    results = simlab.identify(sources, progress=not args.quiet, **settings)
     table = format_table(results)
-    write_results(results, out, force=args.force)
+    simlab.save(results, out, force=args.force)
     write_text_atomic(out.with_suffix(".txt"), table + "\n", force=True)
     print(table)
     print(f"wrote {out}")
-    if spec.importance:
+    if importance:
         from simlab.analysis.importance import format_importance
-        from simlab.pipeline import importance_recordings
 
-        importance = importance_recordings(args.recordings, spec, progress=not args.quiet)
-        write_results(importance, importance_out, force=args.force)
-        text = format_importance(importance)
+        ranked = simlab.importance(sources, progress=not args.quiet, **settings)
+        simlab.save(ranked, importance_out, force=args.force)
+        text = format_importance(ranked)
         write_text_atomic(importance_out.with_suffix(".txt"), text + "\n", force=True)
         print(text)
         print(f"wrote {importance_out}")
@@ -274,8 +282,24 @@ COMMANDS = {
 }
 
 
+def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """API parameter -> the flag of ``command`` that sets it (flags are named by parameter)."""
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    flags = {}
+    for action in sub.choices[command]._actions:
+        if action.option_strings:
+            flags[action.dest] = max(action.option_strings, key=len)
+        elif action.dest not in ("help",):
+            flags[action.dest] = action.metavar or action.dest.upper()
+    if command == "record":
+        for dest, path in RECORD_SETTINGS.items():
+            flags[".".join(path)] = flags[dest]
+    return {**flags, **options.EXTRA_FLAGS.get(command, {})}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command not in ("validate", "info"):
         # commands that compile (training, re-recording noisy rigs) reuse earlier compilations
@@ -285,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SimlabError as error:
-        print(f"simlab {args.command}: error: {error}", file=sys.stderr)
+        print(f"simlab {args.command}: error: {error.message(flags_of(parser, args.command))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

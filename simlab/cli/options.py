@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simlab.errors import SimlabError
+from simlab.errors import SimlabError, parameter
 
 
 def units(text: str):
@@ -32,7 +32,7 @@ def classifier_option(text: str):
     for item in settings.split(","):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise SimlabError(f"--classifier {text!r}: expected NAME:KEY=VALUE,...; got {item!r}")
+            raise SimlabError(f"{parameter('classifiers', text)}: expected NAME:KEY=VALUE,...; got {item!r}")
         params[key.strip()] = yaml.safe_load(value)
     return {"name": name, "params": params}
 
@@ -59,3 +59,30 @@ def fraction(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction of training in (0, 1], got {text!r}")
     return value
+
+
+def default(model, field: str) -> str:
+    """A settings model's default, as help text shows it: one source of truth for defaults."""
+    value = model.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+# identification flags shared by identify and every analysis of a run (dest = IdentifySpec field)
+IDENTIFY_SETTINGS = ("splits", "target", "group_by", "preset", "features", "importance", "seed", "classifiers")
+
+# parameters an error may name that no flag of the command sets by that name
+EXTRA_FLAGS: dict[str, dict[str, str]] = {
+    "record": {"rig": "--rig"},
+    "robustness": {"seed": "--rig-seed"},
+}
+
+
+def given(args, names) -> dict:
+    """The settings among ``names`` that flags set (None: not given, the model's default)."""
+    settings = {name: getattr(args, name, None) for name in names}
+    settings = {name: value for name, value in settings.items() if value is not None}
+    if "classifiers" in settings:
+        settings["classifiers"] = [classifier_option(text) for text in settings["classifiers"]]
+    return settings

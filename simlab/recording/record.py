@@ -35,7 +35,7 @@ def record_cohort(
     run: RunDirectory, name: str, spec: RigSpec, progress: bool = True, echo: Callable = print
 ) -> xr.Dataset:
     """One recording of every subject of the run with rig ``spec`` (called ``name``)."""
-    protocol = run.protocol()
+    protocol = run.protocol
     plan = plan_cohort(protocol)
     subjects = xr.open_dataset(run.subjects_file).load()
     rig = Rig(spec)

@@ -22,7 +22,7 @@ def stimuli_for(run: RunDirectory, protocol: Protocol, task_name: str, spec: Sti
     """(inputs, description) of the stimulus set a rig shows subjects of one task."""
     if spec is None:
         return run.stimuli(task_name), f"{run.stimuli_file.name} (the run's stimulus set)"
-    path = run.path / "stimuli" / f"{task_name}-{spec.source}-n{spec.size}-seed{spec.seed}.npz"
+    path = run.rig_stimuli(task_name, spec.source, spec.size, spec.seed)
     if not path.exists():
         task = load_task(protocol.task_spec(task_name))
         if spec.source == "heldout":

@@ -121,7 +121,7 @@ def test_synapse_recording_holds_each_subjects_own_snapshots(tiny_run):
     kernels in the snapshot store, subject by subject."""
     run = RunDirectory(tiny_run)
     ds = open_recording(tiny_run / "recordings" / "synapse.nc")
-    for population in plan_cohort(run.protocol()).populations:
+    for population in plan_cohort(run.protocol).populations:
         shard = read_shard(run.shard(population.id))
         assert shard.subject_ids == [s.id for s in population.subjects]
         for replicate, subject in enumerate(population.subjects):

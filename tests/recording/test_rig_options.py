@@ -310,7 +310,7 @@ def test_record_poisson_states_every_rig_setting(tiny_run_copy, capsys):
     ds = open_recording(path)
     settings = yaml.safe_load(ds.attrs["rig"])
     assert set(RigSpec.model_fields) <= set(settings), set(RigSpec.model_fields) - set(settings)
-    protocol_rig = RunDirectory(run).protocol().rigs["electrophysiology"]
+    protocol_rig = RunDirectory(run).protocol.rigs["electrophysiology"]
     expected = {
         "type": "electrophysiology",
         "units": 3,
@@ -385,7 +385,7 @@ def test_record_with_a_rig_file_and_a_flag_override(tiny_run_copy, tmp_path, cap
 
     # acute: unit indices per session, drawn by (rig seed, subject, layer, run session)
     assert ds["unit_index"].dims == ("subject", "layer", "session", "unit")
-    plan = plan_cohort(RunDirectory(run).protocol())
+    plan = plan_cohort(RunDirectory(run).protocol)
     index = ds["unit_index"].values
     for i, subject in enumerate(plan.subjects):
         assert subject.index == i and ds["subject"].values[i] == subject.id
@@ -402,7 +402,7 @@ def test_record_with_a_rig_file_and_a_flag_override(tiny_run_copy, tmp_path, cap
     from simlab.subjects.tasks import load_task
     from simlab.training.snapshots import read_shard
 
-    protocol = RunDirectory(run).protocol()
+    protocol = RunDirectory(run).protocol
     pop = plan.populations[0]
     network = Network(protocol.architecture_spec(pop.architecture), load_task(protocol.task_spec(pop.task)).n_classes, "backprop")
     shard = read_shard(RunDirectory(run).shard(pop.id))
