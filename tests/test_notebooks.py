@@ -30,6 +30,7 @@ def notebook_run(tiny_run, tmp_path_factory) -> Path:
 def test_notebook_runs_on_a_tiny_run(path, notebook_run, tmp_path, monkeypatch):
     monkeypatch.setenv("SIMLAB_RUN", str(notebook_run))
     monkeypatch.setenv("SIMLAB_FIGURES", str(tmp_path))
+    monkeypatch.setenv("SIMLAB_TOUR_RUN", str(tmp_path / "tour"))  # the Python tour trains its own run
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})

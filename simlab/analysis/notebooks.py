@@ -17,6 +17,7 @@ from typing import Callable
 
 import xarray as xr
 
+from simlab.errors import SimlabError
 from simlab.rundir import RunDirectory
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "figure_stem",
     "holm_table",
     "is_small",
+    "launch_directory",
     "levels",
     "load_or_compute",
     "n_jobs",
@@ -32,6 +34,7 @@ __all__ = [
     "robustness_grid",
     "show",
     "split_by_measure",
+    "user_path",
     "wilson_verdict",
 ]
 
@@ -40,9 +43,35 @@ SMALL_SUBJECTS = 24  # fewer usable subjects than this: a test-sized run
 SMALL_SESSIONS = 6
 
 
+def launch_directory() -> Path:
+    """The directory the user started Jupyter (or nbconvert) in.
+
+    A kernel runs in the notebook's folder (analyses/), but it inherits the environment of the
+    shell that started Jupyter, whose ``PWD`` is where the user typed the command; relative
+    paths a user gives (``SIMLAB_RUN=runs/quickstart``) mean paths from there.
+    """
+    launched = os.environ.get("PWD")
+    return Path(launched) if launched and Path(launched).is_dir() else Path.cwd()
+
+
+def user_path(text: str | os.PathLike) -> Path:
+    """A path the user gave, absolute: a relative one is taken from :func:`launch_directory`."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (launch_directory() / path).resolve()
+
+
 def open_run(default: str = DEFAULT_RUN) -> RunDirectory:
-    """The run directory named by ``$SIMLAB_RUN`` (else ``default``), with a clear error."""
-    return RunDirectory.existing(os.environ.get("SIMLAB_RUN", default))
+    """The run directory named by ``$SIMLAB_RUN`` (else ``default``), relative paths taken from
+    the directory Jupyter was started in; the error shows the absolute path it looked at."""
+    given = os.environ.get("SIMLAB_RUN", default)
+    path = user_path(given)
+    if not path.is_dir():
+        source = "SIMLAB_RUN" if "SIMLAB_RUN" in os.environ else "the default run"
+        raise SimlabError(
+            f"{source} {given!r}: no run directory at {path} (relative paths are taken from the directory "
+            f"Jupyter was started in, {launch_directory()}); run 'simlab run' first or set SIMLAB_RUN"
+        )
+    return RunDirectory.existing(path)
 
 
 def is_small(run: RunDirectory) -> bool:
@@ -142,9 +171,10 @@ def robustness_grid(run: RunDirectory) -> xr.Dataset:
 
 
 def figure_stem(name: str) -> Path:
-    """Where a notebook's figure files go: ``$SIMLAB_FIGURES`` or a temporary folder."""
-    folder = os.environ.get("SIMLAB_FIGURES") or _temporary_folder()
-    return Path(folder) / name
+    """Where a notebook's figure files go: ``$SIMLAB_FIGURES`` (relative to the launch
+    directory) or a temporary folder."""
+    folder = os.environ.get("SIMLAB_FIGURES")
+    return (user_path(folder) if folder else Path(_temporary_folder())) / name
 
 
 _FOLDER: list[str] = []

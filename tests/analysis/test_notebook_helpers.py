@@ -15,8 +15,24 @@ def test_open_run_reads_the_environment(tiny_run, monkeypatch, tmp_path):
     monkeypatch.setenv("SIMLAB_RUN", str(tiny_run))
     assert notebooks.open_run().path == tiny_run
     monkeypatch.setenv("SIMLAB_RUN", str(tmp_path / "missing"))
-    with pytest.raises(SimlabError, match="no such run directory"):
+    with pytest.raises(SimlabError, match="no run directory at " + str(tmp_path / "missing")):
         notebooks.open_run()
+
+
+def test_a_relative_run_is_taken_from_where_jupyter_was_started(tiny_run, monkeypatch, tmp_path):
+    """The kernel runs in analyses/, but SIMLAB_RUN=runs/x means runs/x of the launch directory."""
+    monkeypatch.setenv("PWD", str(tiny_run.parent.parent))  # the shell's directory when jupyter started
+    kernel_dir = tmp_path / "analyses"
+    kernel_dir.mkdir()
+    monkeypatch.chdir(kernel_dir)
+    monkeypatch.setenv("SIMLAB_RUN", f"{tiny_run.parent.name}/{tiny_run.name}")
+    assert notebooks.open_run().path == tiny_run
+    monkeypatch.setenv("SIMLAB_RUN", "runs/not-there")
+    with pytest.raises(SimlabError) as error:
+        notebooks.open_run()
+    assert str(tiny_run.parent.parent / "runs" / "not-there") in str(error.value)
+    monkeypatch.setenv("SIMLAB_FIGURES", "figs")
+    assert notebooks.figure_stem("x") == tiny_run.parent.parent / "figs" / "x"
 
 
 def test_small_run_gets_the_protocol_settings_with_one_classifier(tiny_run):
