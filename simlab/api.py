@@ -316,8 +316,11 @@ def record(
         A rig of the run's protocol, a rig type (``"synapse"``, ``"electrophysiology"``,
         ``"paired"``), a rig YAML file, or rig settings.
     write : bool
-        Also write the recording, to ``out`` or to the run's ``recordings/`` under the name
-        :meth:`RunDirectory.recording_name` gives these settings.
+        Also write the recording, to ``out`` or to the run's ``recordings/``: as
+        ``<rig>.nc`` when no setting differs from the rig's (the file ``simlab run`` wrote), else
+        as ``<rig>-<setting><value>-...nc``, each setting that differs in turn
+        (:func:`simlab.rundir.recording_name`: ``units=20, noise=0.5`` ->
+        ``electrophysiology-units20-noise0.5.nc``).
     out : str or Path, optional
         Where to write it (implies ``write``).
     force : bool
@@ -349,7 +352,7 @@ def record(
     name, spec = _rig(directory, rig, settings)
     path = None
     if write or out is not None:
-        path = Path(out) if out is not None else directory.recording(recording_file_name(directory, name, spec))
+        path = Path(out) if out is not None else directory.recording_for(name, spec, _rig(directory, rig, {})[1])
         refuse_overwrite(path, force)  # before recording: fail fast, lose nothing
     recording = record_cohort(directory, name, spec, progress=progress, echo=lambda *a, **k: None)
     if path is not None:
@@ -375,17 +378,6 @@ def _paths(settings: Mapping[str, Any], prefix: tuple = ()) -> list[tuple[tuple,
     for key, value in settings.items():
         paths += _paths(value, (*prefix, key)) if isinstance(value, Mapping) else [((*prefix, key), value)]
     return paths
-
-
-def recording_file_name(run: RunDirectory, name: str, spec: BaseModel) -> str:
-    """The name ``simlab record`` gives a recording: the rig's own name when the settings are
-    the protocol's rig unchanged (the file ``simlab run`` wrote), else the name with the main
-    settings and a digest of all of them (:func:`simlab.recording.rigfiles.recording_name`)."""
-    from simlab.recording.rigfiles import recording_name
-
-    if run.protocol.rigs.get(name) == spec:
-        return name
-    return recording_name(name, spec)
 
 
 def open_recording(path: str | Path) -> xr.Dataset:

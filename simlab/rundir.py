@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
@@ -34,6 +36,37 @@ PROTOCOL_FILE = "protocol.yaml"
 def _parsed(text: str, source: str) -> Protocol:
     """A protocol text is validated once per process, however many stages read it."""
     return parse_protocol(text, source=source)
+
+
+def recording_name(name: str, settings: BaseModel, base: BaseModel | None = None) -> str:
+    """The rig's name, then every setting that differs from ``base``, in the order of the
+    settings model's fields (nested ones by their own field names): ``units=20, noise=0.5`` on
+    a protocol rig ``electrophysiology`` gives ``electrophysiology-units20-noise0.5``;
+    ``schedule: {count: 6, spacing: log}`` gives ``...-count6-spacinglog``. A setting switched
+    on is its name alone (``keep_units`` -> ``keep_units``), a pair joins its values with
+    ``_`` (``window: [0, 0.2]`` -> ``window0_0.2``). No difference: the name alone."""
+    changed = _differences(settings.model_dump(mode="json"), base.model_dump(mode="json") if base else {})
+    parts = [name, *changed]
+    return "-".join(re.sub(r"[^A-Za-z0-9._]", "_", part) for part in parts)
+
+
+def _differences(values: dict, base: dict) -> list[str]:
+    parts = []
+    for field, value in values.items():
+        old = base.get(field)
+        if isinstance(value, dict):
+            parts += _differences(value, old if isinstance(old, dict) else {})
+        elif value != old:
+            parts.append(field if value is True else f"{field}{_spelled(value)}")
+    return parts
+
+
+def _spelled(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "_".join(_spelled(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 class RunDirectory:
@@ -89,6 +122,12 @@ class RunDirectory:
 
     def recording(self, name: str) -> Path:
         return self.recordings_dir / f"{name}.nc"
+
+    def recording_for(self, name: str, settings: BaseModel, base: BaseModel | None = None) -> Path:
+        """Where a rig's recording goes: ``recordings/<name>.nc`` for the rig as ``base`` has it
+        (the file ``simlab run`` writes for a protocol's rig), else the name followed by each
+        setting that differs from ``base`` (:func:`recording_name`)."""
+        return self.recording(recording_name(name, settings, base))
 
     def recording_files(self) -> dict[str, Path]:
         """name -> file of every recording in ``recordings/`` (the rigs' and ``simlab record``'s)."""

@@ -61,7 +61,7 @@ def test_record_returns_a_recording_and_writes_only_when_asked(tiny_run_copy):
 
     written = simlab.record(run, "electrophysiology", units=4, noise=0.5, progress=False, write=True)
     path = written.encoding["source"]
-    assert path.endswith(".nc") and "units4-gaussian0.5" in path
+    assert path.endswith("recordings/electrophysiology-units4-noise0.5.nc")
     xr.testing.assert_identical(simlab.open_recording(path).drop_attrs(), ephys.drop_attrs())
 
     # the protocol's rig unchanged: the very file simlab run wrote, refused without force
@@ -124,3 +124,16 @@ def test_a_protocol_text_is_parsed_once(tiny_run, monkeypatch):
         run.protocol
     simlab.open_run(tiny_run).protocol
     assert len(calls) == 1
+
+
+def test_recording_names_follow_the_settings_that_differ():
+    from simlab.rundir import recording_name
+    from simlab.specs.rigs import RigSpec
+
+    base = RigSpec(type="electrophysiology", seed=1)
+    assert recording_name("electrophysiology", base, base) == "electrophysiology"
+    changed = RigSpec(type="electrophysiology", seed=1, units=20, noise=0.5,
+                      schedule={"count": 6, "spacing": "log", "window": (0.0, 0.2)}, keep_units=True)
+    assert recording_name("electrophysiology", changed, base) == (
+        "electrophysiology-units20-noise0.5-window0_0.2-count6-spacinglog-keep_units"
+    )
