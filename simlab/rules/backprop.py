@@ -14,7 +14,7 @@ def sgdm(hyper: SGDMomentum) -> LearningRule:
     return LearningRule("sgdm", "backprop", weight_optimizer(hyper))
 
 
-@register_rule("adam", Adam, credit_mechanism="backprop")
+@register_rule("adam", Adam, credit_mechanism="backprop", optimizer="adam")
 def adam(hyper: Adam) -> LearningRule:
     """Backprop with Adam."""
     return LearningRule("adam", "backprop", optax.adam(hyper.learning_rate, hyper.b1, hyper.b2, hyper.eps))

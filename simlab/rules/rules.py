@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from simlab.errors import SimlabError
 from simlab.registry import RULES
-from simlab.specs.rules import Adam, RuleHyperparameters, credit_mechanism_rules
+from simlab.specs.rules import RuleHyperparameters, credit_mechanism_rules
 
 
 class FeedbackUpdate(NamedTuple):
@@ -84,14 +84,17 @@ def weight_optimizer(hyper, learning_rate: float | None = None) -> optax.Gradien
 @dataclass(frozen=True)
 class RuleEntry:
     """A registered rule: ``build(hyper) -> LearningRule`` with ``hyper`` an instance of
-    ``hyperparameters``; ``credit_mechanism`` is the subjects' coordinate of that name (how
-    errors reach hidden layers); ``reward_modulated`` rules learn from a scalar reward (the
-    change of the loss), not an error vector, so a supervised task is reward-based for them."""
+    ``hyperparameters``. ``credit_mechanism`` and ``optimizer`` are the subjects' coordinates
+    of those names (how errors reach hidden layers; what moves W; ``optimizer`` None: "sgd" or
+    "sgd_momentum" by the hyperparameters' momentum). ``reward_modulated`` rules learn from a
+    scalar reward (the change of the loss), not an error vector, so a supervised task is
+    reward-based for them."""
 
     name: str
     build: Callable[[Any], LearningRule]
     hyperparameters: type[RuleHyperparameters]
     credit_mechanism: str
+    optimizer: str | None = None
     reward_modulated: bool = False
 
 
@@ -100,6 +103,7 @@ def register_rule(
     hyperparameters: type[RuleHyperparameters],
     *,
     credit_mechanism: str | None = None,
+    optimizer: str | None = None,
     reward_modulated: bool = False,
     replace: bool = False,
 ) -> Callable[[Callable[[Any], LearningRule]], Callable[[Any], LearningRule]]:
@@ -107,16 +111,17 @@ def register_rule(
 
     ``hyperparameters`` is the rule's pydantic model (a :class:`RuleHyperparameters`, every
     field with a default): what ``training.rules.<name>`` may set in a protocol.
-    ``credit_mechanism`` defaults to ``name``. A rule whose hyperparameters extend
+    ``credit_mechanism`` (default: ``name``), ``optimizer`` and ``reward_modulated``: see
+    :class:`RuleEntry`. A rule whose hyperparameters extend
     :class:`simlab.specs.rules.SGDMomentum` is also a credit mechanism that a protocol's
     ``learning_rules:`` may pair with another optimizer (the first such rule of its
     mechanism, see :func:`simlab.specs.rules.credit_mechanism_rules`); its build then takes
     W's optimizer from :func:`weight_optimizer`. Registering a name twice is refused unless
     ``replace``. Returns the function unchanged::
 
-        @register_rule("plain_sgd", PlainSGD, credit_mechanism="backprop")
-        def plain_sgd(hyper: PlainSGD) -> LearningRule:
-            return LearningRule("plain_sgd", "backprop", optax.sgd(hyper.learning_rate))
+        @register_rule("rmsprop", RMSProp, credit_mechanism="backprop", optimizer="rmsprop")
+        def rmsprop(hyper: RMSProp) -> LearningRule:
+            return LearningRule("rmsprop", "backprop", optax.rmsprop(hyper.learning_rate))
     """
     if not (isinstance(hyperparameters, type) and issubclass(hyperparameters, RuleHyperparameters)):
         raise SimlabError(f"learning rule {name!r}: hyperparameters must be a RuleHyperparameters model, got {hyperparameters!r}")
@@ -126,7 +131,7 @@ def register_rule(
         raise SimlabError(f"learning rule {name!r}: every hyperparameter needs a default ({exc.error_count()} have none)") from None
 
     def register(build: Callable[[Any], LearningRule]) -> Callable[[Any], LearningRule]:
-        entry = RuleEntry(name, build, hyperparameters, credit_mechanism or name, reward_modulated)
+        entry = RuleEntry(name, build, hyperparameters, credit_mechanism or name, optimizer, reward_modulated)
         RULES.register(name, entry, replace=replace)
         return build
 
@@ -160,17 +165,14 @@ def make_rule(name: str, hyper=None) -> LearningRule:
 
 def rule_factors(name: str, hyper=None) -> dict[str, str]:
     """A rule's factors as subject coordinates: its ``credit_mechanism`` (how errors reach
-    hidden layers: "backprop" for sgdm and adam, else as registered) and its ``optimizer``
-    ("adam", "sgd_momentum" or "sgd"). A protocol-defined rule (``hyper.credit`` set) has the
-    credit mechanism and optimizer of its definition."""
+    hidden layers: "backprop" for sgdm and adam) and its ``optimizer`` ("adam", "sgd_momentum"
+    or "sgd" for simlab's own), as registered (:class:`RuleEntry`). A protocol-defined rule
+    (``hyper.credit`` set) has the credit mechanism and optimizer of its definition."""
     entry = rule_entry(name, hyper)
     hyper = hyper if hyper is not None else entry.hyperparameters()
     if getattr(hyper, "credit", None) is not None:
         return {"credit_mechanism": hyper.credit, "optimizer": hyper.optimizer}
-    if isinstance(hyper, Adam):
-        optimizer = "adam"
-    else:
-        optimizer = "sgd_momentum" if getattr(hyper, "momentum", 0.0) else "sgd"
+    optimizer = entry.optimizer or ("sgd_momentum" if getattr(hyper, "momentum", 0.0) else "sgd")
     return {"credit_mechanism": entry.credit_mechanism, "optimizer": optimizer}
 
 
