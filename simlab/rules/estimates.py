@@ -154,7 +154,8 @@ def hebbian_estimate(loss, params, state, inputs, targets, *, network, objective
 @register_rule("direct_feedback_alignment", DirectFeedbackAlignment)
 def direct_feedback_alignment(hyper: DirectFeedbackAlignment) -> LearningRule:
     """The output error to every hidden layer through a fixed random matrix (MLPs only)."""
-    return LearningRule("direct_feedback_alignment", "direct_feedback", weight_optimizer(hyper), estimate=direct_feedback_estimate)
+    optimizer = weight_optimizer(hyper)
+    return LearningRule("direct_feedback_alignment", "direct_feedback", optimizer, estimate=direct_feedback_estimate)
 
 
 @register_rule("node_perturbation", NodePerturbation, reward_modulated=True)
@@ -174,4 +175,5 @@ def _readout_labels(params):
 def hebbian(hyper: Hebbian) -> LearningRule:
     """Oja's subspace rule in hidden layers at ``hebbian_learning_rate``, a supervised readout."""
     transforms = {"readout": weight_optimizer(hyper), "hebbian": weight_optimizer(hyper, hyper.hebbian_learning_rate)}
-    return LearningRule("hebbian", "backprop", optax.multi_transform(transforms, _readout_labels), estimate=hebbian_estimate)
+    optimizer = optax.multi_transform(transforms, _readout_labels)
+    return LearningRule("hebbian", "backprop", optimizer, estimate=hebbian_estimate)

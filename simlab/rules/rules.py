@@ -124,11 +124,14 @@ def register_rule(
             return LearningRule("rmsprop", "backprop", optax.rmsprop(hyper.learning_rate))
     """
     if not (isinstance(hyperparameters, type) and issubclass(hyperparameters, RuleHyperparameters)):
-        raise SimlabError(f"learning rule {name!r}: hyperparameters must be a RuleHyperparameters model, got {hyperparameters!r}")
+        raise SimlabError(
+            f"learning rule {name!r}: hyperparameters must be a RuleHyperparameters model, got {hyperparameters!r}"
+        )
     try:
         hyperparameters()
     except ValidationError as exc:
-        raise SimlabError(f"learning rule {name!r}: every hyperparameter needs a default ({exc.error_count()} have none)") from None
+        message = f"learning rule {name!r}: every hyperparameter needs a valid default ({exc.error_count()} lack one)"
+        raise SimlabError(message) from None
 
     def register(build: Callable[[Any], LearningRule]) -> Callable[[Any], LearningRule]:
         entry = RuleEntry(name, build, hyperparameters, credit_mechanism or name, optimizer, reward_modulated)

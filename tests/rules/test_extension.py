@@ -24,7 +24,14 @@ from simlab.pipeline import run_protocol
 from simlab.protocol import ProtocolError, load_protocol, parse_protocol, plan_cohort
 from simlab.registry import RULES
 from simlab.rules.backprop import sgdm
-from simlab.rules.rules import LearningRule, learns_from_reward, make_rule, register_rule, rule_factors, weight_optimizer
+from simlab.rules.rules import (
+    LearningRule,
+    learns_from_reward,
+    make_rule,
+    register_rule,
+    rule_factors,
+    weight_optimizer,
+)
 from simlab.specs.rules import (
     CREDIT_MECHANISMS,
     RULE_HYPERPARAMETERS,
@@ -164,7 +171,7 @@ def test_the_schema_sees_registered_rules(user_rules, tmp_path):
     found = {p.location: (p.line, p.message) for p in info.value.problems}
     assert found.keys() == {"training.rules.sign_sgd.learning_rate", "training.rules.sign_sgd.momentum"}
     assert {line for line, _ in found.values()} == {14}
-    assert found["training.rules.sign_sgd.momentum"][1].startswith("unknown key 'momentum' (expected one of: learning_rate")
+    assert found["training.rules.sign_sgd.momentum"][1].startswith("unknown key 'momentum' (expected one of: learning")
 
     # an SGD-based rule is also a credit mechanism a protocol may pair with another optimizer;
     # signSGD's model carries no optimizer choice, and "backprop" stays sgdm's
@@ -198,7 +205,7 @@ def test_a_rule_needs_a_strict_model_with_defaults():
     class NoDefault(RuleHyperparameters):
         learning_rate: PositiveFloat
 
-    with pytest.raises(SimlabError, match="every hyperparameter needs a default"):
+    with pytest.raises(SimlabError, match="every hyperparameter needs a valid default"):
         register_rule("no_default", NoDefault)
     with pytest.raises(SimlabError, match="must be a RuleHyperparameters model"):
         register_rule("loose", dict)
