@@ -3,7 +3,7 @@
 For a layer ``y = op(x, W)``, the backward pass computes the error reaching the input with the
 feedback kernel B in place of W (``dx = op^T(dy; B)``, i.e. ``dy @ B.T`` for a dense layer),
 keeps the ordinary local update of W (``dW = x^T dy``) and gives B no gradient from the task
-loss. Feedback rules differ only in how B changes (:mod:`simlab.rules.rules`).
+loss. Feedback rules differ only in how B changes (:mod:`simlab.rules.feedback`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What rules that do not backpropagate give the optimizer in place of the gradient.
+"""Rules that do not backpropagate, and what they give the optimizer in place of the gradient.
 
 Each is a :class:`simlab.rules.rules.LearningRule` ``estimate``: ``estimate(loss, params,
 state, inputs, targets, *, key, network, objective) -> (loss value, sites, grads)``, with
@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
+
+from simlab.rules.rules import LearningRule, register_rule, weight_optimizer
+from simlab.specs.rules import DirectFeedbackAlignment, Hebbian, NodePerturbation
 
 
 def site_pullback(op, x, site_params, cotangent):
@@ -142,3 +146,34 @@ def hebbian_estimate(loss, params, state, inputs, targets, *, network, objective
                 "b": jnp.zeros_like(params[name]["b"]),
             }
     return value, sites, grads
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+@register_rule("direct_feedback_alignment", DirectFeedbackAlignment)
+def direct_feedback_alignment(hyper: DirectFeedbackAlignment) -> LearningRule:
+    """The output error to every hidden layer through a fixed random matrix (MLPs only)."""
+    optimizer = weight_optimizer(hyper)
+    return LearningRule("direct_feedback_alignment", "direct_feedback", optimizer, estimate=direct_feedback_estimate)
+
+
+@register_rule("node_perturbation", NodePerturbation, reward_modulated=True)
+def node_perturbation(hyper: NodePerturbation) -> LearningRule:
+    """The gradient estimated from the loss change under noise: a scalar reward per example."""
+    estimate = node_perturbation_estimate(hyper.noise_std)
+    return LearningRule("node_perturbation", "backprop", weight_optimizer(hyper), estimate=estimate)
+
+
+def _readout_labels(params):
+    """"readout" on the readout's params (the last site of every plan), "hebbian" elsewhere."""
+    return {site: jax.tree.map(lambda _: "readout" if site == "readout" else "hebbian", value)
+            for site, value in params.items()}
+
+
+@register_rule("hebbian", Hebbian)
+def hebbian(hyper: Hebbian) -> LearningRule:
+    """Oja's subspace rule in hidden layers at ``hebbian_learning_rate``, a supervised readout."""
+    transforms = {"readout": weight_optimizer(hyper), "hebbian": weight_optimizer(hyper, hyper.hebbian_learning_rate)}
+    optimizer = optax.multi_transform(transforms, _readout_labels)
+    return LearningRule("hebbian", "backprop", optimizer, estimate=hebbian_estimate)

@@ -3,24 +3,35 @@
 These pydantic models are the single source of truth for what ``training.rules.<rule>`` may
 hold in a protocol file, and for the defaults. Defaults were tuned so that every rule learns
 stably on the quickstart cohort (see the closing note of the backbone issue for the numbers).
+
+Which rules exist is not written here: the rules layer registers each rule, with its model,
+in :data:`simlab.registry.RULES` (:func:`simlab.rules.rules.register_rule`), and
+:data:`RULE_HYPERPARAMETERS` and :data:`CREDIT_MECHANISMS` are live read-only views of that
+registry. Of an entry this layer reads ``hyperparameters`` (the model) and
+``credit_mechanism`` only.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, model_serializer, model_validator
 
+from simlab.registry import RULES
 
-class _Strict(BaseModel):
+
+class RuleHyperparameters(BaseModel):
+    """The base of every rule's hyperparameters: unknown keys refused, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # the architecture types (``mlp``, ``conv1d``, ...) the rule can train; None: all of them
     architecture_types: ClassVar[tuple[str, ...] | None] = None
 
 
-class SGDMomentum(_Strict):
+class SGDMomentum(RuleHyperparameters):
     """Backprop with SGD and (Nesterov) momentum."""
 
     learning_rate: PositiveFloat = 0.05
@@ -28,7 +39,7 @@ class SGDMomentum(_Strict):
     nesterov: bool = True
 
 
-class Adam(_Strict):
+class Adam(RuleHyperparameters):
     """Backprop with Adam."""
 
     learning_rate: PositiveFloat = 1e-3
@@ -114,19 +125,30 @@ class Hebbian(SGDMomentum):
     hebbian_learning_rate: PositiveFloat = 0.001
 
 
-RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
-    "sgdm": SGDMomentum,
-    "adam": Adam,
-    "feedback_alignment": FeedbackAlignment,
-    "information_alignment": InformationAlignment,
-    "kolen_pollack": KolenPollack,
-    "weight_mirror": WeightMirror,
-    "symmetric_alignment": SymmetricAlignment,
-    "sign_symmetry": SignSymmetry,
-    "direct_feedback_alignment": DirectFeedbackAlignment,
-    "node_perturbation": NodePerturbation,
-    "hebbian": Hebbian,
-}
+class _RegistryView(Mapping[str, type[RuleHyperparameters]]):
+    """A read-only mapping recomputed from the registry on every use, so that rules registered
+    after import (a user's) are seen by the schema."""
+
+    def __init__(self, compute: Callable[[], dict[str, type[RuleHyperparameters]]], what: str):
+        self._compute, self._what = compute, what
+
+    def __getitem__(self, name: str) -> type[RuleHyperparameters]:
+        return self._compute()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._compute())
+
+    def __len__(self) -> int:
+        return len(self._compute())
+
+    def __repr__(self) -> str:
+        return f"<{self._what}: {', '.join(self)}>"
+
+
+# rule name -> its hyperparameter model, in order of registration
+RULE_HYPERPARAMETERS: Mapping[str, type[RuleHyperparameters]] = _RegistryView(
+    lambda: {name: entry.hyperparameters for name, entry in RULES.items()}, "hyperparameters of the registered rules"
+)
 
 
 # Image conv nets (KNet, AlexNet, ResNets: no batch norm, see simlab.specs.subjects) diverge
@@ -138,8 +160,8 @@ RULE_HYPERPARAMETERS: dict[str, type[_Strict]] = {
 IMAGE_LEARNING_RATE_SCALE = 0.1
 
 
-def default_hyperparameters(name: str, layout: str | None = None) -> _Strict:
-    """The defaults of a built-in rule for an architecture reading ``layout`` ("image" for the
+def default_hyperparameters(name: str, layout: str | None = None) -> RuleHyperparameters:
+    """The defaults of a registered rule for an architecture reading ``layout`` ("image" for the
     image conv nets; None or "signal" otherwise): SGD-based rules' learning rates are scaled
     by ``IMAGE_LEARNING_RATE_SCALE`` on image nets."""
     defaults = RULE_HYPERPARAMETERS[name]()
@@ -155,12 +177,29 @@ def default_hyperparameters(name: str, layout: str | None = None) -> _Strict:
 
 # --------------------------------------------------------------------------- rules defined in a protocol
 
-# credit mechanisms a protocol's own rule can pair with an optimizer: backprop, and every
-# built-in rule that is not plain backprop (its settings come along: B's update, noise, ...)
-CREDIT_MECHANISMS: dict[str, type[_Strict]] = {
-    "backprop": SGDMomentum,
-    **{name: model for name, model in RULE_HYPERPARAMETERS.items() if name not in ("sgdm", "adam")},
-}
+
+def credit_mechanism_rules() -> dict[str, str]:
+    """Credit mechanism -> the registered rule a protocol-defined rule with that ``credit``
+    builds (with its own choice of W's optimizer).
+
+    Each rule is registered under a credit mechanism (its own name, or "backprop" for sgdm and
+    adam). The first rule registered under a mechanism whose hyperparameters extend
+    :class:`SGDMomentum` provides it: a defined rule adds the optimizer choice to those
+    settings, so Adam's model cannot carry one and "backprop" is sgdm's.
+    """
+    providers: dict[str, str] = {}
+    for name, entry in RULES.items():
+        if issubclass(entry.hyperparameters, SGDMomentum):
+            providers.setdefault(entry.credit_mechanism, name)
+    return providers
+
+
+# credit mechanisms a protocol's own rule can pair with an optimizer -> their settings: backprop,
+# and every registered rule that is not plain backprop (its settings come along: B's update, noise, ...)
+CREDIT_MECHANISMS: Mapping[str, type[RuleHyperparameters]] = _RegistryView(
+    lambda: {credit: RULES[name].hyperparameters for credit, name in credit_mechanism_rules().items()},
+    "credit mechanisms",
+)
 OPTIMIZERS = ("sgd", "sgd_momentum", "adam")
 _SGD_SETTINGS, _ADAM_SETTINGS = ("momentum", "nesterov"), ("b1", "b2", "eps")
 
@@ -183,7 +222,7 @@ def _optimizer_settings(data: Any) -> Any:
     return data
 
 
-class _DefinedRule(_Strict):
+class _DefinedRule(RuleHyperparameters):
     """Written out with its optimizer's settings only, so that a dumped protocol reads back."""
 
     @model_serializer(mode="wrap")
@@ -193,12 +232,16 @@ class _DefinedRule(_Strict):
         return {key: value for key, value in data.items() if key not in other}
 
 
-@functools.lru_cache(maxsize=None)
-def defined_rule_model(credit: str) -> type[_Strict]:
+def defined_rule_model(credit: str) -> type[RuleHyperparameters]:
     """The settings of a protocol-defined rule with credit mechanism ``credit``: that
     mechanism's hyperparameters (defaults included), ``credit`` itself, the ``optimizer`` of W
     ("sgd", "sgd_momentum" or "adam") and Adam's ``b1``, ``b2``, ``eps``."""
-    base = CREDIT_MECHANISMS[credit]
+    return _defined_rule_model(credit, CREDIT_MECHANISMS[credit])
+
+
+@functools.lru_cache(maxsize=None)
+def _defined_rule_model(credit: str, base: type[RuleHyperparameters]) -> type[RuleHyperparameters]:
+    """One model per mechanism and base (a mechanism registered anew gets a new model)."""
     return create_model(
         f"Defined{base.__name__}",
         __base__=(base, _DefinedRule),

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from simlab.fileio import atomic_path
 from simlab.protocol import CohortPlan, Population, Protocol
-from simlab.rules.rules import REWARD_MODULATED, autodiff_estimate, make_rule, rule_factors
+from simlab.rules.rules import autodiff_estimate, learns_from_reward, make_rule, rule_factors
 from simlab.rundir import RunDirectory
 from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.tasks import load_task
@@ -240,9 +240,10 @@ def subject_labels(protocol: Protocol, subject) -> dict[str, str]:
     ``final_accuracy`` and ``test_accuracy`` measure: "test_accuracy" (its outputs) or
     "probe_accuracy" (a linear probe on its representation)."""
     objective = task_objective(protocol.task_spec(subject.task))
-    factors = rule_factors(subject.learning_rule, protocol.rule_hyperparameters(subject.learning_rule, subject.architecture))
+    hyper = protocol.rule_hyperparameters(subject.learning_rule, subject.architecture)
+    factors = rule_factors(subject.learning_rule, hyper)
     family = objective.family
-    if family == "supervised" and factors["credit_mechanism"] in REWARD_MODULATED:
+    if family == "supervised" and learns_from_reward(subject.learning_rule, hyper):
         family = "reward_based"
     return {**factors, "task_family": family, "health_metric": objective.health_metric}
 

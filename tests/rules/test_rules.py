@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from simlab.specs.rules import Adam, FeedbackAlignment, InformationAlignment, SGDMomentum
-from simlab.rules.rules import local_feedback_loss, make_rule
+from simlab.rules.feedback import local_feedback_loss
+from simlab.rules.rules import make_rule
 from simlab.subjects.architectures import Network
 from simlab.ops.linear import dense
 from simlab.specs.subjects import MLPSpec
