@@ -10,3 +10,6 @@ from simlab._version import __version__
 
 # registered extensions: every built-in is registered by the module that implements it
 from simlab.analysis import classifiers as _classifiers  # noqa: E402,F401
+
+# rig types (simlab.recording.rigs registers the built-in ones)
+from simlab.recording import rigs as _rigs  # noqa: E402,F401

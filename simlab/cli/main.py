@@ -194,8 +194,8 @@ def cmd_record(args) -> int:
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
-        flags[path] = "--" + flag.replace("_", "-")
-    name, spec = resolve_rig(args.rig, run.protocol(), overrides, flags)
+        flags[".".join(path)] = "--" + flag.replace("_", "-")
+    name, spec = resolve_rig(args.rig, run.protocol(), overrides, names={"rig": "--rig", **flags})
     out = args.out or run.recording(recording_name(name, spec))
     refuse_overwrite(out, args.force)  # before recording: fail fast, lose nothing
     write_recording(record_cohort(run, name, spec, progress=not args.quiet), out, force=args.force)
