@@ -144,7 +144,7 @@ def test_the_calcium_recording_passes_the_contract(calcium_run):
 def test_the_calcium_recording_is_the_square_of_the_snapshots_activations(calcium_run):
     ds = open_recording(calcium_run.recording("calcium"))
     stimuli = calcium_run.stimuli("digits")
-    (population,) = plan_cohort(calcium_run.protocol()).populations
+    (population,) = plan_cohort(parse_protocol(PROTOCOL)).populations  # the run's protocol
     shard = read_shard(calcium_run.shard(population.id))
     for replicate, subject in enumerate(population.subjects):
         recorded = ds.sel(subject=subject.id)
