@@ -38,6 +38,7 @@ from simlab.protocol import Protocol, ProtocolError
 # Every built-in extension is registered by the module that implements it; importing them here
 # registers them before any protocol is validated (importing any simlab module runs this file).
 from simlab import rules as _rules  # noqa: E402,F401  isort: skip
+from simlab.recording import rigs as _rigs  # noqa: E402,F401  isort: skip
 from simlab.analysis import classifiers as _classifiers  # noqa: E402,F401  isort: skip
 
 __all__ = [

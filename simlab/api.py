@@ -368,16 +368,7 @@ def _rig(run: RunDirectory, rig, settings: Mapping[str, Any]):
 
     if isinstance(rig, RigSpec):
         return rig.type, rig.model_copy(update=dict(settings)) if settings else rig
-    named = {path: parameter(".".join(path), value) for path, value in _paths(settings)}  # errors name the setting
-    return resolve_rig(str(rig), run.protocol, dict(settings), named)
-
-
-def _paths(settings: Mapping[str, Any], prefix: tuple = ()) -> list[tuple[tuple, Any]]:
-    """(key path, value) of nested settings: {"schedule": {"count": 3}} -> [(("schedule", "count"), 3)]."""
-    paths = []
-    for key, value in settings.items():
-        paths += _paths(value, (*prefix, key)) if isinstance(value, Mapping) else [((*prefix, key), value)]
-    return paths
+    return resolve_rig(str(rig), run.protocol, dict(settings))
 
 
 def open_recording(path: str | Path) -> xr.Dataset:

@@ -168,100 +168,12 @@ def build_recording(
     0 for padding); ``depth`` is derived here. ``steps``: the training step of each session.
     ``rig_settings`` is stored as YAML text in the ``rig`` attribute.
     """
-    obs = np.asarray(observation)
-    if obs.ndim != 4:
-        raise ValueError(
-            f"observation: expected 4 dims {DIMS}, got shape {obs.shape}"
-        )
-    if obs.dtype.kind not in "iuf":
-        raise ValueError(f"observation: expected numbers, got dtype {obs.dtype}")
-    with np.errstate(over="ignore"):
-        obs = obs.astype(np.float32)
-    obs = np.where(np.isfinite(obs), obs, np.float32(np.nan))
+    obs = _observation_array(observation)
     n_subj, n_layer, n_sess, n_obs = obs.shape
-
-    ids = [str(s) if isinstance(s, np.str_) else s for s in subject_ids]
-    if len(ids) != n_subj:
-        raise ValueError(f"subject_ids: expected {n_subj} (observation's subject axis), got {len(ids)}")
-    if not all(isinstance(s, str) and s for s in ids):
-        raise ValueError(f"subject_ids: expected non-empty strings, got {ids!r}")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"subject_ids must be unique, got {ids!r}")
-
-    missing = [c for c in SUBJECT_COORDS if c not in subject_coords]
-    if missing:
-        raise ValueError(
-            f"subject_coords lacks required coordinates {missing}; expected at least {list(SUBJECT_COORDS)}"
-        )
-    reserved = set(DIMS) | set(LAYER_COORDS) | set(SESSION_COORDS) | set(OBSERVABLE_COORDS)
-    coords: dict[str, tuple] = {}
-    for name, values in subject_coords.items():
-        if name in reserved:
-            raise ValueError(f"subject_coords: {name!r} is reserved by the contract")
-        coords[name] = ("subject", _coord_values(name, values, n_subj, "subject"))
-    bad_status = sorted({str(v) for v in coords["status"][1]} - set(STATUSES))
-    if bad_status:
-        raise ValueError(f"status values {bad_status}: expected only {STATUSES}")
-
-    missing = [c for c in ("layer_name", "n_units", "n_recorded") if c not in layer_coords]
-    if missing:
-        raise ValueError(f"layer_coords lacks {missing}; expected layer_name, n_units, n_recorded")
-    if "depth" in layer_coords:
-        raise ValueError("layer_coords: 'depth' is derived from layer_name; do not pass it")
-    for name, values in layer_coords.items():
-        if name in reserved - set(LAYER_COORDS) or name in coords:
-            raise ValueError(f"layer_coords: {name!r} is reserved or already a coordinate")
-        arr = np.asarray(values)
-        if arr.shape != (n_subj, n_layer):
-            raise ValueError(
-                f"layer coordinate {name!r}: expected shape (subject, layer) = "
-                f"{(n_subj, n_layer)}, got {arr.shape}"
-            )
-        coords[name] = (("subject", "layer"), _plain(arr, f"layer coordinate {name!r}"))
-
-    names = coords["layer_name"][1]
-    if names.dtype.kind != "U":
-        raise ValueError("layer_name: expected strings ('' for padding layers)")
-    real = names != ""
-    n_real = real.sum(axis=1)
-    depth = np.full((n_subj, n_layer), "", dtype=f"<U{max(map(len, DEPTHS))}")
-    for i, k in enumerate(n_real):
-        if not real[i, :k].all():
-            raise ValueError(
-                f"subject {ids[i]!r}: padding layers ('' names) must come after its real layers, "
-                f"got layer_name {list(names[i])}"
-            )
-        depth[i, :k] = depth_groups(int(k), names[i, :k])
-        if not np.isnan(obs[i, k:]).all():
-            raise ValueError(f"subject {ids[i]!r}: padding layers {k}..{n_layer - 1} must hold only NaN")
-    coords["depth"] = (("subject", "layer"), depth)
-    for name in RIG_COUNTS:
-        arr = coords[name][1]
-        if arr.dtype.kind == "f":
-            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise ValueError(f"{name}: expected integers (0 for padding layers), got {arr.tolist()}")
-        if (arr < 0).any():
-            raise ValueError(f"{name}: expected counts >= 0, got {arr.tolist()}")
-        coords[name] = (("subject", "layer"), arr.astype(np.int64))
-
-    step = np.asarray(steps)
-    if step.shape != (n_sess,) or step.dtype.kind not in "iu":
-        raise ValueError(
-            f"steps: expected {n_sess} integers (observation's session axis), got {step.tolist()}"
-        )
-    if n_sess > 1 and not np.all(np.diff(step) > 0):
-        raise ValueError(f"steps must increase, got {step.tolist()}")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps <= 0:
-        raise ValueError(f"total_steps: expected a positive integer, got {total_steps!r}")
-    if n_sess and (step.min() < 0 or step.max() > total_steps):
-        raise ValueError(f"steps must lie in [0, total_steps={total_steps}], got {step.tolist()}")
-    coords["step"] = ("session", step.astype(np.int64), {"long_name": "training step"})
-    coords["fraction"] = (
-        "session",
-        step.astype(np.float64) / float(total_steps),
-        {"long_name": "fraction of training steps", "units": "1"},
-    )
-
+    ids = _subject_ids(subject_ids, n_subj)
+    coords = _subject_coordinates(subject_coords, n_subj)
+    coords.update(_layer_coordinates(layer_coords, coords, obs, ids))
+    coords.update(_session_coordinates(steps, total_steps, n_sess))
     obs_list = _check_observables(observables)
     if len(obs_list) != n_obs:
         raise ValueError(
@@ -281,18 +193,139 @@ def build_recording(
     if not isinstance(rig_settings, Mapping):
         raise ValueError(f"rig_settings: expected a dict, got {type(rig_settings).__name__}")
 
-    ds = xr.Dataset(
-        {
-            "observation": (
-                DIMS,
-                obs,
-                {"long_name": "observable value", "units": "1"},
-            )
-        },
+    return xr.Dataset(
+        {"observation": (DIMS, obs, {"long_name": "observable value", "units": "1"})},
         coords=coords,
         attrs=_global_attrs(protocol_text, _yaml(dict(rig_settings)), title, history),
     )
-    return ds
+
+
+_RESERVED = set(DIMS) | set(LAYER_COORDS) | set(SESSION_COORDS) | set(OBSERVABLE_COORDS)
+"""Names the contract gives its own coordinates: no subject or layer coordinate may take them."""
+
+
+def _observation_array(observation) -> np.ndarray:
+    """The observations as float32 [subject, layer, session, observable], NaN where not finite."""
+    obs = np.asarray(observation)
+    if obs.ndim != 4:
+        raise ValueError(
+            f"observation: expected 4 dims {DIMS}, got shape {obs.shape}"
+        )
+    if obs.dtype.kind not in "iuf":
+        raise ValueError(f"observation: expected numbers, got dtype {obs.dtype}")
+    with np.errstate(over="ignore"):
+        obs = obs.astype(np.float32)
+    return np.where(np.isfinite(obs), obs, np.float32(np.nan))
+
+
+def _subject_ids(subject_ids: Sequence[str], n_subj: int) -> list[str]:
+    ids = [str(s) if isinstance(s, np.str_) else s for s in subject_ids]
+    if len(ids) != n_subj:
+        raise ValueError(f"subject_ids: expected {n_subj} (observation's subject axis), got {len(ids)}")
+    if not all(isinstance(s, str) and s for s in ids):
+        raise ValueError(f"subject_ids: expected non-empty strings, got {ids!r}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"subject_ids must be unique, got {ids!r}")
+    return ids
+
+
+def _subject_coordinates(subject_coords: Mapping[str, Sequence], n_subj: int) -> dict[str, tuple]:
+    """The contract's subject coordinates (required) and any other factor, on ``subject``."""
+    missing = [c for c in SUBJECT_COORDS if c not in subject_coords]
+    if missing:
+        raise ValueError(
+            f"subject_coords lacks required coordinates {missing}; expected at least {list(SUBJECT_COORDS)}"
+        )
+    coords: dict[str, tuple] = {}
+    for name, values in subject_coords.items():
+        if name in _RESERVED:
+            raise ValueError(f"subject_coords: {name!r} is reserved by the contract")
+        coords[name] = ("subject", _coord_values(name, values, n_subj, "subject"))
+    bad_status = sorted({str(v) for v in coords["status"][1]} - set(STATUSES))
+    if bad_status:
+        raise ValueError(f"status values {bad_status}: expected only {STATUSES}")
+    return coords
+
+
+def _layer_coordinates(
+    layer_coords: Mapping[str, np.ndarray], subject_coords: Mapping, obs: np.ndarray, ids: list[str]
+) -> dict[str, tuple]:
+    """``layer_name``, the counts and any other per-site coordinate on (subject, layer), and
+    ``depth`` derived from the names."""
+    n_subj, n_layer = obs.shape[:2]
+    missing = [c for c in ("layer_name", "n_units", "n_recorded") if c not in layer_coords]
+    if missing:
+        raise ValueError(f"layer_coords lacks {missing}; expected layer_name, n_units, n_recorded")
+    if "depth" in layer_coords:
+        raise ValueError("layer_coords: 'depth' is derived from layer_name; do not pass it")
+    coords: dict[str, tuple] = {}
+    for name, values in layer_coords.items():
+        if name in _RESERVED - set(LAYER_COORDS) or name in subject_coords:
+            raise ValueError(f"layer_coords: {name!r} is reserved or already a coordinate")
+        arr = np.asarray(values)
+        if arr.shape != (n_subj, n_layer):
+            raise ValueError(
+                f"layer coordinate {name!r}: expected shape (subject, layer) = "
+                f"{(n_subj, n_layer)}, got {arr.shape}"
+            )
+        coords[name] = (("subject", "layer"), _plain(arr, f"layer coordinate {name!r}"))
+    coords["depth"] = (("subject", "layer"), _depths(coords["layer_name"][1], obs, ids))
+    for name in RIG_COUNTS:
+        coords[name] = (("subject", "layer"), _counts(name, coords[name][1]))
+    return coords
+
+
+def _depths(names: np.ndarray, obs: np.ndarray, ids: list[str]) -> np.ndarray:
+    """Each layer's depth group, after checking that padding layers ('' names) come last and
+    hold only NaN."""
+    if names.dtype.kind != "U":
+        raise ValueError("layer_name: expected strings ('' for padding layers)")
+    n_subj, n_layer = names.shape
+    real = names != ""
+    depth = np.full((n_subj, n_layer), "", dtype=f"<U{max(map(len, DEPTHS))}")
+    for i, k in enumerate(real.sum(axis=1)):
+        if not real[i, :k].all():
+            raise ValueError(
+                f"subject {ids[i]!r}: padding layers ('' names) must come after its real layers, "
+                f"got layer_name {list(names[i])}"
+            )
+        depth[i, :k] = depth_groups(int(k), names[i, :k])
+        if not np.isnan(obs[i, k:]).all():
+            raise ValueError(f"subject {ids[i]!r}: padding layers {k}..{n_layer - 1} must hold only NaN")
+    return depth
+
+
+def _counts(name: str, arr: np.ndarray) -> np.ndarray:
+    """A per-site count as int64, refused unless whole numbers >= 0."""
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name}: expected integers (0 for padding layers), got {arr.tolist()}")
+    if (arr < 0).any():
+        raise ValueError(f"{name}: expected counts >= 0, got {arr.tolist()}")
+    return arr.astype(np.int64)
+
+
+def _session_coordinates(steps: Sequence[int], total_steps: int, n_sess: int) -> dict[str, tuple]:
+    """``step`` and ``fraction`` of each session, after checking the steps."""
+    step = np.asarray(steps)
+    if step.shape != (n_sess,) or step.dtype.kind not in "iu":
+        raise ValueError(
+            f"steps: expected {n_sess} integers (observation's session axis), got {step.tolist()}"
+        )
+    if n_sess > 1 and not np.all(np.diff(step) > 0):
+        raise ValueError(f"steps must increase, got {step.tolist()}")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps <= 0:
+        raise ValueError(f"total_steps: expected a positive integer, got {total_steps!r}")
+    if n_sess and (step.min() < 0 or step.max() > total_steps):
+        raise ValueError(f"steps must lie in [0, total_steps={total_steps}], got {step.tolist()}")
+    return {
+        "step": ("session", step.astype(np.int64), {"long_name": "training step"}),
+        "fraction": (
+            "session",
+            step.astype(np.float64) / float(total_steps),
+            {"long_name": "fraction of training steps", "units": "1"},
+        ),
+    }
 
 
 def _yaml(value) -> str:
@@ -377,6 +410,33 @@ def combine_recordings(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     datasets = list(datasets)
     if not datasets:
         raise ValueError("combine_recordings: expected at least one recording, got none")
+    shared = _check_combinable(datasets)
+    coords = {name: coord.variable for name, coord in shared.items()}
+    coords.update(_rig_count_coords(datasets))
+    obs_coords = {
+        name: ("observable", np.concatenate([ds[name].values.astype(str) for ds in datasets]))
+        for name in ("observable",) + OBSERVABLE_COORDS
+    }
+    data = np.concatenate(
+        [ds["observation"].transpose(*DIMS).values.astype(np.float32) for ds in datasets], axis=-1
+    )
+    return xr.Dataset(
+        {"observation": (DIMS, data, dict(datasets[0]["observation"].attrs))},
+        coords={**coords, **obs_coords},
+        attrs=_combined_attrs(datasets),
+    )
+
+
+def _coords_off_the_observable_axis(ds: xr.Dataset) -> dict:
+    """The coordinates the recordings to combine must share (rig counts may differ)."""
+    return {
+        n: c for n, c in ds.coords.items()
+        if "observable" not in c.dims and n not in RIG_COUNTS and not _per_measure_count(n)
+    }
+
+
+def _check_combinable(datasets: list[xr.Dataset]) -> dict:
+    """Refuse recordings that do not combine; return the coordinates they share."""
     first = datasets[0]
     for i, ds in enumerate(datasets):
         if "observation" not in ds.data_vars or set(ds["observation"].dims) != set(DIMS):
@@ -385,14 +445,7 @@ def combine_recordings(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     names, counts = np.unique(observables, return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"observables appear in more than one recording: {names[counts > 1].tolist()}")
-
-    def shared(ds):
-        return {
-            n: c for n, c in ds.coords.items()
-            if "observable" not in c.dims and n not in RIG_COUNTS and not _per_measure_count(n)
-        }
-
-    base = shared(first)
+    base = _coords_off_the_observable_axis(first)
     for i, ds in enumerate(datasets[1:], start=1):
         for dim in ("subject", "layer", "session"):
             if not np.array_equal(ds[dim].values, first[dim].values):
@@ -400,7 +453,7 @@ def combine_recordings(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
                     f"recording {i} has {dim} {ds[dim].values.tolist()}, recording 0 has "
                     f"{first[dim].values.tolist()}; only recordings of the same {dim}s combine"
                 )
-        other = shared(ds)
+        other = _coords_off_the_observable_axis(ds)
         if set(other) != set(base):
             raise ValueError(
                 f"recording {i} has coordinates {sorted(other)}, recording 0 has {sorted(base)}"
@@ -410,31 +463,33 @@ def combine_recordings(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
                 raise ValueError(f"recording {i} disagrees with recording 0 on coordinate {name!r}")
         if ds.attrs.get("protocol") != first.attrs.get("protocol"):
             raise ValueError(f"recording {i} was made under a different protocol than recording 0")
+    return base
 
+
+def _rig_count_coords(datasets: list[xr.Dataset]) -> dict:
+    """``n_units`` and ``n_recorded`` where all recordings agree on them, else one pair per
+    measure (``n_units_{measure}``, ``n_recorded_{measure}``)."""
+    first = datasets[0]
     counts_agree = all(
         name in ds.coords and _same(ds[name].values, first[name].values)
         for ds in datasets for name in RIG_COUNTS
     )
-    coords = {n: c.variable for n, c in base.items()}
     if counts_agree:
-        for name in RIG_COUNTS:
-            coords[name] = first[name].variable
-    else:
-        for ds in datasets:
-            for name, coord in ds.coords.items():
-                if _per_measure_count(name):
-                    coords[name] = coord.variable
-            if all(name in ds.coords for name in RIG_COUNTS):
-                for measure in np.unique(ds["measure"].values.astype(str)):
-                    for name in RIG_COUNTS:
-                        coords[f"{name}_{measure}"] = ds[name].variable
+        return {name: first[name].variable for name in RIG_COUNTS}
+    coords = {}
+    for ds in datasets:
+        for name, coord in ds.coords.items():
+            if _per_measure_count(name):
+                coords[name] = coord.variable
+        if all(name in ds.coords for name in RIG_COUNTS):
+            for measure in np.unique(ds["measure"].values.astype(str)):
+                for name in RIG_COUNTS:
+                    coords[f"{name}_{measure}"] = ds[name].variable
+    return coords
 
-    obs_coords = {}
-    for name in ("observable",) + OBSERVABLE_COORDS:
-        obs_coords[name] = ("observable", np.concatenate([ds[name].values.astype(str) for ds in datasets]))
-    data = np.concatenate(
-        [ds["observation"].transpose(*DIMS).values.astype(np.float32) for ds in datasets], axis=-1
-    )
+
+def _combined_attrs(datasets: list[xr.Dataset]) -> dict[str, str]:
+    """The inputs' rig settings as a YAML list, their distinct titles and their histories."""
     rigs: list = []
     for ds in datasets:
         rig = yaml.safe_load(str(ds.attrs.get("rig", ""))) if ds.attrs.get("rig") else None
@@ -442,13 +497,8 @@ def combine_recordings(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     titles = list(dict.fromkeys(str(ds.attrs.get("title", "")) for ds in datasets))
     history = "\n".join(str(ds.attrs.get("history", "")) for ds in datasets if ds.attrs.get("history"))
     history = (history + "\n" if history else "") + f"{_utc_now()} simlab combine_recordings ({len(datasets)} recordings)"
-    attrs = _global_attrs(
-        str(first.attrs.get("protocol", "")), _yaml(rigs), " + ".join(t for t in titles if t), history
-    )
-    return xr.Dataset(
-        {"observation": (DIMS, data, dict(first["observation"].attrs))},
-        coords={**coords, **obs_coords},
-        attrs=attrs,
+    return _global_attrs(
+        str(datasets[0].attrs.get("protocol", "")), _yaml(rigs), " + ".join(t for t in titles if t), history
     )
 
 
@@ -483,8 +533,17 @@ def problems(ds) -> list[str]:
             return [f"cannot open {ds}: {exc}"]
     if "observation" not in ds.data_vars:
         return ["no data variable 'observation'"]
+    return [
+        *_observation_problems(ds["observation"]),
+        *_coordinate_problems(ds),
+        *_label_problems(ds),
+        *_observable_name_problems(ds),
+        *_attribute_problems(ds),
+    ]
+
+
+def _observation_problems(var: xr.DataArray) -> list[str]:
     out = []
-    var = ds["observation"]
     if set(var.dims) != set(DIMS) or len(var.dims) != len(DIMS):
         out.append(f"observation dims {var.dims}, expected {DIMS}")
     if var.dtype != np.float32:
@@ -494,15 +553,24 @@ def problems(ds) -> list[str]:
             out.append(f"observation lacks attribute {key!r}")
     if np.isinf(var.values).any():
         out.append("observation holds inf; statistics that are not finite are stored as NaN")
+    return out
 
+
+_WANTED_COORDS = {
+    ("subject",): SUBJECT_COORDS,
+    ("subject", "layer"): LAYER_COORDS,
+    ("session",): SESSION_COORDS,
+    ("observable",): OBSERVABLE_COORDS,
+}
+"""The contract's coordinates by the dims they may lie on."""
+
+
+def _coordinate_problems(ds: xr.Dataset) -> list[str]:
+    """Every required coordinate present, on the dims it belongs to (a rig count may be one
+    per measure, as in a combined recording)."""
+    out = []
     measures = set(np.unique(ds["measure"].values.astype(str))) if "measure" in ds.coords else set()
-    wanted = {
-        ("subject",): SUBJECT_COORDS,
-        ("subject", "layer"): LAYER_COORDS,
-        ("session",): SESSION_COORDS,
-        ("observable",): OBSERVABLE_COORDS,
-    }
-    for where, names in wanted.items():
+    for where, names in _WANTED_COORDS.items():
         for name in names:
             per_measure = [f"{name}_{m}" for m in sorted(measures)] if name in RIG_COUNTS else []
             if name in ds.coords:
@@ -516,7 +584,12 @@ def problems(ds) -> list[str]:
                 dims = ds.coords[found].dims
                 if not dims or not set(dims) <= set(where):
                     out.append(f"coordinate {found} has dims {dims}, expected {'+'.join(where)}")
+    return out
 
+
+def _label_problems(ds: xr.Dataset) -> list[str]:
+    """Label coordinates hold only the values the contract allows."""
+    out = []
     if "status" in ds.coords:
         bad = set(np.unique(ds["status"].values.astype(str))) - set(STATUSES)
         if bad:
@@ -535,18 +608,28 @@ def problems(ds) -> list[str]:
             bad = set(np.unique(ds[name].values.astype(str))) - values
             if bad:
                 out.append(f"{name} values {sorted(bad)} not allowed")
-    if "observable" in ds.coords and set(OBSERVABLE_COORDS) <= set(ds.coords):
-        for o, m, f, s in zip(
-            *(ds[n].values.astype(str) for n in ("observable",) + OBSERVABLE_COORDS)
-        ):
-            expect = _observable_name(m, f, s)
-            if o != expect:
-                out.append(f"observable {o} should be named {expect}")
-                break
-        names = ds["observable"].values.astype(str)
-        if len(set(names)) != len(names):
-            out.append("observable names are not unique")
+    return out
 
+
+def _observable_name_problems(ds: xr.Dataset) -> list[str]:
+    """Observables are named after their labels (the first misnamed one is reported), once each."""
+    if "observable" not in ds.coords or not set(OBSERVABLE_COORDS) <= set(ds.coords):
+        return []
+    out = []
+    for o, m, f, s in zip(*(ds[n].values.astype(str) for n in ("observable",) + OBSERVABLE_COORDS)):
+        expect = _observable_name(m, f, s)
+        if o != expect:
+            out.append(f"observable {o} should be named {expect}")
+            break
+    names = ds["observable"].values.astype(str)
+    if len(set(names)) != len(names):
+        out.append("observable names are not unique")
+    return out
+
+
+def _attribute_problems(ds: xr.Dataset) -> list[str]:
+    """The global attributes, attribute values NetCDF can hold, and no MultiIndex."""
+    out = []
     for key in ATTRS:
         if key not in ds.attrs:
             out.append(f"missing global attribute {key}")

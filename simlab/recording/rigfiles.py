@@ -10,20 +10,21 @@ A rig file holds the fields of one rig (``type`` required, ``name`` optional), e
     count_window: 0.5
     schedule: {count: 6, spacing: log}
 
-Settings given on the command line override the base rig's; the result is validated as a
-whole, and every problem is reported with where it came from.
+Settings given as overrides (on the command line, or by a caller) override the base rig's;
+the result is validated as a whole, and every problem is reported with where it came from.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from simlab.errors import SimlabError
+from simlab.errors import SimlabError, parameter
 from simlab.protocol import Protocol
 from simlab.specs.rigs import RIG_TYPES, RigSpec
 
@@ -38,12 +39,24 @@ def _merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
-def _problems(exc: ValidationError, flags: dict[tuple, str], origin: str) -> str:
-    """One clause per problem, naming the flag that set the field, else the field in ``origin``."""
+def _override_at(overrides: Mapping, loc: tuple) -> tuple[str, Any] | None:
+    """The override that set the field at ``loc`` (or a setting above it, such as ``units``
+    for pydantic's ``units.int``): its dotted parameter name and value; None if none did."""
+    node, path = overrides, []
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            break
+        node, path = node[part], [*path, part]
+    return (".".join(path), node) if path else None
+
+
+def _problems(exc: ValidationError, overrides: Mapping, origin: str) -> str:
+    """One clause per problem, naming the override that set the field, else the field in ``origin``."""
     clauses = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
-        where = flags.get(loc) or f"{'.'.join(loc) or 'rig'} ({origin})"
+        override = _override_at(overrides, loc)
+        where = parameter(*override) if override else f"{'.'.join(loc) or 'rig'} ({origin})"
         clauses.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(clauses)
 
@@ -66,13 +79,17 @@ def _read_rig_file(path: Path) -> tuple[str, dict]:
 
 
 def resolve_rig(
-    rig: str, protocol: Protocol, overrides: dict[str, Any], flags: dict[tuple, str] | None = None
+    rig: str, protocol: Protocol, overrides: Mapping[str, Any] | None = None
 ) -> tuple[str, RigSpec]:
     """(name, settings) of the rig called or stored at ``rig``, with ``overrides`` applied.
 
-    ``flags`` maps a settings path (e.g. ``("schedule", "count")``) to the command-line flag
-    that set it, so that an error names what the user typed.
+    ``rig`` is a rig of the protocol, a rig type (its default settings) or a rig YAML file.
+    ``overrides`` are settings by field (``{"units": 20, "schedule": {"count": 6}}``).
+    Errors name what set a bad value as a parameter (:func:`simlab.errors.parameter`):
+    ``rig='ephys'``, ``units=0``, ``schedule.count=50`` from Python; the command line shows
+    its flags instead (``--sessions 50``).
     """
+    overrides = overrides or {}
     path = Path(rig)
     if rig in protocol.rigs:
         name, base, origin = rig, protocol.rigs[rig].model_dump(), f"rig {rig!r} of the protocol"
@@ -84,15 +101,29 @@ def resolve_rig(
         (name, base), origin = _read_rig_file(path), str(path)
     else:
         known = ", ".join([*protocol.rigs, *(t for t in RIG_TYPES if t not in protocol.rigs)])
-        raise SimlabError(f"--rig {rig!r}: not a rig of the protocol, a rig type or a rig file (known rigs: {known})")
+        raise SimlabError(
+            f"{parameter('rig', rig)}: not a rig of the protocol, a rig type or a rig file (known rigs: {known})"
+        )
     try:
         return name, RigSpec(**_merge(base, overrides))
     except ValidationError as exc:
-        raise SimlabError(f"bad rig settings: {_problems(exc, flags or {}, origin)}") from None
+        raise SimlabError(f"bad rig settings: {_problems(exc, overrides, origin)}") from None
 
 
 def recording_name(name: str, spec: RigSpec) -> str:
-    """A file name that says the main settings and, by a short digest, all the others."""
+    """The file name (without ``.nc``) that ``simlab record`` gives a recording of rig ``name``.
+
+    It says the main settings and, by a short digest, all the others:
+    ``{name}-units{units}-{noise}-seed{seed}-{digest}``, where ``units`` is as set (``all``,
+    a count such as ``20`` or a fraction such as ``0.5``), ``noise`` is the noise model
+    followed by its scale in the shortest form (``gaussian0``, ``gaussian0.5``, ``gain0.1``,
+    ``lognormal0.2``) or just ``poisson`` (set by rate_gain and count_window, which the digest
+    holds), and ``digest`` is the first 6 hex digits of the SHA-1 of the settings as JSON
+    (``spec.model_dump_json()``: every field, so rigs that differ in any setting, schedule
+    and stimuli included, get different names; the name ``name`` is not part of it). E.g.
+    the electrophysiology rig of a protocol with ``--units 20 --noise 0.5`` and seed 1 is
+    recorded as ``electrophysiology-units20-gaussian0.5-seed1-<digest>.nc``.
+    """
     digest = hashlib.sha1(spec.model_dump_json().encode()).hexdigest()[:6]
     noise = spec.noise_model if spec.noise_model == "poisson" else f"{spec.noise_model}{spec.noise:g}"
     return f"{name}-units{spec.units}-{noise}-seed{spec.seed}-{digest}"

@@ -1,11 +1,19 @@
 """Rigs: simulated instruments that turn snapshots and a stimulus set into observables.
 
-Every rig records each site (layer) of a subject at every session:
-- ``synapse``: the layer's kernel (synapses; bias excluded) -> weight observables;
-- ``electrophysiology``: the layer's outputs after the nonlinearity, one row per stimulus
-  -> activation observables (statistics over units per stimulus, then the mean over stimuli);
-- ``paired``: the layer-wise activity change, per stimulus
+A rig type is one class (scikit-learn style), registered once under its ``name`` with
+:func:`register_rig`; ``Rig(spec)`` builds the registered class of ``spec.type``. Every rig
+records each site (layer) of a subject at every session; the built-ins:
+- :class:`SynapseRig` (``synapse``): the layer's kernel (synapses; bias excluded) -> weight
+  observables;
+- :class:`ElectrophysiologyRig` (``electrophysiology``): the layer's outputs after the
+  nonlinearity, one row per stimulus -> activation observables (statistics over units per
+  stimulus, then the mean over stimuli);
+- :class:`PairedRig` (``paired``): the layer-wise activity change, per stimulus
   (1/N_post) sum_{i in pre} sum_{j in post} dy_j/dx_i -> activity-change observables.
+
+A new rig type subclasses :class:`Rig`, sets the class attributes of its contract and
+writes ``measure_session`` (see :class:`Rig`); sampling, noise, the compiled program and
+the recording's layout come from the base class and from what the class declares.
 
 Imperfections: a seeded subset of units (synapses for the synapse rig; pre- and
 post-synaptic units drawn independently for the paired rig), the same units at every session
@@ -20,24 +28,37 @@ and another rig seed gives other draws.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simlab.errors import SimlabError
+from simlab.recording.noise import add_noise, poisson_rates
 from simlab.recording.observables import (
+    MEASURES,
     Observable,
     activation_observables,
     activity_change_observables,
     observables_for,
     weight_observables,
 )
-from simlab.recording.noise import add_noise, poisson_rates
+from simlab.registry import RIGS
 from simlab.specs.rigs import RigSpec
 from simlab.subjects.architectures import Network
 
-MEASURE_OF_RIG = {"synapse": "weight", "electrophysiology": "activation", "paired": "activity_change"}
+__all__ = [
+    "ElectrophysiologyRig",
+    "PairedRig",
+    "PopulationRecording",
+    "Rig",
+    "SynapseRig",
+    "register_rig",
+    "sample_units",
+    "units_to_record",
+]
+
 POST, PRE = 0, 1  # which population of units a draw is for (the paired rig draws both)
 SAMPLING_STREAM, SPIKE_STREAM = 0, 1  # keeps unit draws and spike counts on separate random streams
 
@@ -82,15 +103,37 @@ class PopulationRecording(NamedTuple):
     responses: dict | None
 
 
-OBSERVE = {
-    "synapse": weight_observables,
-    "electrophysiology": activation_observables,
-    "paired": activity_change_observables,
-}
+UNIT_RESPONSE_DIMS = ("stimulus", "unit")  # the axes a site's measured values may have
 
 
 class Rig:
-    """One instrument with its settings.
+    """A rig type: one instrument class; an instance is that instrument with its settings.
+
+    ``Rig(spec)`` builds the class registered for ``spec.type`` (as ``pathlib.Path()`` builds
+    the path class of the system), so callers never name a rig type.
+
+    The contract of a rig class (class attributes, then one method to write):
+
+    - ``name``: the rig type, as ``type:`` in a protocol's ``rigs:``.
+    - ``measure``: what it measures, one of the recording contract's measures (weight,
+      activation, activity_change); its observables are ``observables_for(measure)``.
+    - ``observe``: observables of one site's measured values (a staticmethod taking
+      ``xp=np`` or ``xp=jnp``): ``[..., *unit_response_dims] -> [..., observable]``, in the
+      order of ``observables_for(measure)``.
+    - ``unit_response_dims``: the axes of one site's measured values in one session, from
+      ("stimulus", "unit"); they name the axes of kept unit responses (``keep_units``) and
+      noise shares one gain per unit across the "stimulus" axis.
+    - ``unit_index_meaning``: what a recorded unit's index counts (the ``unit_index`` variable).
+    - ``shows_stimuli``: whether it presents stimuli (a rig that reads parameters shows none).
+    - ``samples_inputs``: whether it also samples pre-synaptic units (``inputs`` below).
+    - ``counts_spikes``: whether its values are firing rates, so Poisson noise applies.
+    - ``available_units(network, input_shape)``: per site, (units it can reach, pre-synaptic
+      units it can reach); by default the layer's output units and input units.
+    - ``measure_session(network, params, stimuli, units, inputs)``: a pure JAX function of one
+      session's parameters (site -> {"w", "b"}), the stimuli [stimulus, ...] and the recorded
+      indices per site (``units[site]`` [k] into what ``available_units`` counts first,
+      ``inputs[site]`` into what it counts second); returns site -> the measured values
+      (axes ``unit_response_dims``). Noise, sampling and statistics are the base class's.
 
     ``record(network, params, stimuli, subjects, sessions)`` records the replicates of a
     population: ``params`` has leading axes [replicate, session] (the sessions to record, in
@@ -101,19 +144,36 @@ class Rig:
     the program elsewhere.
     """
 
+    name: ClassVar[str]
+    measure: ClassVar[str]
+    observe: ClassVar[Callable]
+    unit_response_dims: ClassVar[tuple[str, ...]]
+    unit_index_meaning: ClassVar[str] = "index of each recorded (post-synaptic) unit in the flattened layer output"
+    shows_stimuli: ClassVar[bool] = True
+    samples_inputs: ClassVar[bool] = False
+    counts_spikes: ClassVar[bool] = False
+
+    def __new__(cls, spec: RigSpec):
+        return super().__new__(RIGS.get_entry(spec.type) if cls is Rig else cls)
+
     def __init__(self, spec: RigSpec):
+        if spec.type != self.name:
+            raise SimlabError(f"{type(self).__name__} is the {self.name!r} rig; got settings of a {spec.type!r} rig")
         self.spec = spec
-        self.measure = MEASURE_OF_RIG[spec.type]
         self.observables: tuple[Observable, ...] = observables_for(self.measure)
         self._programs: dict = {}
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
     def available_units(self, network: Network, input_shape) -> dict[str, tuple[int, int]]:
         """Per site: (post-synaptic units or synapses, pre-synaptic units) the rig can reach."""
-        if self.spec.type == "synapse":
-            sizes = network.kernel_sizes(input_shape)
-            return {name: (sizes[name], 0) for name in network.site_names}
         shapes = network.site_shapes(input_shape)
         return {name: (int(np.prod(shapes[name][1])), int(np.prod(shapes[name][0]))) for name in network.site_names}
+
+    def measure_session(self, network: Network, params, stimuli, units, inputs) -> dict:
+        """Site -> measured values of one session (a pure JAX function; see the class)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how it measures a session")
 
     def sample(self, network: Network, available: dict, subjects, sessions) -> tuple[dict, dict]:
         """Recorded unit indices per site, [replicate, session, k]: (post, pre), out of the
@@ -136,7 +196,7 @@ class Rig:
             }
 
         post = draws(POST, 0)
-        pre = draws(PRE, 1) if spec.type == "paired" else {}
+        pre = draws(PRE, 1) if self.samples_inputs else {}
         return post, pre
 
     def record(self, network: Network, params, stimuli: np.ndarray, subjects, sessions) -> PopulationRecording:
@@ -161,9 +221,8 @@ class Rig:
                 name: self._spike_counts(measured[name], subjects, sessions, layer)
                 for layer, name in enumerate(network.site_names)
             }
-        observe = OBSERVE[self.spec.type]
         per_site = [
-            np.asarray(observed[name]) if observe_inside else observe(measured[name], xp=np)
+            np.asarray(observed[name]) if observe_inside else self.observe(measured[name], xp=np)
             for name in network.site_names
         ]
         return PopulationRecording(
@@ -184,6 +243,10 @@ class Rig:
                 noisy[r, s] = poisson_rates(rates[r, s], rng, self.spec.rate_gain, self.spec.count_window)
         return noisy
 
+    def _gain_shape(self, value) -> tuple[int, ...]:
+        """The shape of one draw of per-unit gains: the stimulus axis shared (size 1)."""
+        return tuple(1 if dim == "stimulus" else n for dim, n in zip(self.unit_response_dims, value.shape))
+
     def _program(self, network: Network, observe_inside: bool):
         """The compiled measuring function of this rig for one network (compiled once, reused).
 
@@ -197,31 +260,24 @@ class Rig:
         return_measured = not observe_inside or spec.keep_units
         cache_key = (network, observe_inside, noisy, return_measured)
         if cache_key not in self._programs:
-            measure_session = {"synapse": _synapse, "electrophysiology": _electrophysiology, "paired": _paired}[
-                spec.type
-            ](network)
-            observe = OBSERVE[spec.type]
-            shared_stimulus_axis = spec.type != "synapse"  # one gain per unit, shared by stimuli
 
             def one_session(params, stimuli, post, pre, subject, session, sigma):
-                values = measure_session(params, stimuli, post, pre)
+                values = self.measure_session(network, params, stimuli, post, pre)
                 if noisy:
                     base = jax.random.fold_in(jax.random.fold_in(jax.random.key(spec.seed), subject), session)
-                    noisy_values = {}
-                    for layer, name in enumerate(network.site_names):
-                        value = values[name]
-                        unit_shape = (1, *value.shape[1:]) if shared_stimulus_axis and value.ndim else value.shape
-                        noisy_values[name] = add_noise(
+                    values = {
+                        name: add_noise(
                             spec.noise_model,
-                            value,
+                            values[name],
                             jax.random.fold_in(base, layer),
                             sigma,
                             spec.rate_gain,
                             spec.count_window,
-                            unit_shape,
+                            self._gain_shape(values[name]),
                         )
-                    values = noisy_values
-                observed = {name: observe(v) for name, v in values.items()} if observe_inside else {}
+                        for layer, name in enumerate(network.site_names)
+                    }
+                observed = {name: self.observe(v) for name, v in values.items()} if observe_inside else {}
                 return observed, (values if return_measured else {})
 
             def one_subject(params, stimuli, post, pre, subject, sessions, sigma):
@@ -238,25 +294,80 @@ class Rig:
         return self._programs[cache_key]
 
 
-def _synapse(network: Network):
-    def measure(params, stimuli, units, _):
+def register_rig(rig_class: type[Rig], *, replace: bool = False) -> type[Rig]:
+    """Register a rig class under its ``name`` (a class decorator), after checking its contract.
+
+    From then on ``type: NAME`` is a rig type in protocols, rig files and ``simlab record``.
+    Registering a taken name is refused unless ``replace=True``; ``RIGS.unregister(name)``
+    removes one.
+    """
+    if not (isinstance(rig_class, type) and issubclass(rig_class, Rig)):
+        raise SimlabError(f"a rig type is a subclass of simlab.recording.rigs.Rig, got {rig_class!r}")
+    what = f"rig class {rig_class.__name__}"
+    for attribute in ("name", "measure", "observe", "unit_response_dims"):
+        if not hasattr(rig_class, attribute):
+            raise SimlabError(f"{what} does not set {attribute!r} (see simlab.recording.rigs.Rig)")
+    if rig_class.measure not in MEASURES:
+        raise SimlabError(
+            f"{what}: measure {rig_class.measure!r} is not one of the recording contract's ({', '.join(MEASURES)})"
+        )
+    dims = tuple(rig_class.unit_response_dims)
+    if not set(dims) <= set(UNIT_RESPONSE_DIMS) or len(set(dims)) != len(dims):
+        raise SimlabError(f"{what}: unit_response_dims {dims} are not distinct axes of {UNIT_RESPONSE_DIMS}")
+    if "stimulus" in dims and not rig_class.shows_stimuli:
+        raise SimlabError(f"{what}: measured values over stimuli need shows_stimuli = True")
+    if rig_class.measure_session is Rig.measure_session:
+        raise SimlabError(f"{what} does not define measure_session (see simlab.recording.rigs.Rig)")
+    return RIGS.register(rig_class.name, rig_class, replace=replace)
+
+
+@register_rig
+class SynapseRig(Rig):
+    """Reads each site's kernel: the recorded synapses' weights (bias excluded)."""
+
+    name = "synapse"
+    measure = "weight"
+    observe = staticmethod(weight_observables)
+    unit_response_dims = ("unit",)
+    unit_index_meaning = "index of each recorded synapse in the flattened kernel"
+    shows_stimuli = False
+
+    def available_units(self, network: Network, input_shape) -> dict[str, tuple[int, int]]:
+        sizes = network.kernel_sizes(input_shape)
+        return {name: (sizes[name], 0) for name in network.site_names}
+
+    def measure_session(self, network, params, stimuli, units, inputs):
         """Kernel entries of the recorded synapses of one session: [k] per site."""
         return {name: params[name]["w"].reshape(-1)[units[name]] for name in network.site_names}
 
-    return measure
 
+@register_rig
+class ElectrophysiologyRig(Rig):
+    """Records each site's output units (after the nonlinearity) for every stimulus."""
 
-def _electrophysiology(network: Network):
-    def measure(params, stimuli, units, _):
+    name = "electrophysiology"
+    measure = "activation"
+    observe = staticmethod(activation_observables)
+    unit_response_dims = ("stimulus", "unit")
+    counts_spikes = True
+
+    def measure_session(self, network, params, stimuli, units, inputs):
         """Responses of the recorded units of one session: [stimulus, k] per site."""
         _, sites = network.apply(params, {}, stimuli)
         return {name: sites[name].output.reshape(len(stimuli), -1)[:, units[name]] for name in network.site_names}
 
-    return measure
 
+@register_rig
+class PairedRig(Rig):
+    """Stimulates each site's (pre-synaptic) inputs and records its (post-synaptic) outputs."""
 
-def _paired(network: Network):
-    def measure(params, stimuli, post, pre):
+    name = "paired"
+    measure = "activity_change"
+    observe = staticmethod(activity_change_observables)
+    unit_response_dims = ("stimulus",)
+    samples_inputs = True
+
+    def measure_session(self, network, params, stimuli, units, inputs):
         """Per stimulus and site: (1/N_post) sum_{i in pre} sum_{j in post} dy_j / dx_i."""
         _, sites = network.apply(params, {}, stimuli)
         probes = {name: jnp.zeros_like(site.input) for name, site in sites.items()}
@@ -264,13 +375,11 @@ def _paired(network: Network):
         def recorded_output(probes):
             _, probed = network.apply(params, {}, stimuli, probes)
             return sum(
-                jnp.sum(probed[name].output.reshape(len(stimuli), -1)[:, post[name]]) for name in network.site_names
+                jnp.sum(probed[name].output.reshape(len(stimuli), -1)[:, units[name]]) for name in network.site_names
             )
 
         sensitivity = jax.grad(recorded_output)(probes)
         return {
-            name: jnp.sum(sensitivity[name].reshape(len(stimuli), -1)[:, pre[name]], axis=-1) / post[name].shape[0]
+            name: jnp.sum(sensitivity[name].reshape(len(stimuli), -1)[:, inputs[name]], axis=-1) / units[name].shape[0]
             for name in network.site_names
         }
-
-    return measure

@@ -37,7 +37,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from simlab.specs.analyses import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
-from simlab.specs.rigs import RIG_TYPES, RigSpec
+from simlab.specs.rigs import DEFAULT_RIG_TYPES, RIG_TYPES, RigSpec
 from simlab.specs.rules import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, default_hyperparameters, defined_rule_model
 from simlab.specs.subjects import (
     PRESET_ARCHITECTURES,
@@ -232,8 +232,8 @@ def _rig_type_from_name(name: Any, settings: Any) -> Any:
 
 
 def _default_rigs() -> dict[str, RigSpec]:
-    """One rig of each type, recording everything without noise."""
-    return {kind: RigSpec(type=kind, seed=seed) for seed, kind in enumerate(RIG_TYPES)}
+    """One rig of each built-in type, recording everything without noise."""
+    return {kind: RigSpec(type=kind, seed=seed) for seed, kind in enumerate(DEFAULT_RIG_TYPES)}
 
 
 def _at_least_one_rig(rigs: dict) -> dict:

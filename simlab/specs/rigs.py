@@ -3,6 +3,12 @@
 A rig is what an experimentalist chooses: which units (how many, the same ones every session
 or new ones), through what measurement noise, at which sessions, with which stimuli, and
 whether to keep the raw per-unit responses next to the observables.
+
+A rig's ``type`` is the name of a registered rig class (:data:`simlab.registry.RIGS`; the
+built-ins and :func:`simlab.recording.rigs.register_rig` are in :mod:`simlab.recording.rigs`).
+The checks that depend on the type ask the registered class: ``counts_spikes`` (whether its
+values are firing rates, which Poisson noise needs) and ``shows_stimuli`` (whether it presents
+stimuli at all), so this layer never names a rig type it does not set a default for.
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ from __future__ import annotations
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-RIG_TYPES = ("synapse", "electrophysiology", "paired")
+from simlab.registry import RIGS, unknown_name_message
+
+RIG_TYPES = RIGS.keys()  # a live view: a rig type registered later is a rig type here too
+DEFAULT_RIG_TYPES = ("synapse", "electrophysiology", "paired")  # a protocol without ``rigs:``: one of each
 NOISE_MODELS = ("gaussian", "gain", "lognormal", "poisson")
 
 
@@ -57,6 +67,7 @@ class StimulusSpec(_Strict):
 class RigSpec(_Strict):
     """One recording instrument.
 
+    ``type``: a registered rig type (the built-ins: synapse, electrophysiology, paired).
     ``units``: ``"all"``, a count (an int >= 1: that many units per site, or all of them when
     the site has fewer), or a fraction (a float in (0, 1]: ceil(fraction * units)).
     ``sampling``: ``chronic`` records the same units at every session, ``acute`` draws new
@@ -66,7 +77,7 @@ class RigSpec(_Strict):
     sampling and noise.
     """
 
-    type: Literal["synapse", "electrophysiology", "paired"]
+    type: str
     units: Union[Literal["all"], int, float] = "all"
     sampling: Literal["chronic", "acute"] = "chronic"
     noise_model: Literal["gaussian", "gain", "lognormal", "poisson"] = "gaussian"
@@ -78,6 +89,13 @@ class RigSpec(_Strict):
     stimuli: Optional[StimulusSpec] = None
     keep_units: bool = False
     max_unit_bytes: PositiveInt = 2**30
+
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, value):
+        if value not in RIGS:
+            raise PydanticCustomError("unknown_rig_type", unknown_name_message("rig type", value, RIGS))
+        return value
 
     @field_validator("units")
     @classmethod
@@ -91,11 +109,13 @@ class RigSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _check_noise_model(self):
-        if self.noise_model == "poisson" and self.type != "electrophysiology":
-            raise ValueError(f"noise_model poisson counts spikes: it needs an electrophysiology rig, not {self.type}")
+    def _check_settings_of_the_type(self):
+        rig = RIGS[self.type]
+        if self.noise_model == "poisson" and not rig.counts_spikes:
+            spiking = " or ".join(name for name, other in RIGS.items() if other.counts_spikes) or "none registered"
+            raise ValueError(f"noise_model poisson counts spikes: it needs a spiking rig ({spiking}), not {self.type}")
         if self.noise_model == "poisson" and self.noise != 0.0:
             raise ValueError("noise_model poisson is set by rate_gain and count_window; leave noise at 0")
-        if self.stimuli is not None and self.type == "synapse":
-            raise ValueError("a synapse rig reads weights and shows no stimuli; remove 'stimuli'")
+        if self.stimuli is not None and not rig.shows_stimuli:
+            raise ValueError(f"a {self.type} rig reads {rig.measure}s and shows no stimuli; remove 'stimuli'")
         return self

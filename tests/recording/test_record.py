@@ -116,6 +116,51 @@ def test_sites_are_labelled_and_shallow_subjects_are_padded(tiny_run, rig):
         assert np.isfinite(real).mean() > 0.9
 
 
+def subject_coordinates(ds: xr.Dataset, leave_out=("subject",)) -> list[str]:
+    return [name for name, coord in ds.coords.items() if coord.dims == ("subject",) and name not in leave_out]
+
+
+@pytest.mark.parametrize("rig", list(RIG_MEASURE))
+def test_subject_coordinates_are_the_subject_tables(tiny_run, rig):
+    """Same subjects, same coordinates in the same order, same values and types as subjects.nc
+    (less ``population``, the table's note of which snapshot shard holds a subject)."""
+    ds = open_recording(tiny_run / "recordings" / f"{rig}.nc")
+    table = xr.open_dataset(tiny_run / "subjects.nc").load()
+    assert list(ds["subject"].values) == list(table["subject"].values)
+    names = subject_coordinates(table, leave_out=("subject", "population"))
+    assert subject_coordinates(ds) == names
+    assert {"credit_mechanism", "optimizer", "task_family", "health_metric", "replicate"} <= set(names)
+    for name in names:
+        assert ds[name].dtype == table[name].dtype, name
+        np.testing.assert_array_equal(ds[name].values, table[name].values, err_msg=name)
+
+
+def test_record_copies_the_subject_table_rather_than_rederiving_it(tiny_run_copy):
+    from simlab.recording.record import record_cohort
+    from simlab.specs.rigs import RigSpec
+    from simlab.training.cohort import write_subject_table
+
+    path = tiny_run_copy / "subjects.nc"
+    table = xr.open_dataset(path).load()
+    optimizers = [f"optimizer{i}" for i in range(N_SUBJECTS)]
+    write_subject_table(table.assign_coords(optimizer=("subject", optimizers)), path, force=True)
+    ds = record_cohort(RunDirectory(tiny_run_copy), "synapse", RigSpec(type="synapse"), progress=False)
+    assert list(ds["optimizer"].values) == optimizers
+
+
+def test_a_subject_table_of_other_subjects_is_refused(tiny_run_copy):
+    from simlab.errors import SimlabError
+    from simlab.recording.record import record_cohort
+    from simlab.specs.rigs import RigSpec
+    from simlab.training.cohort import write_subject_table
+
+    path = tiny_run_copy / "subjects.nc"
+    table = xr.open_dataset(path).load()
+    write_subject_table(table.isel(subject=slice(None, None, -1)), path, force=True)
+    with pytest.raises(SimlabError, match="subjects are not the protocol's cohort"):
+        record_cohort(RunDirectory(tiny_run_copy), "synapse", RigSpec(type="synapse"), progress=False)
+
+
 def test_synapse_recording_holds_each_subjects_own_snapshots(tiny_run):
     """Rows of a recording are its subjects: check the synapse rig's numbers against the
     kernels in the snapshot store, subject by subject."""
