@@ -10,3 +10,8 @@ from simlab._version import __version__
 
 # registered extensions: every built-in is registered by the module that implements it
 from simlab.analysis import classifiers as _classifiers  # noqa: E402,F401
+from simlab.analysis import identify as _identify  # noqa: E402,F401
+from simlab.analysis import generalization as _generalization  # noqa: E402,F401
+from simlab.analysis import trajectory as _trajectory  # noqa: E402,F401
+from simlab.analysis import robustness as _robustness  # noqa: E402,F401
+from simlab.analysis import confound as _confound  # noqa: E402,F401
