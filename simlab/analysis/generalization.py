@@ -98,7 +98,7 @@ def generalization(
     --------
     >>> from simlab.analysis.common import open_run_recordings
     >>> from simlab.rundir import RunDirectory
-    >>> recording = open_run_recordings(RunDirectory("runs/tiny"), ["synapse"])
+    >>> recording = open_run_recordings(RunDirectory("runs/quickstart"), ["synapse"])
     >>> held_out = generalization(recording, "architecture", IdentifySpec(classifiers=["linear_svm"]))
     >>> held_out["accuracy"].sel(classifier="linear_svm", feature_set="weight")
     """

@@ -239,7 +239,7 @@ def robustness(
     Examples
     --------
     >>> from simlab.rundir import RunDirectory
-    >>> grid = robustness(RunDirectory("runs/tiny"), RobustnessSpec(units=[4, "all"], noise=[0.0, 0.5]))
+    >>> grid = robustness(RunDirectory("runs/tiny"), RobustnessSpec(units=[4, "all"], noise=[0.0, 0.5], sessions=[2, 3]))
     >>> grid["accuracy_mean"].sel(rig="synapse", classifier="random_forest")
     """
     bar = tqdm(total=len(spec.rigs) * (len(spec.units) * len(spec.noise) + len(spec.sessions)), desc="robustness",
