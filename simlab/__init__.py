@@ -35,11 +35,12 @@ from simlab.api import (
 from simlab.errors import SimlabError
 from simlab.protocol import Protocol, ProtocolError
 
-# Every built-in extension is registered by the module that implements it; importing them here
-# registers them before any protocol is validated (importing any simlab module runs this file).
+# Every built-in extension is registered by the module that implements it; importing the
+# stages here registers them before any protocol is validated (importing any simlab module
+# runs this file first).
+from simlab import analysis as _analysis  # noqa: E402,F401  isort: skip
 from simlab import rules as _rules  # noqa: E402,F401  isort: skip
 from simlab.recording import rigs as _rigs  # noqa: E402,F401  isort: skip
-from simlab.analysis import classifiers as _classifiers  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Protocol",

@@ -1,13 +1,19 @@
-"""Every analysis of a run directory, by the name it has under ``analyses:`` in a protocol.
+"""Every analysis of a run directory, registered once by the module that implements it.
 
-An analysis reads the run's recordings (and subject table), returns one or more xarray
-Datasets, and is written as ``RUN/analyses/<stem>.nc`` with its printed table next to it
-(``<stem>.txt``). ``simlab run`` and the analysis subcommands both go through
-:func:`run_analysis`, so a protocol entry and a command give the same files.
+An analysis is a function from xarray objects (the run's recordings, its subject table) and
+its settings (a pydantic model: ``analyses: NAME: {...}`` in a protocol) to one or more xarray
+Datasets, plus a function that prints a result as a table. Its module registers it at the
+bottom with :func:`register_analysis`, which puts an :class:`AnalysisEntry` in
+:data:`simlab.registry.ANALYSES`; the protocol schema checks ``analyses:`` entries against the
+registry, and ``simlab run`` and the analysis subcommands both go through :func:`run_analysis`,
+which writes each result as ``RUN/analyses/<stem>.nc`` with its table next to it
+(``<stem>.txt``), so a protocol entry and a command give the same files.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,114 +21,204 @@ from typing import Callable
 import xarray as xr
 from pydantic import BaseModel
 
+from simlab.analysis.common import open_run_recordings
 from simlab.errors import SimlabError
-from simlab.fileio import write_text_atomic
+from simlab.fileio import atomic_path, write_text_atomic
+from simlab.registry import ANALYSES
 from simlab.rundir import RunDirectory
 
-__all__ = ["RUNNERS", "Runner", "format_result", "load_result", "output_stems", "run_analysis"]
+__all__ = [
+    "OPTIONS",
+    "READS",
+    "AnalysisEntry",
+    "compute_analysis",
+    "format_result",
+    "load_result",
+    "output_stems",
+    "register_analysis",
+    "run_analysis",
+    "write_results",
+]
+
+# What an analysis may read from a run, passed to its compute function in the order it lists them.
+READS = ("recording", "subjects", "run")
+# Keywords a compute function receives when its signature names them.
+OPTIONS = ("progress", "echo", "n_jobs")
 
 
 @dataclass(frozen=True)
-class Runner:
-    """How one kind of analysis names its outputs, computes them, and prints them."""
+class AnalysisEntry:
+    """A registered analysis (see :func:`register_analysis` for the meaning of each field)."""
 
-    stems: Callable[[BaseModel], list[str]]
-    compute: Callable[..., dict[str, xr.Dataset]]  # (run, spec, progress, echo, n_jobs)
+    name: str
+    spec: type[BaseModel]
+    compute: Callable[..., xr.Dataset | Mapping[str, xr.Dataset]]
     table: Callable[[xr.Dataset], str]
+    outputs: Callable[[BaseModel], list[str]]
+    reads: tuple[str, ...] = ("recording",)
+    options: tuple[str, ...] = ()  # the OPTIONS compute takes
 
 
-def _recordings(run: RunDirectory, spec) -> xr.Dataset:
-    from simlab.analysis.common import open_run_recordings
-
-    return open_run_recordings(run, getattr(spec, "rigs", None))
-
-
-def _identify(run, spec, progress, echo, n_jobs):
-    from simlab.analysis.identify import identify
-
-    return {"identify": identify(_recordings(run, spec), spec, progress=progress, n_jobs=n_jobs)}
+def _options_taken(compute: Callable) -> tuple[str, ...]:
+    """The OPTIONS that ``compute`` accepts as keywords (all of them with ``**kwargs``)."""
+    parameters = inspect.signature(compute).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return OPTIONS
+    named = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return tuple(option for option in OPTIONS if option in named)
 
 
-def _generalization(run, spec, progress, echo, n_jobs):
-    from simlab.analysis.generalization import generalization
+def register_analysis(
+    name: str,
+    *,
+    spec: type[BaseModel],
+    compute: Callable[..., xr.Dataset | Mapping[str, xr.Dataset]],
+    table: Callable[[xr.Dataset], str],
+    outputs: Callable[[BaseModel], Sequence[str]] | None = None,
+    reads: Sequence[str] = ("recording",),
+    replace: bool = False,
+) -> AnalysisEntry:
+    """Make an analysis known by ``name`` to protocols (``analyses: {name: ...}``) and to
+    :func:`run_analysis`.
 
-    ds = _recordings(run, spec)
+    Parameters
+    ----------
+    name : str
+        The analysis's name in a protocol; a Python identifier.
+    spec : type of pydantic.BaseModel
+        The model of its settings; the protocol schema validates the entry with it. A field
+        ``rigs`` (a list of rig names, or None for all) chooses the recordings it reads.
+    compute : callable
+        ``compute(*inputs, spec, **options)``: the inputs named by ``reads`` in order, then the
+        settings; ``options`` are those of ``progress``, ``echo`` and ``n_jobs`` that its
+        signature names. Returns one Dataset, or a mapping from output stem to Dataset.
+    table : callable
+        ``table(result) -> str``: one result as the text written to ``<stem>.txt``.
+    outputs : callable, optional
+        ``outputs(spec) -> [stems]``: the result files it writes under ``analyses/``
+        (default: one, called ``name``).
+    reads : sequence of str
+        What it reads from the run: ``recording`` (the recordings of the spec's ``rigs``, else
+        of every rig of the protocol, combined along ``observable``), ``subjects`` (the subject
+        table, ``subjects.nc``), ``run`` (the :class:`~simlab.rundir.RunDirectory` itself, for
+        an analysis that re-records snapshots).
+    replace : bool
+        Replace an analysis of the same name instead of refusing it.
+
+    Returns
+    -------
+    AnalysisEntry
+        The entry stored in :data:`simlab.registry.ANALYSES`.
+
+    Examples
+    --------
+    The mean of each observable over subjects, per session, as a protocol entry
+    ``analyses: {means: {rigs: [synapse]}}``:
+
+    >>> from pydantic import BaseModel
+    >>> class MeansSpec(BaseModel):
+    ...     rigs: list[str] | None = None
+    >>> def means(recording, spec):
+    ...     return recording[["observation"]].mean("subject")
+    >>> entry = register_analysis("means", spec=MeansSpec, compute=means, table=str)
+    """
+    if not (isinstance(spec, type) and issubclass(spec, BaseModel)):
+        raise SimlabError(f"analysis {name!r}: spec is a pydantic model class; got {spec!r}")
+    functions = {"compute": compute, "table": table, **({} if outputs is None else {"outputs": outputs})}
+    for what, function in functions.items():
+        if not callable(function):
+            raise SimlabError(f"analysis {name!r}: {what} must be callable; got {function!r}")
+    reads = tuple(reads)
+    unknown = [r for r in reads if r not in READS]
+    if unknown or not reads:
+        raise SimlabError(f"analysis {name!r}: reads is one or more of {', '.join(READS)}; got {list(reads)}")
+    entry = AnalysisEntry(
+        name=name,
+        spec=spec,
+        compute=compute,
+        table=table,
+        outputs=(lambda settings: [name]) if outputs is None else (lambda settings: list(outputs(settings))),
+        reads=reads,
+        options=_options_taken(compute),
+    )
+    return ANALYSES.register(name, entry, replace=replace)
+
+
+def _settings(entry: AnalysisEntry, spec: BaseModel | Mapping | None) -> BaseModel:
+    """The analysis's settings: a model instance as given, a mapping validated, None the defaults."""
+    if spec is None:
+        return entry.spec()
+    if isinstance(spec, Mapping):
+        return entry.spec.model_validate(spec)
+    return spec
+
+
+def output_stems(name: str, spec: BaseModel | Mapping | None = None) -> list[str]:
+    """The result files (without suffix) that analysis ``name`` writes under ``analyses/``."""
+    entry = ANALYSES.get_entry(name)
+    return entry.outputs(_settings(entry, spec))
+
+
+def _read(run: RunDirectory, spec: BaseModel, what: str):
+    if what == "recording":
+        return open_run_recordings(run, getattr(spec, "rigs", None))
+    if what == "subjects":
+        with xr.open_dataset(run.subjects_file) as subjects:
+            return subjects.load()
+    return run
+
+
+def _by_stem(entry: AnalysisEntry, results, stems: list[str]) -> dict[str, xr.Dataset]:
+    """The results of one compute call keyed by output stem, each with a ``schema``
+    (``simlab.<name>/1`` unless the analysis set one), by which :func:`format_result` knows it."""
+    if isinstance(results, xr.Dataset):
+        if len(stems) != 1:
+            raise SimlabError(
+                f"analysis {entry.name!r} returned one Dataset for outputs {', '.join(stems)}; "
+                "return a mapping from output stem to Dataset"
+            )
+        results = {stems[0]: results}
+    if not isinstance(results, Mapping) or sorted(results) != sorted(stems):
+        got = ", ".join(results) if isinstance(results, Mapping) else type(results).__name__
+        raise SimlabError(f"analysis {entry.name!r} returned {got}; its outputs are {', '.join(stems)}")
     return {
-        f"generalization-{factor}": generalization(ds, factor, spec.identify, spec.matrix, progress, n_jobs)
-        for factor in spec.factors
+        stem: result if "schema" in result.attrs else result.assign_attrs(schema=f"simlab.{entry.name}/1")
+        for stem, result in results.items()
     }
 
 
-def _trajectory(run, spec, progress, echo, n_jobs):
-    from simlab.analysis.trajectory import trajectory_access
-
-    return {"trajectory": trajectory_access(_recordings(run, spec), spec.schedules, spec.identify, progress, n_jobs)}
-
-
-def _robustness(run, spec, progress, echo, n_jobs):
-    from simlab.analysis.robustness import robustness
-
-    return {"robustness": robustness(run, spec, progress, echo, n_jobs)}
-
-
-def _confound(run, spec, progress, echo, n_jobs):
-    from simlab.analysis.confound import confound
-
-    subjects = xr.open_dataset(run.subjects_file).load()
-    result = confound(_recordings(run, spec), subjects, spec.identify, spec.matching, spec.caliper, spec.bins,
-                      spec.curve_points, progress, n_jobs)
-    return {"confound": result}
-
-
-def _table(module: str, name: str) -> Callable[[xr.Dataset], str]:
-    def table(result: xr.Dataset) -> str:
-        import importlib
-
-        return getattr(importlib.import_module(f"simlab.analysis.{module}"), name)(result)
-
-    return table
-
-
-RUNNERS: dict[str, Runner] = {
-    "identify": Runner(lambda spec: ["identify"], _identify, _table("identify", "format_table")),
-    "generalization": Runner(
-        lambda spec: [f"generalization-{f}" for f in spec.factors], _generalization,
-        _table("generalization", "format_generalization"),
-    ),
-    "trajectory": Runner(lambda spec: ["trajectory"], _trajectory, _table("trajectory", "format_trajectory")),
-    "robustness": Runner(lambda spec: ["robustness"], _robustness, _table("robustness", "format_robustness")),
-    "confound": Runner(lambda spec: ["confound"], _confound, _table("confound", "format_confound")),
-}
-
-
-def output_stems(name: str, spec: BaseModel) -> list[str]:
-    """The result files (without suffix) that analysis ``name`` writes under ``analyses/``."""
-    if name not in RUNNERS:
-        raise SimlabError(f"unknown analysis {name!r}; expected one of {', '.join(RUNNERS)}")
-    return RUNNERS[name].stems(spec)
+def compute_analysis(
+    run: RunDirectory, name: str, spec: BaseModel | Mapping | None = None, progress: bool = False,
+    echo: Callable = print, n_jobs: int | None = None,
+) -> dict[str, xr.Dataset]:
+    """The results of analysis ``name`` on ``run``, by output stem, computed now (nothing is written)."""
+    entry = ANALYSES.get_entry(name)
+    spec = _settings(entry, spec)
+    inputs = [_read(run, spec, what) for what in entry.reads]
+    options = {k: v for k, v in {"progress": progress, "echo": echo, "n_jobs": n_jobs}.items() if k in entry.options}
+    return _by_stem(entry, entry.compute(*inputs, spec, **options), entry.outputs(spec))
 
 
 def run_analysis(
-    run: RunDirectory, name: str, spec: BaseModel, force: bool = False, progress: bool = True,
-    echo: Callable = print, n_jobs: int | None = None,
+    run: RunDirectory, name: str, spec: BaseModel | Mapping | None = None, force: bool = False,
+    progress: bool = True, echo: Callable = print, n_jobs: int | None = None,
 ) -> list[Path]:
     """Compute analysis ``name`` on ``run`` and write its results and tables.
 
     Results that exist are kept (and echoed) unless ``force``; returns the NetCDF paths.
     """
-    from simlab.analysis.identify import write_results
-
-    stems = output_stems(name, spec)
+    entry = ANALYSES.get_entry(name)
+    spec = _settings(entry, spec)
+    stems = entry.outputs(spec)
     paths = [run.analysis(stem, "nc") for stem in stems]
     if all(p.exists() for p in paths) and not force:
         for p in paths:
             echo(f"analysis {p} exists, kept")
         return paths
-    runner = RUNNERS[name]
-    results = runner.compute(run, spec, progress, echo, n_jobs)
+    results = compute_analysis(run, name, spec, progress, echo, n_jobs)
     for stem, path in zip(stems, paths):
         write_results(results[stem], path, force=True)
-        table = runner.table(results[stem])
+        table = entry.table(results[stem])
         write_text_atomic(run.analysis(stem, "txt"), table + "\n", force=True)
         run.log(f"analysis: {name} -> {path}")
         echo(table)
@@ -130,12 +226,24 @@ def run_analysis(
 
 
 def format_result(result: xr.Dataset) -> str | None:
-    """The printed table of a run-analysis result, by its schema (None: not one of them)."""
+    """The printed table of a run-analysis result, by its ``schema`` (None: not one of them).
+
+    Identification results, which ``simlab identify`` also writes outside a run, are left to
+    the caller, which names them as such.
+    """
     schema = str(result.attrs.get("schema", ""))
-    for name, runner in RUNNERS.items():
+    for name, entry in ANALYSES.items():
         if name != "identify" and schema.startswith(f"simlab.{name}/"):
-            return runner.table(result)
+            return entry.table(result)
     return None
+
+
+def write_results(results: xr.Dataset, path, force: bool = False) -> Path:
+    """Write results as NetCDF atomically; an existing file is kept unless ``force``."""
+    path = Path(path)
+    with atomic_path(path, force) as tmp:
+        results.to_netcdf(tmp, format="NETCDF4")
+    return path
 
 
 def load_result(path: str | Path) -> xr.Dataset:

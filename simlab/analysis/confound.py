@@ -17,10 +17,11 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from simlab.analysis.analyses import register_analysis
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict
 from simlab.analysis.identify import balanced_splits, identify, per_class_metrics
-from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
+from simlab.specs.analyses import ConfoundSpec, IdentifySpec
 
 __all__ = ["confound", "curve_features", "format_confound", "match_nearest", "match_on_performance",
            "performance_baseline"]
@@ -176,10 +177,49 @@ def confound(
     ds: xr.Dataset, subjects: xr.Dataset, spec: IdentifySpec = IdentifySpec(), matching: str = "nearest",
     caliper: float = 0.05, bins: int = 3, points: int = 20, progress: bool = False, n_jobs: int | None = None,
 ) -> xr.Dataset:
-    """Identification on all subjects and on performance-matched ones (dimension ``cohort``),
-    each class's final accuracy in both, and the performance baseline.
+    """Identification on all subjects and on performance-matched ones, each class's final
+    accuracy in both, and the performance baseline.
 
-    ``ds`` is a recording; ``subjects`` the run's subject table (same subject order).
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A recording.
+    subjects : xarray.Dataset
+        The run's subject table (``subjects.nc``), with the recording's subjects in the same
+        order: ``final_accuracy``, ``status``, the ``loss`` and ``test_accuracy`` curves.
+    spec : IdentifySpec
+        The identification settings, used for both cohorts and the baseline.
+    matching : {"nearest", "bins"}
+        ``nearest``: groups of one subject per class within ``caliper`` of each other (see
+        :func:`match_nearest`); ``bins``: ``bins`` quantile bins of final accuracy holding
+        equally many subjects of every class (:func:`match_on_performance`).
+    caliper : float
+        Largest final-accuracy difference inside a nearest group.
+    bins : int
+        Quantile bins of final accuracy.
+    points : int
+        Points each training curve is resampled to for the baseline (:func:`curve_features`).
+    progress : bool
+        Show progress bars.
+    n_jobs : int, optional
+        Worker processes, as for :func:`~simlab.analysis.identify.identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``accuracy`` and its summaries along ``cohort`` (``all``, ``matched``),
+        ``final_accuracy_mean`` and ``n_subjects`` per cohort and class, ``matched_group`` per
+        subject, and the baseline's ``baseline_accuracy`` (classifier, baseline_features,
+        baseline_split) with its summaries (:func:`performance_baseline`).
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from simlab.analysis.common import open_run_recordings
+    >>> from simlab.rundir import RunDirectory
+    >>> run = RunDirectory("runs/tiny")
+    >>> result = confound(open_run_recordings(run), xr.load_dataset(run.subjects_file), matching="bins")
+    >>> result["accuracy_mean"].sel(cohort="matched"), result["baseline_accuracy_mean"]
     """
     if list(ds["subject"].values) != list(subjects["subject"].values):
         raise SimlabError("the recording and the subject table list different subjects")
@@ -262,3 +302,16 @@ def format_confound(result: xr.Dataset) -> str:
             f"± {float(b['baseline_accuracy_sem'].sel(baseline_features=f)):.3f}"
             for f in result["baseline_features"].values))
     return "\n".join(lines)
+
+
+def _of_spec(
+    recording: xr.Dataset, subjects: xr.Dataset, spec: ConfoundSpec, progress: bool = False,
+    n_jobs: int | None = None,
+) -> xr.Dataset:
+    return confound(recording, subjects, spec.identify, spec.matching, spec.caliper, spec.bins, spec.curve_points,
+                    progress, n_jobs)
+
+
+register_analysis(
+    "confound", spec=ConfoundSpec, compute=_of_spec, table=format_confound, reads=("recording", "subjects")
+)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from simlab.analysis.analyses import register_analysis
 from simlab.analysis.identify import identify, select_sites
-from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
+from simlab.specs.analyses import GeneralizationSpec, IdentifySpec
 
 __all__ = ["format_generalization", "generalization", "leave_one_level_out"]
 
@@ -65,13 +66,41 @@ def generalization(
     progress: bool = False, n_jobs: int | None = None,
 ) -> xr.Dataset:
     """Identification of ``spec.target`` on each held-out level of ``factor``, trained on the
-    other levels (all leave-one-level-out folds): ``identify``'s results with one split per
-    held-out level (dimension ``level``), so ``accuracy_ci`` is the Wilson interval over that
-    level's sites.
+    other levels (all leave-one-level-out folds).
 
-    With ``matrix``, ``matrix_accuracy`` (train_level, test_level, classifier, feature_set):
-    trained on one level, tested on another; the diagonal is the mean accuracy of balanced
-    splits within the level (NaN where a level cannot be split or trained on).
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A recording (one rig's, or several combined along ``observable``).
+    factor : str
+        A subject coordinate of the recording other than the target: ``architecture``,
+        ``task``, ``batch_size``, a rule hyperparameter.
+    spec : IdentifySpec
+        The identification settings (target, classifiers, features, preset, seed); its
+        ``splits`` serve only the matrix's within-level diagonal.
+    matrix : bool
+        Also train on each single level and test on each other one.
+    progress : bool
+        Show progress bars.
+    n_jobs : int, optional
+        Worker processes, as for :func:`~simlab.analysis.identify.identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``identify``'s results with one split per held-out level (dimension ``level``), so
+        ``accuracy_ci`` is the Wilson interval over that level's sites. With ``matrix``,
+        ``matrix_accuracy`` (train_level, test_level, classifier, feature_set): trained on one
+        level, tested on another; the diagonal is the mean accuracy of balanced splits within
+        the level (NaN where a level cannot be split or trained on).
+
+    Examples
+    --------
+    >>> from simlab.analysis.common import open_run_recordings
+    >>> from simlab.rundir import RunDirectory
+    >>> recording = open_run_recordings(RunDirectory("runs/quickstart"), ["synapse"])
+    >>> held_out = generalization(recording, "architecture", IdentifySpec(classifiers=["linear_svm"]))
+    >>> held_out["accuracy"].sel(classifier="linear_svm", feature_set="weight")
     """
     if factor == spec.target:
         raise SimlabError(f"factor {factor!r} is the identification target; generalize over another factor")
@@ -163,3 +192,23 @@ def format_generalization(results: xr.Dataset) -> str:
         for tr in m["train_level"].values:
             lines.append("  " + f"{str(tr):<16}" + "".join(f"{float(m.sel(train_level=tr, test_level=t)):>12.3f}" for t in tests))
     return "\n".join(lines)
+
+
+def _stem(factor: str) -> str:
+    return f"generalization-{factor}"
+
+
+def _of_each_factor(
+    recording: xr.Dataset, spec: GeneralizationSpec, progress: bool = False, n_jobs: int | None = None
+) -> dict[str, xr.Dataset]:
+    """:func:`generalization` over each of ``spec.factors``, by output stem."""
+    return {
+        _stem(factor): generalization(recording, factor, spec.identify, spec.matrix, progress, n_jobs)
+        for factor in spec.factors
+    }
+
+
+register_analysis(
+    "generalization", spec=GeneralizationSpec, compute=_of_each_factor, table=format_generalization,
+    outputs=lambda spec: [_stem(factor) for factor in spec.factors],
+)

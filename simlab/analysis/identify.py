@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -24,10 +23,10 @@ from joblib import Parallel, cpu_count, delayed
 from statsmodels.stats.proportion import proportion_confint
 from tqdm.auto import tqdm
 
+from simlab.analysis.analyses import register_analysis, write_results
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict, parse_classifier
-from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
-from simlab.fileio import atomic_path
+from simlab.specs.analyses import IdentifySpec
 
 __all__ = [
     "FeatureSet",
@@ -41,7 +40,7 @@ __all__ = [
     "per_class_metrics",
     "results_dataset",
     "select_sites",
-    "write_results",
+    "write_results",  # kept importable from here; it lives in simlab.analysis.analyses
 ]
 
 SCHEMA = "simlab.identify/2"
@@ -354,14 +353,43 @@ def identify(
 ) -> xr.Dataset:
     """Test accuracy of each classifier on each feature set over train/test splits.
 
-    Splits are ``spec.splits`` category-balanced random splits, or ``subject_splits``: pairs
-    of (train, test) positions on the recording's subject dimension (e.g. leave one level of
-    a factor out), optionally named by ``split_names``. Units of work (feature set x split)
-    run in ``n_jobs`` worker processes (default: one per CPU; 1 runs in this process). Every
-    unit is seeded from ``spec.seed`` and its split index, so the result does not depend on
-    ``n_jobs``.
+    Splits are ``spec.splits`` category-balanced random splits, or ``subject_splits``. Units
+    of work (feature set x split) run in worker processes; every unit is seeded from
+    ``spec.seed`` and its split index, so the result does not depend on ``n_jobs``.
 
-    Returns a NetCDF-ready Dataset (see :func:`results_dataset`).
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A recording (``observation`` over subject, layer, session, observable), e.g. one rig's
+        file or several rigs combined along ``observable``.
+    spec : IdentifySpec
+        The settings: ``target`` (a subject coordinate), ``classifiers``, ``features``,
+        ``splits``, ``test_fraction``, ``group_by``, ``preset``, ``seed``.
+    progress : bool
+        Show a progress bar over the units of work.
+    n_jobs : int, optional
+        Worker processes (default: one per CPU; 1 runs in this process; negative: CPUs + 1 +
+        n_jobs).
+    subject_splits : sequence of (train, test) pairs, optional
+        Splits given as positions on the recording's ``subject`` dimension (e.g. leave one
+        level of a factor out) instead of random balanced ones.
+    split_names : sequence of str, optional
+        A name per subject split, stored as the ``split_name`` coordinate.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``accuracy`` (classifier, feature_set, split) with its mean, s.e.m. and Wilson
+        intervals, confusion matrices, per-class metrics and every test prediction (see
+        :func:`results_dataset`); NetCDF-ready.
+
+    Examples
+    --------
+    >>> from simlab.analysis.common import open_run_recordings
+    >>> from simlab.rundir import RunDirectory
+    >>> recording = open_run_recordings(RunDirectory("runs/tiny"))
+    >>> results = identify(recording, IdentifySpec(splits=3, classifiers=["linear_svm"]))
+    >>> results["accuracy_mean"].sel(classifier="linear_svm", feature_set="all")
     """
     sites = select_sites(ds, spec.target)
     if len(sites.labels) == 0:
@@ -621,9 +649,4 @@ def format_table(results: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: xr.Dataset, path, force: bool = False) -> Path:
-    """Write results as NetCDF atomically; an existing file is kept unless ``force``."""
-    path = Path(path)
-    with atomic_path(path, force) as tmp:
-        results.to_netcdf(tmp, format="NETCDF4")
-    return path
+register_analysis("identify", spec=IdentifySpec, compute=identify, table=format_table)

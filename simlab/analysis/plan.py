@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from simlab.errors import SimlabError
+from simlab.errors import SimlabError, parameter
 
 __all__ = ["CRITERIA", "Choice", "RigPlan", "format_plan", "lower_bound", "plan_design"]
 
@@ -80,17 +80,98 @@ def _best_classifier(grid: xr.Dataset, rig: str) -> str:
     return str(mean["classifier"].values[int(np.nanargmax(mean.values))])
 
 
-def plan_design(
-    grid: xr.Dataset, target: float, rigs: list[str] | None = None, classifier: str | None = None,
-    criterion: str = "wilson",
-) -> list[RigPlan]:
-    """The plan for each rig of a robustness grid (see the module docstring for the reading).
+@dataclass(frozen=True)
+class _RigCells:
+    """One rig's units x noise cells for one classifier, with the lower bound each clears.
 
-    Units are ordered by the median units a site recorded; ``classifier`` defaults, per rig,
-    to the classifier with the highest mean accuracy over the grid.
+    ``units`` are ordered by the median units a site recorded (fewest first), ``noise`` from
+    the quietest level up: the order in which settings get harder.
     """
+
+    cell: xr.Dataset
+    bound: xr.DataArray
+    units: list[str]
+    noise: list[float]
+    target: float
+
+    @classmethod
+    def of(cls, grid: xr.Dataset, low: xr.DataArray, rig: str, classifier: str, target: float) -> "_RigCells":
+        cell = grid.sel(rig=rig, classifier=classifier)
+        order = np.argsort(cell["units_recorded"].values, kind="stable")
+        units = [str(u) for u in cell["units"].values[order]]
+        noise = sorted(float(n) for n in cell["noise"].values)
+        return cls(cell, low.sel(rig=rig, classifier=classifier), units, noise, target)
+
+    def clears(self, units: str, noise: float) -> bool:
+        return float(self.bound.sel(units=units, noise=noise)) >= self.target
+
+    def choice(self, units: str, noise: float, setting: str, note: str) -> Choice:
+        at = {"units": units, "noise": noise}
+        return Choice(setting, float(self.cell["accuracy_mean"].sel(at)), float(self.bound.sel(at)), note)
+
+    def fewest_units_at(self, noise: float) -> int | None:
+        """Index into ``units`` of the fewest that clear the target at ``noise``, strictly."""
+        return _strict_first(np.array([self.clears(u, noise) for u in self.units]))
+
+
+def _fewest_units(rig: _RigCells) -> Choice | None:
+    """The fewest units that clear the target at the quietest noise level."""
+    noise = rig.noise[0]
+    i = rig.fewest_units_at(noise)
+    if i is None:
+        return None
+    recorded = float(rig.cell["units_recorded"].sel(units=rig.units[i]))
+    return rig.choice(rig.units[i], noise, rig.units[i], f"median {recorded:g} recorded, at noise {noise:g}")
+
+
+def _most_noise(rig: _RigCells) -> Choice | None:
+    """The last noise level from the quietest on that still clears the target, with the most units."""
+    most = rig.units[-1]
+    passes = np.array([rig.clears(most, n) for n in rig.noise])
+    j = _strict_first(passes[::-1])
+    if j is None:
+        return None
+    noise = rig.noise[len(rig.noise) - 1 - j]
+    return rig.choice(most, noise, f"{noise:g}", f"with {most} units")
+
+
+def _fewest_sessions(grid: xr.Dataset, rig: str, classifier: str, criterion: str, target: float) -> Choice | None:
+    """The fewest sessions of the grid's session sweep (all units, no noise) that clear the target."""
+    if "session_accuracy_mean" not in grid:
+        return None
+    mean = grid["session_accuracy_mean"].sel(rig=rig, classifier=classifier)
+    low = lower_bound(grid, criterion, "session_accuracy").sel(rig=rig, classifier=classifier)
+    counts = sorted(int(s) for s in grid["sessions"].values)
+    k = _strict_first(np.array([float(low.sel(sessions=s)) >= target for s in counts]))
+    if k is None:
+        return None
+    return Choice(str(counts[k]), float(mean.sel(sessions=counts[k])), float(low.sel(sessions=counts[k])),
+                  "all units, no noise")
+
+
+def _best_cell(rig: _RigCells) -> Choice:
+    flat = rig.cell["accuracy_mean"].stack(cell_=("units", "noise"))
+    units, noise = flat["cell_"].values[int(np.nanargmax(flat.values))]
+    return rig.choice(units, noise, f"units {units}, noise {float(noise):g}", "")
+
+
+def _plan_rig(grid: xr.Dataset, low: xr.DataArray, rig: str, classifier: str, target: float, criterion: str) -> RigPlan:
+    cells = _RigCells.of(grid, low, rig, classifier, target)
+    per_noise = {}
+    for n in cells.noise:
+        i = cells.fewest_units_at(n)
+        per_noise[n] = "none" if i is None else cells.units[i]
+    clearing = [f"units {u} noise {n:g}" for u in cells.units for n in cells.noise if cells.clears(u, n)]
+    return RigPlan(
+        rig, str(cells.cell["measure"].values), classifier, _fewest_units(cells), _most_noise(cells),
+        _fewest_sessions(grid, rig, classifier, criterion, target), per_noise, _best_cell(cells), clearing,
+    )
+
+
+def _check_request(grid: xr.Dataset, target: float, rigs: list[str] | None, classifier: str | None) -> None:
+    """Refuse a target outside (0, 1] and rigs or a classifier the grid does not hold."""
     if not 0.0 < target <= 1.0:
-        raise SimlabError(f"--target is an accuracy in (0, 1]; got {target}")
+        raise SimlabError(f"{parameter('target', target)}: the accuracy to reach must be in (0, 1]")
     known = [str(r) for r in grid["rig"].values]
     for rig in rigs or []:
         if rig not in known:
@@ -100,52 +181,48 @@ def plan_design(
             f"classifier {classifier!r} is not in the robustness grid; it has: "
             f"{', '.join(map(str, grid['classifier'].values))}"
         )
+
+
+def plan_design(
+    grid: xr.Dataset, target: float, rigs: list[str] | None = None, classifier: str | None = None,
+    criterion: str = "wilson",
+) -> list[RigPlan]:
+    """The plan for each rig of a robustness grid (see the module docstring for the reading).
+
+    Parameters
+    ----------
+    grid : xarray.Dataset
+        A robustness result (:func:`simlab.analysis.robustness.robustness`).
+    target : float
+        The accuracy to reach, in (0, 1].
+    rigs : list of str, optional
+        Rigs of the grid to plan for (default: all).
+    classifier : str, optional
+        A classifier of the grid (default: per rig, the one with the highest mean accuracy
+        over the grid).
+    criterion : {"wilson", "split", "mean"}
+        Which lower bound must reach the target (see :func:`lower_bound`).
+
+    Returns
+    -------
+    list of RigPlan
+        Per rig: the fewest units (at the quietest noise), the most noise (with the most
+        units), the fewest sessions (from the grid's session sweep), the fewest units at each
+        noise level, every cell that clears the target on its own, and the best cell. Units
+        are ordered by the median units a site recorded.
+
+    Examples
+    --------
+    >>> from simlab.analysis.analyses import load_result
+    >>> grid = load_result("runs/tiny/analyses/robustness.nc")
+    >>> print(format_plan(plan_design(grid, 0.9), 0.9, "wilson", grid))
+    """
+    _check_request(grid, target, rigs, classifier)
     low = lower_bound(grid, criterion)
-    plans = []
-    for rig in rigs or known:
-        clf = classifier or _best_classifier(grid, rig)
-        cell = grid.sel(rig=rig, classifier=clf)
-        bound = low.sel(rig=rig, classifier=clf)
-        order = np.argsort(cell["units_recorded"].values, kind="stable")
-        units = [str(u) for u in cell["units"].values[order]]
-        noise = sorted(float(n) for n in cell["noise"].values)
-        recorded = {str(u): float(r) for u, r in zip(cell["units"].values, cell["units_recorded"].values)}
-
-        def choice(sel: dict, setting: str, note: str, on=cell, lb=bound, prefix="accuracy") -> Choice:
-            return Choice(setting, float(on[f"{prefix}_mean"].sel(sel)), float(lb.sel(sel)), note)
-
-        def fewest_units_at(n: float) -> int | None:
-            return _strict_first(np.array([float(bound.sel(units=u, noise=n)) >= target for u in units]))
-
-        i = fewest_units_at(noise[0])
-        fewest_units = None if i is None else choice(
-            {"units": units[i], "noise": noise[0]}, units[i], f"median {recorded[units[i]]:g} recorded, at noise {noise[0]:g}")
-        # the most noise: the last level from the quietest on that still passes, with the most units
-        passes = np.array([float(bound.sel(units=units[-1], noise=n)) >= target for n in noise])
-        j = _strict_first(passes[::-1])
-        most_noise = None if j is None else choice(
-            {"units": units[-1], "noise": noise[len(noise) - 1 - j]}, f"{noise[len(noise) - 1 - j]:g}",
-            f"with {units[-1]} units")
-        fewest_sessions = None
-        if "session_accuracy_mean" in grid:
-            s_low = lower_bound(grid, criterion, "session_accuracy").sel(rig=rig, classifier=clf)
-            counts = sorted(int(s) for s in grid["sessions"].values)
-            k = _strict_first(np.array([float(s_low.sel(sessions=s)) >= target for s in counts]))
-            if k is not None:
-                fewest_sessions = choice({"sessions": counts[k]}, str(counts[k]), "all units, no noise",
-                                         on=cell, lb=s_low, prefix="session_accuracy")
-        per_noise = {}
-        for n in noise:
-            i = fewest_units_at(n)
-            per_noise[n] = "none" if i is None else units[i]
-        flat = cell["accuracy_mean"].stack(cell_=("units", "noise"))
-        b = int(np.nanargmax(flat.values))
-        u_best, n_best = flat["cell_"].values[b]
-        best = choice({"units": u_best, "noise": n_best}, f"units {u_best}, noise {float(n_best):g}", "")
-        clearing = [f"units {u} noise {n:g}" for u in units for n in noise if float(bound.sel(units=u, noise=n)) >= target]
-        plans.append(RigPlan(rig, str(cell["measure"].values), clf, fewest_units, most_noise, fewest_sessions,
-                             per_noise, best, clearing))
-    return plans
+    return [
+        _plan_rig(grid, low, rig, classifier or _best_classifier(grid, rig), target, criterion)
+        for rig in rigs or [str(r) for r in grid["rig"].values]
+    ]
 
 
 def _describe(c: Choice | None, what: str, unit: str) -> str:

@@ -13,21 +13,23 @@ compared split by split: paired tests per cell, Holm-corrected over the cells.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from simlab.analysis.analyses import register_analysis
 from simlab.analysis.identify import identify
-from simlab.specs.analyses import IdentifySpec, RobustnessSpec
 from simlab.analysis.statistics import holm, paired_split_tests
 from simlab.analysis.trajectory import select_access
 from simlab.errors import SimlabError
 from simlab.recording.contract import open_recording, write_recording
 from simlab.recording.rigfiles import recording_name, resolve_rig
-from simlab.specs.rigs import RigSpec, ScheduleSpec
 from simlab.rundir import RunDirectory
+from simlab.specs.analyses import IdentifySpec, RobustnessSpec
+from simlab.specs.rigs import RigSpec, ScheduleSpec
 
 __all__ = ["compare_rigs", "format_robustness", "grid_recording", "robustness", "split_interval"]
 
@@ -92,103 +94,176 @@ def _cell(recording: xr.Dataset, spec: IdentifySpec, n_jobs) -> tuple[xr.DataArr
     return acc, "|".join(res["test_sites"].values), int(res["n_test"].isel(split=0).max())
 
 
-def robustness(
-    run: RunDirectory, spec: RobustnessSpec = RobustnessSpec(), progress: bool = False, echo: Callable = _quiet,
-    n_jobs: int | None = None,
-) -> xr.Dataset:
-    """Identification accuracy over the units x noise grid of each rig and over session counts.
+@dataclass(frozen=True)
+class _Grid:
+    """What the units x noise cells gave, rig by rig."""
 
-    Returns ``accuracy`` (rig, units, noise, classifier, split) with ``accuracy_mean``,
-    ``accuracy_sem``, Wilson bounds ``accuracy_low``/``accuracy_high`` (:func:`split_interval`),
-    ``units_recorded`` (median units or synapses a site kept), ``session_accuracy`` (rig,
-    sessions, classifier, split) likewise summarized, and the paired comparison of
-    ``spec.compare`` (:func:`compare_rigs`).
-    """
+    accuracy: np.ndarray  # (rig, units, noise, classifier, split)
+    recorded: np.ndarray  # (rig, units): median units (synapses) a site kept
+    n_test: np.ndarray  # (rig,): test sites of one split
+    test_sites: dict[str, set[str]]  # rig -> the test sites of its cells, one text per distinct set
+    classifiers: np.ndarray
+    chance: float
+
+
+def _units_noise_grid(run: RunDirectory, spec: RobustnessSpec, bar, echo: Callable, n_jobs) -> _Grid:
+    """Record (or read from the cache) and identify every cell of the units x noise grid."""
     rigs, units = list(spec.rigs), [str(u) for u in spec.units]
-    cells = [(r, u, n) for r in spec.rigs for u in spec.units for n in spec.noise]
     accuracy = recorded = None
-    n_test = {}
-    test_sites: dict[str, set] = {}
-    session_acc = None
-    bar = tqdm(total=len(cells) + len(spec.rigs) * len(spec.sessions), desc="robustness", unit="cell",
-               disable=not progress)
-    for r, u, n in cells:
+    n_test, test_sites = {}, {}
+    for r, u, n in ((r, u, n) for r in spec.rigs for u in spec.units for n in spec.noise):
         rec = grid_recording(run, r, u, n, spec.seed, echo=echo)
         acc, sites, n_test[r] = _cell(rec, spec.identify, n_jobs)
         test_sites.setdefault(r, set()).add(sites)
         if accuracy is None:
-            classifiers, n_splits, chance = acc["classifier"].values, acc.sizes["split"], acc.attrs["chance"]
-            accuracy = np.full((len(rigs), len(units), len(spec.noise), len(classifiers), n_splits), np.nan)
+            classifiers, chance = acc["classifier"].values, acc.attrs["chance"]
+            accuracy = np.full((len(rigs), len(units), len(spec.noise), len(classifiers), acc.sizes["split"]), np.nan)
             recorded = np.zeros((len(rigs), len(units)))
         ri, ui, ni = rigs.index(r), units.index(str(u)), spec.noise.index(n)
         accuracy[ri, ui, ni] = acc.transpose("classifier", "split").values
         real = rec["layer_name"].values.astype(str) != ""
         recorded[ri, ui] = float(np.median(rec["n_recorded"].values[real]))
         bar.update(1)
-    if spec.sessions:
-        session_acc = np.full((len(rigs), len(spec.sessions), len(classifiers), n_splits), np.nan)
-        for ri, r in enumerate(rigs):
-            full = grid_recording(run, r, "all", 0.0, spec.seed, echo=echo)
-            for si, count in enumerate(spec.sessions):
-                if count > full.sizes["session"]:
-                    raise SimlabError(f"robustness sessions: {count} sessions asked, the run has {full.sizes['session']}")
-                acc, _, _ = _cell(select_access(full, ScheduleSpec(count=count)), spec.identify, n_jobs)
-                session_acc[ri, si] = acc.transpose("classifier", "split").values
-                bar.update(1)
-    bar.close()
+    return _Grid(accuracy, recorded, np.array([n_test[r] for r in rigs], np.int64), test_sites, classifiers, chance)
 
-    dims = ("rig", "units", "noise", "classifier", "split")
-    n_per_rig = np.array([n_test[r] for r in rigs], np.int64)
+
+def _session_sweep(run: RunDirectory, spec: RobustnessSpec, grid: _Grid, bar, echo: Callable, n_jobs) -> np.ndarray:
+    """Accuracy (rig, sessions, classifier, split) from each count of ``spec.sessions`` evenly
+    spaced sessions of each rig's recording at all units and no noise."""
+    n_classifiers, n_splits = grid.accuracy.shape[-2:]
+    accuracy = np.full((len(spec.rigs), len(spec.sessions), n_classifiers, n_splits), np.nan)
+    for ri, r in enumerate(spec.rigs):
+        full = grid_recording(run, r, "all", 0.0, spec.seed, echo=echo)
+        for si, count in enumerate(spec.sessions):
+            if count > full.sizes["session"]:
+                raise SimlabError(f"robustness sessions: {count} sessions asked, the run has {full.sizes['session']}")
+            acc, _, _ = _cell(select_access(full, ScheduleSpec(count=count)), spec.identify, n_jobs)
+            accuracy[ri, si] = acc.transpose("classifier", "split").values
+            bar.update(1)
+    return accuracy
+
+
+def _over_splits(accuracy: np.ndarray, n_test: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mean, s.e.m. and Wilson bounds (:func:`split_interval`) over the last axis (splits),
+    with ``n_test`` per rig (the first axis)."""
+    n_splits = accuracy.shape[-1]
     mean = accuracy.mean(axis=-1)
     sem = accuracy.std(axis=-1, ddof=1) / np.sqrt(n_splits) if n_splits > 1 else np.full(mean.shape, np.nan)
-    low, high = split_interval(mean, n_per_rig[:, None, None, None])
+    low, high = split_interval(mean, n_test.reshape((-1,) + (1,) * (mean.ndim - 1)))
+    return mean, sem, low, high
+
+
+def _grid_variables(run: RunDirectory, spec: RobustnessSpec, grid: _Grid) -> tuple[dict, dict]:
+    dims = ("rig", "units", "noise", "classifier", "split")
+    mean, sem, low, high = _over_splits(grid.accuracy, grid.n_test)
     data = {
-        "accuracy": (dims, accuracy, {"long_name": "test accuracy", "units": "1"}),
+        "accuracy": (dims, grid.accuracy, {"long_name": "test accuracy", "units": "1"}),
         "accuracy_mean": (dims[:-1], mean, {"long_name": "mean test accuracy over splits", "units": "1"}),
         "accuracy_sem": (dims[:-1], sem, {"long_name": "s.e.m. over splits", "units": "1"}),
         "accuracy_low": (dims[:-1], low, {"long_name": "95% Wilson lower bound (n = test sites of one split)"}),
         "accuracy_high": (dims[:-1], high, {"long_name": "95% Wilson upper bound (n = test sites of one split)"}),
-        "units_recorded": (("rig", "units"), recorded, {"long_name": "median units (synapses) recorded per site"}),
-        "n_test": (("rig",), n_per_rig, {"long_name": "test sites per split"}),
+        "units_recorded": (("rig", "units"), grid.recorded, {"long_name": "median units (synapses) recorded per site"}),
+        "n_test": (("rig",), grid.n_test, {"long_name": "test sites per split"}),
     }
     coords = {
-        "rig": np.array(rigs, dtype=str),
-        "units": np.array(units, dtype=str),
+        "rig": np.array(spec.rigs, dtype=str),
+        "units": np.array([str(u) for u in spec.units], dtype=str),
         "noise": np.array(spec.noise, np.float64),
-        "classifier": np.array(classifiers, dtype=str),
-        "split": np.arange(n_splits, dtype=np.int64),
-        "measure": ("rig", np.array([_rig_measure(run, r) for r in rigs], dtype=str)),
+        "classifier": np.array(grid.classifiers, dtype=str),
+        "split": np.arange(grid.accuracy.shape[-1], dtype=np.int64),
+        "measure": ("rig", np.array([_rig_measure(run, r) for r in spec.rigs], dtype=str)),
     }
-    if session_acc is not None:
-        s_mean = session_acc.mean(axis=-1)
-        s_sem = session_acc.std(axis=-1, ddof=1) / np.sqrt(n_splits) if n_splits > 1 else np.full(s_mean.shape, np.nan)
-        s_low, s_high = split_interval(s_mean, n_per_rig[:, None, None])
-        sdims = ("rig", "sessions", "classifier")
-        data.update({
-            "session_accuracy": ((*sdims, "split"), session_acc,
-                                 {"long_name": "test accuracy from this many sessions (all units, no noise)"}),
-            "session_accuracy_mean": (sdims, s_mean),
-            "session_accuracy_sem": (sdims, s_sem),
-            "session_accuracy_low": (sdims, s_low),
-            "session_accuracy_high": (sdims, s_high),
-        })
-        coords["sessions"] = np.array(spec.sessions, np.int64)
+    return data, coords
+
+
+def _session_variables(spec: RobustnessSpec, accuracy: np.ndarray, grid: _Grid) -> tuple[dict, dict]:
+    mean, sem, low, high = _over_splits(accuracy, grid.n_test)
+    dims = ("rig", "sessions", "classifier")
+    data = {
+        "session_accuracy": ((*dims, "split"), accuracy,
+                             {"long_name": "test accuracy from this many sessions (all units, no noise)"}),
+        "session_accuracy_mean": (dims, mean),
+        "session_accuracy_sem": (dims, sem),
+        "session_accuracy_low": (dims, low),
+        "session_accuracy_high": (dims, high),
+    }
+    return data, {"sessions": np.array(spec.sessions, np.int64)}
+
+
+def _paired_rigs(spec: RobustnessSpec, grid: _Grid) -> tuple[str, str] | None:
+    """The two rigs to compare (``spec.compare``, else the first two), or None when there are
+    not two or their cells were not all tested on the same sites (nothing to pair)."""
+    compare = tuple(spec.compare) if spec.compare else tuple(spec.rigs[:2])
+    if len(compare) != 2 or not all(len(grid.test_sites[r]) == 1 for r in compare):
+        return None
+    return compare if grid.test_sites[compare[0]] == grid.test_sites[compare[1]] else None
+
+
+def robustness(
+    run: RunDirectory, spec: RobustnessSpec = RobustnessSpec(), progress: bool = False, echo: Callable = _quiet,
+    n_jobs: int | None = None,
+) -> xr.Dataset:
+    """Identification accuracy over the units x noise grid of each rig and over session counts.
+
+    Each cell re-records the run's snapshots with the rig's ``units`` and ``noise`` overridden
+    (cached under ``RUN/recordings/robustness/``; never retraining), then identifies the target
+    from the rig's measure. Every cell uses the same splits, so two rigs are compared split by
+    split.
+
+    Parameters
+    ----------
+    run : RunDirectory
+        A run directory with snapshots (made by ``simlab run``).
+    spec : RobustnessSpec
+        The grid: ``rigs`` (rigs of the protocol or rig types), ``units``, ``noise``,
+        ``sessions`` (counts to sweep at all units and no noise; empty: no sweep), ``seed``
+        (one rig seed for every rig, default each rig's own), ``compare`` (the two rigs tested
+        against each other, default the first two) and ``identify`` (the identification
+        settings).
+    progress : bool
+        Show a progress bar over the cells.
+    echo : callable
+        Where re-recording reports what it does (default: nowhere).
+    n_jobs : int, optional
+        Worker processes, as for :func:`~simlab.analysis.identify.identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``accuracy`` (rig, units, noise, classifier, split) with ``accuracy_mean``,
+        ``accuracy_sem``, Wilson bounds ``accuracy_low``/``accuracy_high``
+        (:func:`split_interval`), ``units_recorded`` (median units or synapses a site kept),
+        ``session_accuracy`` (rig, sessions, classifier, split) likewise summarized, and the
+        paired comparison of the compared rigs (:func:`compare_rigs`).
+
+    Examples
+    --------
+    >>> from simlab.rundir import RunDirectory
+    >>> grid = robustness(RunDirectory("runs/tiny"), RobustnessSpec(units=[4, "all"], noise=[0.0, 0.5], sessions=[2, 3]))
+    >>> grid["accuracy_mean"].sel(rig="synapse", classifier="random_forest")
+    """
+    bar = tqdm(total=len(spec.rigs) * (len(spec.units) * len(spec.noise) + len(spec.sessions)), desc="robustness",
+               unit="cell", disable=not progress)
+    grid = _units_noise_grid(run, spec, bar, echo, n_jobs)
+    sessions = _session_sweep(run, spec, grid, bar, echo, n_jobs) if spec.sessions else None
+    bar.close()
+    data, coords = _grid_variables(run, spec, grid)
+    if sessions is not None:
+        for into, more in zip((data, coords), _session_variables(spec, sessions, grid)):
+            into.update(more)
     result = xr.Dataset(data, coords=coords)
-    compare = tuple(spec.compare) if spec.compare else tuple(rigs[:2])
-    paired = len(compare) == 2 and all(len(test_sites[r]) == 1 for r in compare) and (
-        test_sites[compare[0]] == test_sites[compare[1]]
-    )
-    if len(compare) == 2 and paired:
-        result = result.merge(compare_rigs(result, *compare))
+    compared = _paired_rigs(spec, grid)
+    if compared is not None:
+        result = result.merge(compare_rigs(result, *compared))
     result.attrs = {
         "schema": SCHEMA,
         "title": f"robustness of {spec.identify.target} identification to units and noise",
         "target": spec.identify.target,
-        "chance": float(chance),
-        "splits": int(n_splits),
+        "chance": float(grid.chance),
+        "splits": int(grid.accuracy.shape[-1]),
         "seed": int(spec.identify.seed),
         "rig_seed": "each rig's own" if spec.seed is None else int(spec.seed),
-        "compared": ",".join(compare) if paired else "",
+        "compared": ",".join(compared) if compared is not None else "",
         "interval": "Wilson 95% with p = mean split accuracy and n = test sites of one split",
         "cache": f"recordings/{CACHE}/",
     }
@@ -258,3 +333,6 @@ def format_robustness(result: xr.Dataset, classifier: str | None = None) -> str:
             lines.append(f"  {str(u):<14}" + "".join(
                 f"{float(c['difference_mean'].sel(noise=n)):>+8.3f} ({float(c['p_holm'].sel(noise=n)):.3f})" for n in noise))
     return "\n".join(lines)
+
+
+register_analysis("robustness", spec=RobustnessSpec, compute=robustness, table=format_robustness, reads=("run",))

@@ -14,10 +14,11 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from simlab.analysis.analyses import register_analysis
 from simlab.analysis.identify import identify
-from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
 from simlab.recording.schedule import select_sessions
+from simlab.specs.analyses import IdentifySpec, TrajectorySpec
 from simlab.specs.rigs import ScheduleSpec
 
 __all__ = ["FULL", "describe_schedule", "format_trajectory", "select_access", "trajectory_access"]
@@ -64,9 +65,37 @@ def trajectory_access(
 ) -> xr.Dataset:
     """``identify`` on the full recording (``access="all"``) and on each schedule's sessions.
 
-    Returns identify's results stacked along ``access``, with ``n_sessions`` and the training
-    ``steps`` each access kept. The splits are the same for every access (same sites, same
-    seed), so accuracies can be compared split by split.
+    The splits are the same for every access (same sites, same seed), so accuracies can be
+    compared split by split.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A recording with ``step`` and ``fraction`` coordinates on ``session``.
+    schedules : mapping of str to ScheduleSpec
+        Named session choices (``window``, ``every``, ``count``, ``spacing``, as in a rig's
+        schedule); ``all``, the full trajectory, is always included and may not be a name.
+    spec : IdentifySpec
+        The identification settings.
+    progress : bool
+        Show a progress bar over the schedules.
+    n_jobs : int, optional
+        Worker processes, as for :func:`~simlab.analysis.identify.identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        identify's results stacked along ``access`` (``all`` first, then the schedules), with
+        coordinates ``n_sessions``, ``steps`` (the training steps kept) and ``schedule`` (a
+        description) on ``access``.
+
+    Examples
+    --------
+    >>> from simlab.analysis.common import open_run_recordings
+    >>> from simlab.rundir import RunDirectory
+    >>> recording = open_run_recordings(RunDirectory("runs/tiny"))
+    >>> access = trajectory_access(recording, {"first_half": ScheduleSpec(window=(0.0, 0.5))})
+    >>> access["accuracy_mean"].sel(access=["all", "first_half"])
     """
     if FULL in schedules:
         raise SimlabError(f"a schedule may not be called {FULL!r}: that name is the full trajectory")
@@ -108,3 +137,12 @@ def format_trajectory(results: xr.Dataset) -> str:
         for a, s, st in zip(results["access"].values, results["schedule"].values, results["steps"].values)
     ]
     return "\n".join(lines)
+
+
+def _of_spec(
+    recording: xr.Dataset, spec: TrajectorySpec, progress: bool = False, n_jobs: int | None = None
+) -> xr.Dataset:
+    return trajectory_access(recording, spec.schedules, spec.identify, progress, n_jobs)
+
+
+register_analysis("trajectory", spec=TrajectorySpec, compute=_of_spec, table=format_trajectory)

@@ -1,12 +1,20 @@
-"""Analysis settings, as protocol schema models (``analyses:`` in a protocol)."""
+"""Analysis settings, as protocol schema models (``analyses:`` in a protocol).
+
+The built-in analyses' models live here, at the bottom of the package; the analyses themselves
+register them with their compute functions in :data:`simlab.registry.ANALYSES` (see
+:func:`simlab.analysis.analyses.register_analysis`). :data:`ANALYSES` is that registry seen
+from this layer: the settings model of every registered analysis, by name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from simlab.errors import SimlabError
+from simlab.registry import ANALYSES as _REGISTERED
 from simlab.specs.classifiers import classifier_label, parse_classifier
 from simlab.specs.rigs import RigSpec, ScheduleSpec
 
@@ -55,8 +63,6 @@ class IdentifySpec(BaseModel):
             )
         return entries
 
-
-ANALYSES: dict[str, type[BaseModel]] = {"identify": IdentifySpec}
 
 
 # --------------------------------------------------------------------------- analyses of a run
@@ -177,11 +183,21 @@ class ConfoundSpec(_RunAnalysisSpec):
     curve_points: PositiveInt = 20
 
 
-ANALYSES.update(
-    {
-        "generalization": GeneralizationSpec,
-        "trajectory": TrajectorySpec,
-        "robustness": RobustnessSpec,
-        "confound": ConfoundSpec,
-    }
-)
+class _SettingsModels(Mapping[str, type[BaseModel]]):
+    """The settings model of every registered analysis, by name (read-only): what the protocol
+    schema validates ``analyses:`` entries with, without importing the analyses."""
+
+    def __getitem__(self, name: str) -> type[BaseModel]:
+        return _REGISTERED[name].spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTERED)
+
+    def __len__(self) -> int:
+        return len(_REGISTERED)
+
+    def __repr__(self) -> str:
+        return f"ANALYSES({', '.join(self)})"
+
+
+ANALYSES: Mapping[str, type[BaseModel]] = _SettingsModels()
