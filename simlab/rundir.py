@@ -44,7 +44,8 @@ def recording_name(name: str, settings: BaseModel, base: BaseModel | None = None
     a protocol rig ``electrophysiology`` gives ``electrophysiology-units20-noise0.5``;
     ``schedule: {count: 6, spacing: log}`` gives ``...-count6-spacinglog``. A setting switched
     on is its name alone (``keep_units`` -> ``keep_units``), a pair joins its values with
-    ``_`` (``window: [0, 0.2]`` -> ``window0_0.2``). No difference: the name alone."""
+    ``_`` (``window: [0, 0.2]`` -> ``window0.0_0.2``); a float always has a point (``units=1.0``,
+all units as a fraction, is ``units1.0``; one unit is ``units1``). No difference: the name alone."""
     changed = _differences(settings.model_dump(mode="json"), base.model_dump(mode="json") if base else {})
     parts = [name, *changed]
     return "-".join(re.sub(r"[^A-Za-z0-9._]", "_", part) for part in parts)
@@ -64,8 +65,9 @@ def _differences(values: dict, base: dict) -> list[str]:
 def _spelled(value) -> str:
     if isinstance(value, (list, tuple)):
         return "_".join(_spelled(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # always with a point: the fraction 1.0 is not the count 1
+        text = f"{value:g}"
+        return text if any(c in text for c in ".en") else f"{text}.0"
     return str(value)
 
 

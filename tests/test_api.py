@@ -10,7 +10,11 @@ import xarray as xr
 import simlab
 from simlab.errors import SimlabError, parameter
 
-from conftest import TINY_RIGS, quiet
+TINY_RIGS = ("synapse", "electrophysiology", "paired")  # the tiny protocol's default rigs
+
+
+def quiet(*args, **kwargs) -> None:
+    """An ``echo`` that prints nothing."""
 
 
 def test_the_package_exports_the_api():
@@ -124,16 +128,3 @@ def test_a_protocol_text_is_parsed_once(tiny_run, monkeypatch):
         run.protocol
     simlab.open_run(tiny_run).protocol
     assert len(calls) == 1
-
-
-def test_recording_names_follow_the_settings_that_differ():
-    from simlab.rundir import recording_name
-    from simlab.specs.rigs import RigSpec
-
-    base = RigSpec(type="electrophysiology", seed=1)
-    assert recording_name("electrophysiology", base, base) == "electrophysiology"
-    changed = RigSpec(type="electrophysiology", seed=1, units=20, noise=0.5,
-                      schedule={"count": 6, "spacing": "log", "window": (0.0, 0.2)}, keep_units=True)
-    assert recording_name("electrophysiology", changed, base) == (
-        "electrophysiology-units20-noise0.5-window0_0.2-count6-spacinglog-keep_units"
-    )

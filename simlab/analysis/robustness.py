@@ -26,7 +26,8 @@ from simlab.analysis.statistics import holm, paired_split_tests
 from simlab.analysis.trajectory import select_access
 from simlab.errors import SimlabError
 from simlab.recording.contract import open_recording, write_recording
-from simlab.recording.rigfiles import recording_name, resolve_rig
+from simlab.recording.rigfiles import resolve_rig
+from simlab.rundir import recording_name
 from simlab.rundir import RunDirectory
 from simlab.specs.analyses import IdentifySpec, RobustnessSpec
 from simlab.specs.rigs import RigSpec, ScheduleSpec
@@ -55,7 +56,8 @@ def grid_recording(
     from simlab.recording.record import record_cohort
 
     name, spec = cell_spec(run, rig, units, noise, seed)
-    path = run.robustness_recording(recording_name(name, spec))
+    _, base = resolve_rig(rig, run.protocol)
+    path = run.robustness_recording(recording_name(name, spec, base))  # named as simlab record names it
     if not path.is_file():
         write_recording(record_cohort(run, name, spec, progress=progress, echo=echo), path)
         run.log(f"record: {name} {spec.model_dump(mode='json')} -> {path}")

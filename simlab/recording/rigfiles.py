@@ -16,7 +16,6 @@ the result is validated as a whole, and every problem is reported with where it 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -108,22 +107,3 @@ def resolve_rig(
         return name, RigSpec(**_merge(base, overrides))
     except ValidationError as exc:
         raise SimlabError(f"bad rig settings: {_problems(exc, overrides, origin)}") from None
-
-
-def recording_name(name: str, spec: RigSpec) -> str:
-    """The file name (without ``.nc``) that ``simlab record`` gives a recording of rig ``name``.
-
-    It says the main settings and, by a short digest, all the others:
-    ``{name}-units{units}-{noise}-seed{seed}-{digest}``, where ``units`` is as set (``all``,
-    a count such as ``20`` or a fraction such as ``0.5``), ``noise`` is the noise model
-    followed by its scale in the shortest form (``gaussian0``, ``gaussian0.5``, ``gain0.1``,
-    ``lognormal0.2``) or just ``poisson`` (set by rate_gain and count_window, which the digest
-    holds), and ``digest`` is the first 6 hex digits of the SHA-1 of the settings as JSON
-    (``spec.model_dump_json()``: every field, so rigs that differ in any setting, schedule
-    and stimuli included, get different names; the name ``name`` is not part of it). E.g.
-    the electrophysiology rig of a protocol with ``--units 20 --noise 0.5`` and seed 1 is
-    recorded as ``electrophysiology-units20-gaussian0.5-seed1-<digest>.nc``.
-    """
-    digest = hashlib.sha1(spec.model_dump_json().encode()).hexdigest()[:6]
-    noise = spec.noise_model if spec.noise_model == "poisson" else f"{spec.noise_model}{spec.noise:g}"
-    return f"{name}-units{spec.units}-{noise}-seed{spec.seed}-{digest}"

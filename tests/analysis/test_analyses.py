@@ -142,7 +142,7 @@ def test_trajectory_refuses_the_reserved_name(recording):
 
 def test_robustness_cells_equal_a_direct_record(analyzed_run, tmp_path):
     """A cached grid recording is what 'simlab record' writes with the same settings."""
-    cached = sorted((analyzed_run / "recordings" / "robustness").glob("electrophysiology-units2-gaussian0.5-*.nc"))
+    cached = sorted((analyzed_run / "recordings" / "robustness").glob("electrophysiology-units2-noise0.5.nc"))
     assert len(cached) == 1
     out = tmp_path / "direct.nc"
     assert main(["record", str(analyzed_run), "--rig", "electrophysiology", "--units", "2", "--noise", "0.5",

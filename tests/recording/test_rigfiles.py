@@ -6,13 +6,12 @@ the command line passes its own names for the parameters (its flags) to be shown
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 
 from simlab.errors import SimlabError
 from simlab.protocol import parse_protocol
-from simlab.recording.rigfiles import recording_name, resolve_rig
+from simlab.recording.rigfiles import resolve_rig
 from simlab.specs.rigs import RigSpec
 
 PROTOCOL = parse_protocol(
@@ -79,28 +78,3 @@ def test_a_bad_field_of_a_rig_file_is_named_with_the_file(tmp_path):
     rig_file.write_text("type: electrophysiology\nsampling: sometimes\n")
     with pytest.raises(SimlabError, match=rf"sampling \({rig_file}\): Input should be 'chronic' or 'acute'"):
         resolve_rig(str(rig_file), PROTOCOL, {"units": 3})
-
-
-@pytest.mark.parametrize(
-    "settings, start",
-    [
-        ({"type": "electrophysiology", "units": 20, "noise": 0.5, "seed": 1}, "ephys-units20-gaussian0.5-seed1-"),
-        ({"type": "synapse"}, "ephys-unitsall-gaussian0-seed0-"),
-        ({"type": "synapse", "units": 0.5, "noise_model": "gain", "noise": 0.1}, "ephys-units0.5-gain0.1-seed0-"),
-        ({"type": "electrophysiology", "noise_model": "poisson", "rate_gain": 5.0}, "ephys-unitsall-poisson-seed0-"),
-    ],
-)
-def test_a_recording_name_is_predictable_from_the_settings(settings, start):
-    spec = RigSpec(**settings)
-    digest = hashlib.sha1(spec.model_dump_json().encode()).hexdigest()[:6]
-    assert recording_name("ephys", spec) == start + digest
-
-
-def test_any_other_setting_changes_the_digest_and_the_name_does_not():
-    spec = RigSpec(type="paired")
-    digests = {
-        recording_name("paired", other).rsplit("-", 1)[1]
-        for other in [spec, spec.model_copy(update={"sampling": "acute"}), spec.model_copy(update={"keep_units": True})]
-    }
-    assert len(digests) == 3
-    assert recording_name("a", spec).rsplit("-", 1)[1] == recording_name("b", spec).rsplit("-", 1)[1]
