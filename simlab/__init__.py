@@ -10,3 +10,4 @@ from simlab._version import __version__
 
 # registered extensions: every built-in is registered by the module that implements it
 from simlab.analysis import classifiers as _classifiers  # noqa: E402,F401
+from simlab.subjects import architectures as _architectures  # noqa: E402,F401
