@@ -143,7 +143,7 @@ class ResNetSpec(_Strict):
     which breaks per-example layer-local derivatives): where BN sits in the papers, a
     parameter-free per-example scale-only normalization (``rms_normalize``: each example
     divided by the root mean square of its units) is used, see
-    :mod:`simlab.subjects.architectures` for where it enters the sites.
+    :mod:`simlab.subjects.architectures.resnet` for where it enters the sites.
     """
 
     type: Literal["resnet"] = "resnet"
