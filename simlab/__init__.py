@@ -41,6 +41,7 @@ from simlab.protocol import Protocol, ProtocolError
 from simlab import analysis as _analysis  # noqa: E402,F401  isort: skip
 from simlab import rules as _rules  # noqa: E402,F401  isort: skip
 from simlab.recording import rigs as _rigs  # noqa: E402,F401  isort: skip
+from simlab.subjects import architectures as _architectures  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Protocol",

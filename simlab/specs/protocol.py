@@ -5,7 +5,9 @@ all sections and the checks that span sections (cohort names against ``architect
 ``tasks:``, sessions against steps), each located by its path in the file, so that the loader
 can point at lines. Sections that pydantic cannot type by itself (``training.rules`` and
 ``analyses``, whose model depends on the key; ``rigs``, whose ``type`` may come from the key) are
-validated entry by entry by :class:`NamedEntries`, which keeps nested error locations.
+validated entry by entry by :class:`NamedEntries`, which keeps nested error locations. Entries
+whose model is registered under their ``type`` (``architectures``) are validated by
+:class:`RegisteredType`, a discriminated union whose members are known only at validation time.
 """
 
 from __future__ import annotations
@@ -37,16 +39,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from simlab.specs.analyses import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
+from simlab.registry import ARCHITECTURES, Registry
 from simlab.specs.rigs import DEFAULT_RIG_TYPES, RIG_TYPES, RigSpec
 from simlab.specs.rules import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, default_hyperparameters, defined_rule_model
-from simlab.specs.subjects import (
-    PRESET_ARCHITECTURES,
-    PRESET_TASKS,
-    ArchitectureSpec,
-    TaskSpec,
-    architecture_layout,
-    input_layout_conflict,
-)
+from simlab.specs.subjects import PRESET_ARCHITECTURES, PRESET_TASKS, TaskSpec, architecture_layout, input_layout_conflict
 
 # --------------------------------------------------------------------------- error helpers
 
@@ -192,6 +188,65 @@ def _registry_entries(kind: str, registry: Mapping[str, type[BaseModel]]) -> Nam
         return registry[name]
 
     return NamedEntries(model)
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class RegisteredType:
+    """Validate a mapping as the model that ``registry`` holds (an entry's ``spec``) under the
+    mapping's ``type``: a discriminated union whose members are registered at run time (pydantic
+    fixes a union's members when it builds the schema, before an extension registers one).
+
+    Errors are those of ``Field(discriminator="type")``: same types, messages, context and
+    locations (a member's errors are located under its tag, the label that :func:`locate`
+    skips), so the loader words and places them as it does for a union.
+    """
+
+    registry: Registry
+    key: str = "type"
+
+    def tags(self) -> list[str]:
+        return list(self.registry)
+
+    def model_for(self, tag: Any) -> type[BaseModel] | None:
+        """The model of a tag, None for one that is not registered."""
+        entry = self.registry.get(tag) if isinstance(tag, str) else None
+        return None if entry is None else entry.spec
+
+    def __call__(self, value: Any, handler: Callable) -> BaseModel:
+        # ``handler`` (the declared BaseModel) is not called: it knows no member
+        if isinstance(value, Mapping):
+            tag = value.get(self.key, _MISSING)
+        elif isinstance(value, BaseModel):
+            tag = getattr(value, self.key, _MISSING)
+        else:
+            raise PydanticCustomError(
+                "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
+            )
+        if tag is _MISSING:
+            raise PydanticCustomError(
+                "union_tag_not_found", "Unable to extract tag using discriminator {discriminator}",
+                {"discriminator": repr(self.key)},
+            )
+        model = self.model_for(tag)
+        if model is None:
+            raise PydanticCustomError(
+                "union_tag_invalid",
+                "Input tag '{tag}' found using {discriminator} does not match any of the expected tags: {expected_tags}",
+                {"discriminator": repr(self.key), "tag": str(tag), "expected_tags": ", ".join(map(repr, self.tags()))},
+            )
+        if isinstance(value, model):
+            return value
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            _raise_all(tag, _rebased(exc, (tag,)))
+
+
+# an ``architectures:`` entry: the settings of a registered architecture type
+ArchitectureSpec = Annotated[SerializeAsAny[BaseModel], WrapValidator(RegisteredType(ARCHITECTURES))]
 
 
 def _defined_rule_model(name: Any, settings: Any) -> type[BaseModel]:
@@ -616,13 +671,16 @@ def locate(loc: tuple) -> Located:
             continue
         tp, more = _unwrap(tp)
         metadata += more
-        entries = next((m.func for m in metadata if isinstance(getattr(m, "func", None), NamedEntries)), None)
+        entries = _validator(metadata, NamedEntries)
         origin = typing.get_origin(tp)
         holder = None
         if entries is not None:
             tp, metadata = entries.model_for(part), []
             path.append(part)
             continue
+        if (registered := _validator(metadata, RegisteredType)) is not None:
+            tp, metadata = registered.model_for(part), []
+            continue  # a member's tag, not a key of the file
         if origin in (typing.Union, types.UnionType):
             member = _member_for_key(tp, part)
             if member is None:
@@ -639,7 +697,13 @@ def locate(loc: tuple) -> Located:
         else:
             tp, metadata = None, []
         path.append(part)
-    return Located(tuple(path), holder, _unwrap(tp)[0])
+    tp, more = _unwrap(tp)
+    return Located(tuple(path), holder, _validator(metadata + more, RegisteredType) or tp)
+
+
+def _validator(metadata: list, kind: type) -> Any:
+    """The validator of class ``kind`` among an annotation's metadata (a WrapValidator's func)."""
+    return next((m.func for m in metadata if isinstance(getattr(m, "func", None), kind)), None)
 
 
 def _member_for_key(tp: Any, part: Any) -> Any:
@@ -654,7 +718,10 @@ def _member_for_key(tp: Any, part: Any) -> Any:
 
 
 def union_tags(annotation: Any) -> list[str]:
-    """The ``type`` values that select the members of a union of models."""
+    """The ``type`` values that select the members of a union of models (or of a
+    :class:`RegisteredType`)."""
+    if isinstance(annotation, RegisteredType):
+        return annotation.tags()
     members = [_unwrap(m)[0] for m in typing.get_args(annotation)]
     return [
         m.model_fields["type"].default

@@ -2,12 +2,15 @@
 
 A protocol names architectures and tasks in ``cohort``; a name is either a built-in preset
 (``PRESET_ARCHITECTURES``, ``PRESET_TASKS``) or an entry of the protocol's top-level
-``architectures:`` / ``tasks:`` mappings, which define variants of a ``type``.
+``architectures:`` / ``tasks:`` mappings, which define variants of a ``type``. An
+architecture's ``type`` is a name in :data:`simlab.registry.ARCHITECTURES`, whose entry holds
+the settings model (the built-in ones are here) and the input layout; the types are registered
+with their implementation by :mod:`simlab.subjects.architectures`.
 
 Inputs come in two layouts: *signals* ``[length, channels]`` (mnist1d, digits, the vector
 teacher task) and *images* ``[height, width, channels]`` (cifar10, the image teacher task).
 ``mlp`` reads either (it flattens); ``conv1d`` needs signals; ``knet``, ``alexnet`` and
-``resnet`` need images. A protocol that pairs an architecture with a task of the other layout
+``resnet`` need images (each type's registered ``layout``). A protocol that pairs an architecture with a task of the other layout
 is refused by ``simlab validate`` (:func:`input_layout_conflict`).
 
 Presets of the image architectures come in two sizes: the plain names (``knet``,
@@ -37,6 +40,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from simlab.registry import ARCHITECTURES
 
 
 class _Strict(BaseModel):
@@ -138,7 +143,7 @@ class ResNetSpec(_Strict):
     which breaks per-example layer-local derivatives): where BN sits in the papers, a
     parameter-free per-example scale-only normalization (``rms_normalize``: each example
     divided by the root mean square of its units) is used, see
-    :mod:`simlab.subjects.architectures` for where it enters the sites.
+    :mod:`simlab.subjects.architectures.resnet` for where it enters the sites.
     """
 
     type: Literal["resnet"] = "resnet"
@@ -157,10 +162,6 @@ class ResNetSpec(_Strict):
             raise ValueError(f"blocks has {len(self.blocks)} stages but widths has {len(self.widths)}")
         return self
 
-
-ArchitectureSpec = Annotated[
-    Union[MLPSpec, Conv1DSpec, KNetSpec, AlexNetSpec, ResNetSpec], Field(discriminator="type")
-]
 
 # --------------------------------------------------------------------------- tasks
 
@@ -374,14 +375,14 @@ TaskSpec = Annotated[
 
 # --------------------------------------------------------------------------- input layouts
 
-_ARCHITECTURE_LAYOUT = {"mlp": None, "conv1d": "signal", "knet": "image", "alexnet": "image", "resnet": "image"}
-
 
 def architecture_layout(spec: Any) -> str | None:
-    """The input layout an architecture needs ("signal" or "image"), None for either or unknown.
-    ``spec``: a model or a raw mapping from a protocol file."""
+    """The input layout an architecture needs ("signal" or "image"), None for either or unknown:
+    its type's ``layout`` in :data:`simlab.registry.ARCHITECTURES`. ``spec``: a model or a raw
+    mapping from a protocol file."""
     kind = spec.get("type") if isinstance(spec, Mapping) else getattr(spec, "type", None)
-    return _ARCHITECTURE_LAYOUT.get(kind) if isinstance(kind, str) else None
+    entry = ARCHITECTURES.get(kind) if isinstance(kind, str) else None
+    return None if entry is None else entry.layout
 
 
 def task_layout(spec: Any) -> str | None:
