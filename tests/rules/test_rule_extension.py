@@ -140,7 +140,7 @@ def test_a_registered_rule_runs_through_a_protocol(user_rules, tmp_path):
     recording = xr.open_dataset(run.recording("synapse")).load()
     assert sorted(recording["learning_rule"].values) == ["sgdm", "sgdm", "sign_sgd", "sign_sgd"]
     # the override as run: the run directory's protocol reads back with it
-    assert run.protocol().rule_hyperparameters("sign_sgd").learning_rate == SIGN_SGD_LR
+    assert run.protocol.rule_hyperparameters("sign_sgd").learning_rate == SIGN_SGD_LR
 
     sign_steps, sgd_steps = _first_step(run, protocol, "sign_sgd"), _first_step(run, protocol, "sgdm")
     assert sign_steps.keys() == sgd_steps.keys() and len(sign_steps) == 4  # two sites, w and b
