@@ -124,8 +124,8 @@ def add_analysis_commands(commands) -> None:
     plan.add_argument("--quiet", action="store_true", help="no progress bars while computing a missing grid")
 
     figs = commands.add_parser(
-        "figures", help="draw the figures of a run's analyses (PNG and SVG)",
-        description="Draw every figure the run's results allow into RUN_DIR/figures/ (PNG and SVG): "
+        "figures", help="draw the figures of a run's analyses (PNG, SVG and PDF)",
+        description="Draw every figure the run's results allow into RUN_DIR/figures/ (PNG, SVG and PDF): "
         "observable trajectories by rule, confusion matrices, accuracy vs units and noise, feature "
         "importance, generalization matrices, trajectory access and the performance confound.",
     )
@@ -241,7 +241,7 @@ def cmd_figures(args) -> int:
 
     run = RunDirectory.existing(args.run_dir)
     for figure in draw_run_figures(run, observables=args.observable):
-        print(f"wrote {figure.png} and {figure.svg.name}")
+        print(f"wrote {figure.png}, {figure.svg.name} and {figure.pdf.name}")
     return 0
 
 
