@@ -490,8 +490,8 @@ def importance_figure(result: xr.Dataset, top: int = 12):
     groups = [g for g in ("measure", "statistic", "function", "observable") if f"importance_by_{g}" in result]
     names_width = _text_width(result["observable"].values) if "observable" in result.coords else 1.0
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(methods), len(groups), figsize=(3.4 * len(groups) + names_width, 3.0 * len(methods)),
-                                 squeeze=False, layout="constrained")
+        size = (3.4 * len(groups) + names_width, 3.0 * len(methods))
+        fig, axes = plt.subplots(len(methods), len(groups), figsize=size, squeeze=False, layout="constrained")
         for r, method in enumerate(methods):
             for c, group in enumerate(groups):
                 ax = axes[r][c]

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import matplotlib.colors
 import matplotlib.image
+import matplotlib.pyplot as plt
 import matplotlib.text
 import numpy as np
 import pytest
@@ -68,7 +70,7 @@ def drawn(analyzed_run, recording):
         fig.canvas.draw()
     yield out
     for fig in out.values():
-        F.plt.close(fig)
+        plt.close(fig)
 
 
 def _panels(fig):
@@ -146,7 +148,7 @@ def test_importance_figure(analyzed_run, tmp_path):
             assert "importance" in ax.get_xlabel() and "(" in ax.get_xlabel(), ax.get_xlabel()
             assert ax.get_ylabel() in ("measure", "statistic", "function") or ax.get_ylabel().startswith("observable")
     assert _layout_problems(fig) == []
-    F.plt.close(fig)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- axes and units
@@ -257,7 +259,7 @@ def test_confusion_cells_are_the_fraction_of_each_true_class():
     # counts [[1, 2], [3, 4]]: rows divided by 3 and 7
     np.testing.assert_allclose(ax.images[0].get_array(), [[1 / 3, 2 / 3], [3 / 7, 4 / 7]])
     assert sorted(t.get_text() for t in ax.texts) == ["0.33", "0.43", "0.57", "0.67"]
-    F.plt.close(fig)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- colours and names
@@ -265,11 +267,11 @@ def test_confusion_cells_are_the_fraction_of_each_true_class():
 
 def _line_colors(fig) -> dict[str, str]:
     ax = _panels(fig)[0]
-    return {line.get_label(): F.matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()}
+    return {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()}
 
 
 def _bar_colors(ax) -> dict[str, str]:
-    return {bars.get_label(): F.matplotlib.colors.to_hex(bars.patches[0].get_facecolor())
+    return {bars.get_label(): matplotlib.colors.to_hex(bars.patches[0].get_facecolor())
             for bars in ax.containers}
 
 
@@ -287,17 +289,17 @@ def test_a_rule_keeps_its_colour_whatever_other_rules_a_figure_shows(recording, 
     bar_colors = _bar_colors(_panels(confound)[0])
     assert bar_colors == {"sgdm": colors_one["sgdm"], "feedback alignment": colors_one["feedback alignment"]}
     for fig in (one, two, confound):
-        F.plt.close(fig)
+        plt.close(fig)
 
 
 def test_a_rule_has_the_same_name_in_legends_and_matrix_ticks(drawn):
-    handles = _panels(drawn["trajectories"])[0].get_legend_handles_labels()[1]
+    lines = _panels(drawn["trajectories"])[0].get_legend_handles_labels()[1]
     legend = {t.get_text() for t in drawn["trajectories"].legends[0].get_texts()}
     matrix = _panels(drawn["identify"])[0]
     ticks_x = {t.get_text() for t in matrix.get_xticklabels()}
     ticks_y = {t.get_text() for t in matrix.get_yticklabels()}
     confound = {t.get_text() for t in _panels(drawn["confound"])[0].get_legend().get_texts()}
-    assert set(handles) == legend == ticks_x == ticks_y == confound == {"sgdm", "feedback alignment"}
+    assert set(lines) == legend == ticks_x == ticks_y == confound == {"sgdm", "feedback alignment"}
 
 
 def test_builtin_colours_are_distinct_and_fixed_by_name():
@@ -383,7 +385,7 @@ def _layout_problems(fig) -> list[str]:
 
 
 def test_the_layout_check_sees_overlap_clipping_and_ellipses():
-    fig, (left, right) = F.plt.subplots(1, 2, figsize=(2.0, 1.5))  # no layout engine, too small
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2.0, 1.5))  # no layout engine, too small
     left.set_xticks([0, 1], ["direct feedback alignment", "information alignment"])
     left.set_yticks([0], ["information alignm…"])
     right.set_title("a title far wider than its panel, running off the canvas")
@@ -391,7 +393,7 @@ def test_the_layout_check_sees_overlap_clipping_and_ellipses():
     problems = " | ".join(_layout_problems(fig))
     for expected in ("ticks overlap", "cut short", "over another panel", "outside the figure", "beyond the canvas"):
         assert expected in problems
-    F.plt.close(fig)
+    plt.close(fig)
 
 
 def test_no_label_of_the_run_is_clipped_cut_short_or_overlapping(drawn):
