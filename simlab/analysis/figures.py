@@ -1,12 +1,24 @@
-"""Figures of a run's recordings and analyses, each saved as PNG and SVG.
+"""Figures of a run's recordings and analyses, each saved as PNG, SVG and PDF.
 
-Every function takes a recording or a result Dataset and a path stem, draws with
-matplotlib's Agg backend (no display needed), and returns the two files written. Colours are
-fixed per class (learning rule) across figures, so a rule looks the same everywhere.
+Each figure has a builder, ``<name>_figure(data, ...)``, that returns a matplotlib figure (to
+inspect or restyle in a notebook), and ``plot_<name>(data, stem, ...)``, which builds it and
+saves it under the path stem. Drawing uses matplotlib's Agg backend (no display needed).
+
+Made to be shown in a talk as they come out:
+
+- colour means learning rule, and only that: :func:`rule_color` gives a rule the same colour
+  in every figure of every run, whatever other rules are present. Rigs, measures and feature
+  sets are drawn in greys with their own markers, line styles and hatches.
+- :func:`class_label` spells a rule (or any class) the same way in legends and matrix ticks.
+- every axis names its quantity and units; accuracies show the chance level; confusion
+  matrices name their classifier and feature set and have a labelled colour bar.
+- constrained layout sizes each figure to its labels: no tick label is cut short or clipped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,9 +34,17 @@ import xarray as xr  # noqa: E402
 from simlab.errors import SimlabError  # noqa: E402
 
 __all__ = [
+    "ACCURACY_LABEL",
+    "BUILTIN_RULE_COLORS",
     "DEFAULT_OBSERVABLES",
     "Figure",
+    "class_label",
+    "confound_figure",
+    "confusion_figure",
     "draw_run_figures",
+    "generalization_figure",
+    "importance_figure",
+    "observable_label",
     "plot_confound",
     "plot_confusion",
     "plot_generalization",
@@ -32,6 +52,12 @@ __all__ = [
     "plot_robustness",
     "plot_trajectories",
     "plot_trajectory_access",
+    "robustness_figure",
+    "rule_color",
+    "save_figure",
+    "site_trajectories",
+    "trajectories_figure",
+    "trajectory_access_figure",
 ]
 
 # the reference's Figure 1 shows a few statistics of each measure over training
@@ -39,42 +65,247 @@ DEFAULT_OBSERVABLES = (
     "weight_raw_median", "weight_raw_norm", "activation_raw_median", "activation_raw_norm",
     "activity_change_raw", "activity_change_abs",
 )
-RIG_COLORS = {"weight": "#d95f02", "activation": "#1b9e77", "activity_change": "#7570b3"}
 STYLE = {
-    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-    "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none",
+    "font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
+    "figure.titlesize": 10.5, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "axes.spines.top": False, "axes.spines.right": False,
+    "svg.fonttype": "none", "svg.hashsalt": "simlab", "pdf.fonttype": 42,
 }
+
+# --------------------------------------------------------------------------- quantities and units
+# Samples of identification are sites (a real layer of a subject that did not diverge).
+ACCURACY_LABEL = "accuracy (fraction of test sites)"
+TASK_ACCURACY_LABEL = "final task accuracy\n(fraction of test inputs)"
+FRACTION_LABEL = "fraction of training steps"
+UNITS_LABEL = "units recorded per site (synapses for weights)"
+NOISE_LABEL = "noise sd (units of the measured value)"
+SESSIONS_LABEL = "sessions recorded (evenly spaced)"
+IMPORTANCE_LABELS = {
+    "impurity": "impurity importance\n(fraction of total decrease)",
+    "permutation": "permutation importance\n(accuracy drop, fraction of test sites)",
+}
+_MEASURE_NOUNS = {"weight": "weights", "activation": "activations", "activity_change": "activity change"}
+_FUNCTION_FORMS = {"raw": "{}", "abs": "|{}|", "sq": "({})²"}
+_STATISTIC_PHRASES = {
+    "norm": "norm of {}", "mean": "mean of {}", "median": "median of {}", "var": "variance of {}",
+    "thirdquartile": "third quartile of {}", "skew": "skewness of {}", "kurtosis": "kurtosis of {}",
+    "id": "{}",
+}
+
+# --------------------------------------------------------------------------- colours
+# One colour per built-in rule, fixed by name (never by position among the rules present), from
+# colour-blind-safe qualitative palettes: Okabe & Ito (2008) first, then Paul Tol's muted
+# scheme, then a neutral grey; no two are closer than 25 (CIE76 delta E) to one another.
+# The reference's rules get the most distinct colours; the two backprop optimizers share a hue.
+BUILTIN_RULE_COLORS = {
+    "sgdm": "#0072B2",                       # Okabe-Ito blue
+    "adam": "#56B4E9",                       # Okabe-Ito sky blue
+    "feedback_alignment": "#D55E00",         # Okabe-Ito vermillion
+    "information_alignment": "#009E73",      # Okabe-Ito bluish green
+    "kolen_pollack": "#CC79A7",              # Okabe-Ito reddish purple
+    "weight_mirror": "#E69F00",              # Okabe-Ito orange
+    "symmetric_alignment": "#332288",        # Tol indigo
+    "sign_symmetry": "#999933",              # Tol olive
+    "direct_feedback_alignment": "#882255",  # Tol wine
+    "node_perturbation": "#000000",          # Okabe-Ito black
+    "hebbian": "#777777",                    # grey
+}
+# a rule of a protocol's own or a user's keeps at least this distance from every built-in's
+_MIN_DISTANCE = 25.0
+
+# Measures and feature sets are not rules: greys with their own marker, line style and hatch
+MEASURE_STYLES = {
+    "weight": {"color": "#333333", "marker": "o", "ls": "-", "hatch": ""},
+    "activation": {"color": "#808080", "marker": "s", "ls": "--", "hatch": "//"},
+    "activity_change": {"color": "#bdbdbd", "marker": "^", "ls": ":", "hatch": ".."},
+    "all": {"color": "#ffffff", "marker": "D", "ls": "-.", "hatch": "xx"},
+}
+_OTHER_MEASURE = {"color": "#a0a0a0", "marker": "v", "ls": "-", "hatch": "\\\\"}
+CHANCE_STYLE = {"color": "black", "ls": (0, (4, 3)), "lw": 0.8}
+BAR_EDGE = {"edgecolor": "black", "linewidth": 0.5}
+
+
+def class_label(name) -> str:
+    """How a rule (or any class or level) is spelled in every legend, tick and title."""
+    return str(name).replace("_", " ")
+
+
+def _lab(color) -> np.ndarray:
+    """CIELAB (D65) coordinates of an sRGB colour, to measure how alike two colours look."""
+    rgb = np.asarray(matplotlib.colors.to_rgb(color))
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+_BUILTIN_LAB = np.array([_lab(c) for c in BUILTIN_RULE_COLORS.values()])
+
+
+def _derived_color(name: str) -> str:
+    """A colour that depends on the name alone: the first of ten candidates drawn from its
+    SHA-256 digest (hue anywhere; saturation and value in a range that reads on white) that
+    is at least ``_MIN_DISTANCE`` from every built-in rule's colour, else the farthest one."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    candidates = [
+        matplotlib.colors.to_hex(matplotlib.colors.hsv_to_rgb(
+            (digest[i] / 256, 0.45 + 0.5 * digest[i + 1] / 255, 0.40 + 0.45 * digest[i + 2] / 255)))
+        for i in range(0, 30, 3)
+    ]
+    distance = [float(np.min(np.linalg.norm(_BUILTIN_LAB - _lab(c), axis=1))) for c in candidates]
+    for color, d in zip(candidates, distance):
+        if d >= _MIN_DISTANCE:
+            return color
+    return candidates[int(np.argmax(distance))]
+
+
+def rule_color(name) -> str:
+    """The colour of a learning rule (or of any class) in every figure: a built-in rule's
+    fixed colour, else one derived from the name alone (see :func:`_derived_color`)."""
+    name = str(name)
+    return BUILTIN_RULE_COLORS.get(name) or _derived_color(name)
+
+
+def _measure_style(name) -> dict:
+    return MEASURE_STYLES.get(str(name), _OTHER_MEASURE)
+
+
+# --------------------------------------------------------------------------- saving
 
 
 @dataclass(frozen=True)
 class Figure:
+    """The files of one saved figure."""
+
     png: Path
     svg: Path
+    pdf: Path
     title: str
 
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        return self.png, self.svg, self.pdf
 
-def _save(fig, stem: Path, title: str) -> Figure:
+
+def save_figure(fig, stem, title: str) -> Figure:
+    """Save ``fig`` as ``stem``.png, .svg and .pdf and close it. Vector files keep their text
+    as text (editable on a slide) and carry no date or random ids, so a redrawn figure gives
+    the same bytes."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
-    fig.savefig(png, dpi=130, bbox_inches="tight", metadata={"Software": "simlab"})
-    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
+    png, svg, pdf = (stem.with_suffix(s) for s in (".png", ".svg", ".pdf"))
+    with plt.rc_context(STYLE):  # the file formats' settings apply when saving
+        fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Software": "simlab"})
+        fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "Creator": "simlab"})
     plt.close(fig)
-    return Figure(png, svg, title)
+    return Figure(png, svg, pdf, title)
 
 
-def _class_colors(classes: Sequence[str]) -> dict[str, str]:
-    cmap = plt.get_cmap("tab10")
-    return {c: matplotlib.colors.to_hex(cmap(i % 10)) for i, c in enumerate(classes)}
+# --------------------------------------------------------------------------- shared pieces
 
 
 def _grid(n: int, ncols: int, size=(3.2, 2.5)):
+    """A constrained-layout figure with ``n`` panels in rows of ``ncols`` (the rest hidden)."""
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    return fig, axes.flat
+    return fig, list(axes.flat[:n])
+
+
+def _accuracy_axis(ax, chance: float, vertical: bool = False, annotate: bool = False) -> None:
+    """An identification-accuracy axis from 0 to 1, labelled, with the chance level as a dashed
+    line: in the legend ("chance"), or written at the line's end where there is no legend."""
+    (ax.set_xlim if vertical else ax.set_ylim)(0, 1.05)
+    (ax.set_xlabel if vertical else ax.set_ylabel)(ACCURACY_LABEL)
+    if not np.isfinite(chance):
+        return
+    (ax.axvline if vertical else ax.axhline)(chance, **CHANCE_STYLE, label="chance", zorder=3)
+    if annotate and vertical:
+        ax.text(chance, 1.0, " chance", transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=7)
+    elif annotate:
+        ax.text(1.0, chance, "chance ", transform=ax.get_yaxis_transform(), ha="right", va="bottom", fontsize=7)
+
+
+def _room_above(ax) -> None:
+    """Empty space above an accuracy axis for a legend inside it; the axis still reads 0 to 1."""
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.spines["left"].set_bounds(0, 1)
+
+
+def _legend(owner, ax, **kwargs):
+    """A legend (on ``owner``: ``ax`` or its figure) of what ``ax`` shows, "chance" last."""
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == "chance")
+    return owner.legend([handles[i] for i in order], [labels[i] for i in order], frameon=False, **kwargs)
+
+
+def _category_ticks(ax, labels: Sequence[str], axis: str = "x", **kwargs) -> None:
+    """Full category labels, never cut short: x labels longer than a short word stand upright,
+    so that each takes only a line's height of its neighbours' room however long it is."""
+    labels = [class_label(label) for label in labels]
+    if axis == "y":
+        ax.set_yticks(range(len(labels)), labels, **kwargs)
+    elif max((len(label) for label in labels), default=0) > 7:
+        ax.set_xticks(range(len(labels)), labels, rotation=90, **kwargs)
+    else:
+        ax.set_xticks(range(len(labels)), labels, **kwargs)
+
+
+def _heatmap(ax, values: np.ndarray, rows, cols, fmt="{:.2f}", vmax=1.0, cmap="Blues"):
+    """Values as coloured cells with their numbers written in (rows and columns labelled)."""
+    # "auto": the axes fill the place the layout gives them (the figure's size makes the cells
+    # about square), so titles and labels wider than the matrix get room from the layout
+    im = ax.imshow(values, vmin=0, vmax=vmax, cmap=cmap, aspect="auto")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            text = "–" if not np.isfinite(v) else fmt.format(v)
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if np.isfinite(v) and v > 0.6 * vmax else "black")
+    _category_ticks(ax, cols, "x")
+    _category_ticks(ax, rows, "y")
+    ax.spines[:].set_visible(False)
+    return im
+
+
+def _text_width(labels, per_char: float = 0.065) -> float:
+    """About how wide (inches) the longest of ``labels`` is at tick-label size."""
+    return per_char * max((len(class_label(label)) for label in labels), default=0)
+
+
+def _grouped_bars(ax, groups: Sequence[str], values: dict, errors: dict) -> None:
+    """Bars of each feature set (greys and hatches) side by side within each group."""
+    width = 0.8 / max(1, len(values))
+    for k, (name, heights) in enumerate(values.items()):
+        x = np.arange(len(groups)) + (k - (len(values) - 1) / 2) * width
+        style = _measure_style(name)
+        ax.bar(x, heights, width, yerr=errors[name], color=style["color"], hatch=style["hatch"], **BAR_EDGE,
+               label=class_label(name), error_kw={"lw": 0.7, "capsize": 1.5})
+
+
+def observable_label(ds: xr.Dataset, observable: str) -> str:
+    """An observable in words with its units, e.g. "median of |weights|\\n(dimensionless)",
+    from its ``measure``, ``function`` and ``statistic`` coordinates and the recording's
+    ``units`` attribute (CF units; "1" is dimensionless)."""
+    def coordinate(name):
+        return str(ds[name].sel(observable=observable).values) if name in ds.coords else ""
+
+    measure, function, statistic = coordinate("measure"), coordinate("function"), coordinate("statistic")
+    if measure in _MEASURE_NOUNS and function in _FUNCTION_FORMS and statistic in _STATISTIC_PHRASES:
+        quantity = _STATISTIC_PHRASES[statistic].format(_FUNCTION_FORMS[function].format(_MEASURE_NOUNS[measure]))
+    else:
+        quantity = class_label(observable)
+    units = str(ds["observation"].attrs.get("units", "1")) if "observation" in ds else "1"
+    return f"{quantity}\n({'dimensionless' if units in ('1', '') else units})"
+
+
+# --------------------------------------------------------------------------- trajectories
 
 
 def site_trajectories(ds: xr.Dataset, observable: str, target: str = "learning_rule") -> xr.Dataset:
@@ -97,136 +328,170 @@ def site_trajectories(ds: xr.Dataset, observable: str, target: str = "learning_r
     return xr.Dataset({"mean": mean, "sem": sem, "n": n})
 
 
-def plot_trajectories(ds: xr.Dataset, stem, observables: Sequence[str] | None = None,
-                      target: str = "learning_rule") -> Figure:
-    """Observables over training by class: mean ± s.e.m. over sites (the reference's Figure 1)."""
+def _chosen_observables(ds: xr.Dataset, observables: Sequence[str] | None) -> list[str]:
     available = [str(o) for o in ds["observable"].values]
     if observables:
         missing = [o for o in observables if o not in available]
         if missing:
             raise SimlabError(f"observable(s) {', '.join(missing)} not in the recordings; "
                               f"they have e.g. {', '.join(available[:6])}")
-        chosen = list(observables)
-    else:
-        chosen = [o for o in DEFAULT_OBSERVABLES if o in available] or available[:4]
+        return list(observables)
+    return [o for o in DEFAULT_OBSERVABLES if o in available] or available[:4]
+
+
+def trajectories_figure(ds: xr.Dataset, observables: Sequence[str] | None = None, target: str = "learning_rule"):
+    """Observables over training by class: mean ± s.e.m. over sites (the reference's Figure 1)."""
+    chosen = _chosen_observables(ds, observables)
     classes = sorted(np.unique(ds[target].values.astype(str)))
-    colors = _class_colors(classes)
     x = ds["fraction"].values if "fraction" in ds.coords else np.arange(ds.sizes["session"])
     with plt.rc_context(STYLE):
-        fig, axes = _grid(len(chosen), 3)
+        fig, axes = _grid(len(chosen), 3, size=(3.3, 2.7))
         for ax, name in zip(axes, chosen):
             t = site_trajectories(ds, name, target)
             for c in classes:
                 if c not in t["label"].values:
                     continue
                 m, s = t["mean"].sel(label=c).values, t["sem"].sel(label=c).values
-                ax.plot(x, m, color=colors[c], lw=1.6, label=c)
-                ax.fill_between(x, m - s, m + s, color=colors[c], alpha=0.25, lw=0)
-            ax.set_title(name.replace("_", " "))
-            ax.set_xlabel("fraction of training")
-        handles, labels = next(iter(fig.axes)).get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(classes), 4), frameon=False,
-                   bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(classes) > 4)))
-        fig.suptitle(f"observables over training by {target.replace('_', ' ')} (mean ± s.e.m. over sites)", y=1.0)
-        fig.tight_layout(rect=(0, 0.06, 1, 0.98))
-    return _save(fig, stem, "Observables over training")
+                ax.plot(x, m, color=rule_color(c), lw=1.6, label=class_label(c))
+                ax.fill_between(x, m - s, m + s, color=rule_color(c), alpha=0.2, lw=0)
+            ax.set_title(class_label(name))
+            ax.set_xlabel(FRACTION_LABEL if "fraction" in ds.coords else "session")
+            ax.set_ylabel(observable_label(ds, name))
+        _legend(fig, axes[0], loc="outside lower center", ncol=min(len(classes), 4), title=class_label(target))
+        fig.suptitle(f"observables over training by {class_label(target)} (mean ± s.e.m. over sites)")
+    return fig
 
 
-def _heatmap(ax, values: np.ndarray, rows, cols, fmt="{:.2f}", vmax=1.0, cmap="Blues", width: int = 16):
-    im = ax.imshow(values, vmin=0, vmax=vmax, cmap=cmap, aspect="auto")
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            v = values[i, j]
-            text = "–" if not np.isfinite(v) else fmt.format(v)
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if np.isfinite(v) and v > 0.6 * vmax else "black")
-    ax.set_xticks(range(len(cols)), [_short(c, width) for c in cols], rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), [_short(r, width) for r in rows])
-    ax.spines[:].set_visible(False)
-    return im
+def plot_trajectories(ds: xr.Dataset, stem, observables: Sequence[str] | None = None,
+                      target: str = "learning_rule") -> Figure:
+    """Save :func:`trajectories_figure` under ``stem``."""
+    return save_figure(trajectories_figure(ds, observables, target), stem, "Observables over training")
 
 
-def _short(label, width: int = 16) -> str:
-    text = str(label).replace("_", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
+# --------------------------------------------------------------------------- identification
 
 
-def plot_confusion(results: xr.Dataset, stem, classifier: str | None = None, title: str = "") -> Figure:
-    """Row-normalized confusion matrices (recall per true class), one panel per feature set."""
+def _confusion_sets(results: xr.Dataset) -> list[str]:
+    """Feature sets worth a matrix: the measures and their union, not single observables."""
+    sets = [str(f) for f in results["feature_set"].values]
+    if "feature_kind" not in results.coords:
+        return sets
+    return [f for f in sets if results["feature_kind"].sel(feature_set=f) != "observable"]
+
+
+def confusion_figure(results: xr.Dataset, classifier: str | None = None, title: str = ""):
+    """Row-normalized confusion matrices (the fraction of each true class predicted as each
+    class), one panel per feature set, each titled with its feature set, classifier and mean
+    accuracy; one colour bar for all."""
     clf = classifier or str(results["classifier"].values[0])
-    sets = [str(f) for f in results["feature_set"].values if results["feature_kind"].sel(feature_set=f) != "observable"] \
-        if "feature_kind" in results.coords else [str(f) for f in results["feature_set"].values]
+    sets = _confusion_sets(results)
     classes = [str(c) for c in results["true_class"].values]
+    chance = float(results.attrs.get("chance", np.nan))
+    target = class_label(results.attrs.get("target", "class"))
     with plt.rc_context(STYLE):
-        side = 0.55 * len(classes) + 1.6
-        fig, axes = _grid(len(sets), 2 if len(classes) > 3 else 4, size=(side + 1.2, side + 0.4))
+        side = max(1.6, 0.45 * len(classes))  # the matrix, in inches: cells of about half an inch
+        labels = _text_width(classes)
+        ncols = len(sets) if len(sets) <= 3 else math.ceil(math.sqrt(len(sets)))
+        nrows = math.ceil(len(sets) / ncols)
+        width, height = side + labels + 0.8, side + labels + 1.2
+        fig = plt.figure(figsize=(width * ncols + 0.9, height * nrows), layout="constrained")
+        # the colour bar in a column of its own, so the layout keeps titles wider than their
+        # matrix clear of it
+        grid = fig.add_gridspec(nrows, ncols + 1, width_ratios=[width] * ncols + [0.15])
+        axes = [fig.add_subplot(grid[i // ncols, i % ncols]) for i in range(len(sets))]
         for ax, f in zip(axes, sets):
             cm = results["confusion"].sel(classifier=clf, feature_set=f).values.astype(float)
             norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            _heatmap(ax, norm, classes, classes, width=22)
+            im = _heatmap(ax, norm, classes, classes)
             acc = float(results["accuracy_mean"].sel(classifier=clf, feature_set=f))
-            ax.set_title(f"{f.replace('_', ' ')}: {acc:.2f}")
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-        fig.suptitle(title or f"confusion ({clf}), fraction of each true class; title: mean accuracy", y=1.0)
-        fig.tight_layout()
-    return _save(fig, stem, title or "Confusion matrices")
+            ax.set_title(f"{class_label(f)} features, mean accuracy {acc:.2f}\n{clf}")
+            ax.set_xlabel(f"predicted {target}")
+            ax.set_ylabel(f"true {target}")
+        fig.colorbar(im, cax=fig.add_subplot(grid[:, ncols]), label="fraction of true class")
+        fig.suptitle(title or f"identification of {target}: confusion matrices (chance {chance:.2f})")
+    return fig
 
 
-def plot_robustness(grid: xr.Dataset, stem, classifier: str | None = None) -> Figure:
+def plot_confusion(results: xr.Dataset, stem, classifier: str | None = None, title: str = "") -> Figure:
+    """Save :func:`confusion_figure` under ``stem``."""
+    record_title = title or f"Confusion matrices: {class_label(results.attrs.get('title', 'identification'))}"
+    return save_figure(confusion_figure(results, classifier, title), stem, record_title)
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def _robustness_line(grid: xr.Dataset, cell: xr.Dataset, panel: str):
+    """x, the accuracy prefix and the slice of one rig's cell that a panel plots."""
+    if panel == "units":
+        order = np.argsort(cell["units_recorded"].values)
+        sub = cell.isel(units=order).sel(noise=float(grid["noise"].min()))
+        return sub["units_recorded"].values, "accuracy", sub
+    if panel == "noise":
+        most = str(cell["units"].values[int(np.argmax(cell["units_recorded"].values))])
+        sub = cell.sel(units=most)
+        return sub["noise"].values, "accuracy", sub
+    return cell["sessions"].values, "session_accuracy", cell
+
+
+def robustness_figure(grid: xr.Dataset, classifier: str | None = None):
     """Accuracy vs units (at the lowest noise), vs noise (at the most units) and, if swept, vs
     sessions, one line per rig with s.e.m. bars and the Wilson band."""
     clf = classifier or str(grid["classifier"].values[0])
     panels = ["units", "noise"] + (["sessions"] if "session_accuracy_mean" in grid else [])
     chance = float(grid.attrs.get("chance", np.nan))
+    lowest_noise = float(grid["noise"].min())
+    titles = {"units": f"fewer units (noise sd {lowest_noise:g})", "noise": "more noise (all units)",
+              "sessions": "fewer sessions (all units, no noise)"}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
-        for ax, panel in zip(axes[0], panels):
+        fig, axes = _grid(len(panels), len(panels), size=(3.4, 3.0))
+        for ax, panel in zip(axes, panels):
             for rig in grid["rig"].values:
                 cell = grid.sel(rig=rig, classifier=clf)
-                color = RIG_COLORS.get(str(cell["measure"].values), None)
-                if panel == "units":
-                    order = np.argsort(cell["units_recorded"].values)
-                    sub = cell.isel(units=order).sel(noise=float(grid["noise"].min()))
-                    x = sub["units_recorded"].values
-                    prefix = "accuracy"
-                elif panel == "noise":
-                    most = str(cell["units"].values[int(np.argmax(cell["units_recorded"].values))])
-                    sub = cell.sel(units=most)
-                    x = sub["noise"].values
-                    prefix = "accuracy"
-                else:
-                    sub, x, prefix = cell, cell["sessions"].values, "session_accuracy"
-                m, s = sub[f"{prefix}_mean"].values, sub[f"{prefix}_sem"].values
-                ax.fill_between(x, sub[f"{prefix}_low"].values, sub[f"{prefix}_high"].values, color=color, alpha=0.12, lw=0)
-                ax.errorbar(x, m, yerr=s, color=color, marker="o", ms=4, lw=1.5, capsize=2,
-                            label=f"{rig} ({str(cell['measure'].values).replace('_', ' ')})")
-            ax.axhline(chance, color="0.5", ls="--", lw=0.8)
-            ax.set_ylim(min(0.0, chance - 0.05), 1.03)
-            ax.set_ylabel("test accuracy")
+                measure = str(cell["measure"].values)
+                style = _measure_style(measure)
+                line = "#000000" if style["color"] == "#ffffff" else style["color"]
+                x, prefix, sub = _robustness_line(grid, cell, panel)
+                ax.fill_between(x, sub[f"{prefix}_low"].values, sub[f"{prefix}_high"].values, color=line,
+                                alpha=0.12, lw=0)
+                ax.errorbar(x, sub[f"{prefix}_mean"].values, yerr=sub[f"{prefix}_sem"].values, color=line,
+                            marker=style["marker"], ls=style["ls"], ms=4, lw=1.5, capsize=2,
+                            label=f"{rig} ({class_label(measure)})")
+            _accuracy_axis(ax, chance)
+            ax.set_title(titles[panel])
             if panel == "units":
                 ax.set_xscale("log")
-                ax.set_xlabel(f"units recorded per site (noise {float(grid['noise'].min()):g})")
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.set_xlabel(UNITS_LABEL)
             elif panel == "noise":
-                ax.set_xlabel("noise sd (all units)")
+                ax.set_xlabel(NOISE_LABEL)
             else:
-                ax.set_xlabel("sessions (all units, no noise)")
-                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        axes[0][0].legend(frameon=False, loc="lower right")
-        fig.suptitle(f"robustness ({clf}): mean ± s.e.m. over splits, band: 95% Wilson; dashed: chance", y=1.02)
-        fig.tight_layout()
-    return _save(fig, stem, "Accuracy vs units, noise and sessions")
+                ax.set_xticks(grid["sessions"].values)
+                ax.set_xlabel(SESSIONS_LABEL)
+        _legend(fig, axes[0], loc="outside lower center", ncol=len(grid["rig"]) + 1)
+        fig.suptitle(f"robustness of {class_label(grid.attrs.get('target', 'class'))} identification ({clf})\n"
+                     "rig: mean ± s.e.m. over splits; band: 95% Wilson interval")
+    return fig
 
 
-def plot_importance(result: xr.Dataset, stem, top: int = 12) -> Figure:
+def plot_robustness(grid: xr.Dataset, stem, classifier: str | None = None) -> Figure:
+    """Save :func:`robustness_figure` under ``stem``."""
+    return save_figure(robustness_figure(grid, classifier), stem, "Accuracy vs units, noise and sessions")
+
+
+# --------------------------------------------------------------------------- importance
+
+
+def importance_figure(result: xr.Dataset, top: int = 12):
     """Mean importance over splits (± s.e.m.) by measure, statistic, function and the top
     observables, one row per method."""
     kind = "importance_type" if "importance_type" in result.dims else "method"
     methods = [str(m) for m in result[kind].values]
     groups = [g for g in ("measure", "statistic", "function", "observable") if f"importance_by_{g}" in result]
+    names_width = _text_width(result["observable"].values) if "observable" in result.coords else 1.0
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(methods), len(groups), figsize=(3.3 * len(groups), 2.9 * len(methods)),
-                                 squeeze=False)
+        size = (3.4 * len(groups) + names_width, 3.0 * len(methods))
+        fig, axes = plt.subplots(len(methods), len(groups), figsize=size, squeeze=False, layout="constrained")
         for r, method in enumerate(methods):
             for c, group in enumerate(groups):
                 ax = axes[r][c]
@@ -235,128 +500,165 @@ def plot_importance(result: xr.Dataset, stem, top: int = 12) -> Figure:
                 sem = values.std("split", ddof=1).values / np.sqrt(values.sizes["split"]) if values.sizes["split"] > 1 else None
                 names = values[group].values.astype(str)
                 if np.all(~np.isfinite(mean)):
-                    ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
+                    ax.text(0.5, 0.5, f"{method}: not available", ha="center", va="center", transform=ax.transAxes)
                     ax.set_axis_off()
                     continue
                 order = np.argsort(-np.nan_to_num(mean, nan=-np.inf))[: top if group == "observable" else None][::-1]
-                ax.barh(range(len(order)), mean[order], xerr=None if sem is None else sem[order], color="#4c72b0",
-                        error_kw={"lw": 0.8})
-                ax.set_yticks(range(len(order)), [_short(names[i], 26) for i in order], fontsize=7)
+                ax.barh(range(len(order)), mean[order], xerr=None if sem is None else sem[order], color="#808080",
+                        **BAR_EDGE, error_kw={"lw": 0.8})
+                ticks = [names[i] if group == "observable" else class_label(names[i]) for i in order]
+                ax.set_yticks(range(len(order)), ticks, fontsize=7)
+                ax.set_ylabel(group if group != "observable" else f"observable (top {len(order)})")
+                ax.set_xlabel(IMPORTANCE_LABELS.get(method, f"{method} importance"))
                 ax.set_title(f"{method}: by {group}")
-        fig.suptitle(f"feature importance ({result.attrs.get('classifier', '')}, feature set "
-                     f"{result.attrs.get('feature_set', '')}; mean ± s.e.m. over splits)", y=1.0)
-        fig.tight_layout()
-    return _save(fig, stem, "Feature importance")
+        fig.suptitle(f"feature importance for identifying {class_label(result.attrs.get('target', 'the class'))} "
+                     f"({result.attrs.get('classifier', '')}, {class_label(result.attrs.get('feature_set', ''))} "
+                     "features; mean ± s.e.m. over splits)")
+    return fig
 
 
-def plot_generalization(result: xr.Dataset, stem, classifier: str | None = None, feature_set: str | None = None) -> Figure:
+def plot_importance(result: xr.Dataset, stem, top: int = 12) -> Figure:
+    """Save :func:`importance_figure` under ``stem``."""
+    return save_figure(importance_figure(result, top), stem, "Feature importance")
+
+
+# --------------------------------------------------------------------------- generalization
+
+
+def generalization_figure(result: xr.Dataset, classifier: str | None = None, feature_set: str | None = None):
     """Held-out accuracy per level (with Wilson CIs) per feature set, and the train x test matrix."""
     clf = classifier or str(result["classifier"].values[0])
     sets = [str(f) for f in result["feature_set"].values]
     fs = feature_set or ("all" if "all" in sets else sets[0])
-    factor = result.attrs.get("factor", "level")
+    factor = class_label(result.attrs.get("factor", "level"))
     has_matrix = "matrix_accuracy" in result
+    levels = [str(level) for level in result["level"].values]
     with plt.rc_context(STYLE):
-        levels = [str(level) for level in result["level"].values]
-        fig, axes = plt.subplots(1, 2 if has_matrix else 1, figsize=(4.2 + 3.4 * has_matrix + 0.15 * len(levels), 3.2),
-                                 squeeze=False)
+        bars_width = 2.4 + 0.25 * len(levels) * len(sets)
+        matrix_width = max(1.5, 0.55 * len(levels)) + _text_width(levels) + 1.6
+        fig, axes = plt.subplots(1, 1 + has_matrix, figsize=(bars_width + has_matrix * matrix_width, 3.6),
+                                 squeeze=False, layout="constrained",
+                                 gridspec_kw={"width_ratios": [bars_width] + [matrix_width] * has_matrix})
         ax = axes[0][0]
-        width = 0.8 / len(sets)
-        for k, f in enumerate(sets):
+        values, errors = {}, {}
+        for f in sets:
             cell = result.sel(classifier=clf, feature_set=f)
-            acc = cell["accuracy"].values
-            ci = cell["accuracy_ci"].values
-            x = np.arange(len(levels)) + (k - (len(sets) - 1) / 2) * width
-            color = RIG_COLORS.get(f, "0.3")
-            ax.bar(x, acc, width, color=color, label=f.replace("_", " "),
-                   yerr=np.abs(np.stack([acc - ci[:, 0], ci[:, 1] - acc])), error_kw={"lw": 0.7, "capsize": 1.5})
-        ax.axhline(float(result.attrs.get("chance", np.nan)), color="0.5", ls="--", lw=0.8)
-        ax.set_xticks(range(len(levels)), [_short(level) for level in levels])
-        ax.set_ylim(0, 1.05)
+            values[f], ci = cell["accuracy"].values, cell["accuracy_ci"].values
+            errors[f] = np.abs(np.stack([values[f] - ci[:, 0], ci[:, 1] - values[f]]))
+        _grouped_bars(ax, levels, values, errors)
+        _category_ticks(ax, levels)
+        _accuracy_axis(ax, float(result.attrs.get("chance", np.nan)))
         ax.set_xlabel(f"held-out {factor}")
-        ax.set_ylabel("test accuracy")
-        ax.legend(frameon=False, fontsize=7, ncol=len(sets), loc="upper center", bbox_to_anchor=(0.5, -0.2))
-        ax.set_title("trained on every other level (95% Wilson)")
+        _legend(ax, ax, fontsize=7, ncol=3, loc="upper left", title="features")
+        _room_above(ax)
+        ax.set_title(f"trained on every other {factor}\n(95% Wilson interval)")
         if has_matrix:
             m = result["matrix_accuracy"].sel(classifier=clf, feature_set=fs)
             im = _heatmap(axes[0][1], m.values, m["train_level"].values, m["test_level"].values)
-            axes[0][1].set_xlabel(f"test {factor}")
-            axes[0][1].set_ylabel(f"train {factor}")
-            axes[0][1].set_title(f"train on one level ({fs.replace('_', ' ')})")
-            fig.colorbar(im, ax=axes[0][1], fraction=0.046, pad=0.04)
-        fig.suptitle(f"generalization of {result.attrs.get('target', '')} over {factor} ({clf})", y=1.02)
-        fig.tight_layout()
-    return _save(fig, stem, f"Generalization over {factor}")
+            axes[0][1].set_xlabel(f"tested on {factor}")
+            axes[0][1].set_ylabel(f"trained on {factor}")
+            axes[0][1].set_title(f"trained on one {factor}, tested on each\n({class_label(fs)} features)")
+            fig.colorbar(im, ax=axes[0][1], label=ACCURACY_LABEL, shrink=0.9)
+        fig.suptitle(f"generalization of {class_label(result.attrs.get('target', ''))} identification "
+                     f"over {factor} ({clf})")
+    return fig
 
 
-def plot_trajectory_access(result: xr.Dataset, stem, classifier: str | None = None) -> Figure:
+def plot_generalization(result: xr.Dataset, stem, classifier: str | None = None, feature_set: str | None = None) -> Figure:
+    """Save :func:`generalization_figure` under ``stem``."""
+    factor = result.attrs.get("factor", "level")
+    return save_figure(generalization_figure(result, classifier, feature_set), stem, f"Generalization over {factor}")
+
+
+# --------------------------------------------------------------------------- trajectory access
+
+
+def trajectory_access_figure(result: xr.Dataset, classifier: str | None = None):
     """Accuracy (mean ± s.e.m.) for each access pattern, grouped by feature set."""
     clf = classifier or str(result["classifier"].values[0])
     access = [str(a) for a in result["access"].values]
     sets = [str(f) for f in result["feature_set"].values]
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(min(11.0, 1.2 + 0.45 * len(access) * max(1, len(sets))), 3.2))
-        width = 0.8 / len(sets)
-        for k, f in enumerate(sets):
-            cell = result.sel(classifier=clf, feature_set=f)
-            x = np.arange(len(access)) + (k - (len(sets) - 1) / 2) * width
-            ax.bar(x, cell["accuracy_mean"].values, width, yerr=cell["accuracy_sem"].values,
-                   color=RIG_COLORS.get(f, "0.3"), label=f.replace("_", " "), error_kw={"lw": 0.7, "capsize": 1.5})
-        labels = [f"{a}\n({int(n)} sessions)" for a, n in zip(access, result["n_sessions"].values)]
-        ax.set_xticks(range(len(access)), labels, fontsize=7)
-        ax.axhline(float(result.attrs.get("chance", np.nan)), color="0.5", ls="--", lw=0.8)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("test accuracy")
-        ax.legend(frameon=False, fontsize=7, ncol=len(sets), loc="upper center", bbox_to_anchor=(0.5, -0.22))
-        ax.set_title(f"identification from part of the trajectory ({clf}; mean ± s.e.m.)")
-        fig.tight_layout()
-    return _save(fig, stem, "Trajectory access")
+        fig, ax = plt.subplots(figsize=(min(11.0, 2.4 + 0.3 * len(access) * max(1, len(sets))), 3.6),
+                               layout="constrained")
+        values = {f: result["accuracy_mean"].sel(classifier=clf, feature_set=f).values for f in sets}
+        errors = {f: result["accuracy_sem"].sel(classifier=clf, feature_set=f).values for f in sets}
+        _grouped_bars(ax, access, values, errors)
+        labels = [f"{class_label(a)}\n({int(n)} sessions)" for a, n in zip(access, result["n_sessions"].values)]
+        ax.set_xticks(range(len(access)), labels)
+        _accuracy_axis(ax, float(result.attrs.get("chance", np.nan)))
+        _room_above(ax)
+        ax.set_xlabel("sessions the classifier sees (access pattern)")
+        _legend(ax, ax, fontsize=7, ncol=len(sets) + 1, loc="upper left", title="features")
+        ax.set_title(f"identification of {class_label(result.attrs.get('target', 'the class'))} from part of "
+                     f"the trajectory\n({clf}; mean ± s.e.m. over splits)")
+    return fig
 
 
-def plot_confound(result: xr.Dataset, stem, classifier: str | None = None) -> Figure:
-    """Final accuracy per class (all vs matched subjects), and identification accuracy of all,
-    matched and performance-only classifiers."""
+def plot_trajectory_access(result: xr.Dataset, stem, classifier: str | None = None) -> Figure:
+    """Save :func:`trajectory_access_figure` under ``stem``."""
+    return save_figure(trajectory_access_figure(result, classifier), stem, "Trajectory access")
+
+
+# --------------------------------------------------------------------------- performance confound
+
+_COHORT_STYLES = {"all": {"color": "#555555", "hatch": ""}, "matched": {"color": "#bdbdbd", "hatch": "//"}}
+_BASELINE_STYLE = {"color": "#ffffff", "hatch": "xx"}
+
+
+def _identification_bars(result: xr.Dataset, clf: str) -> list[tuple[str, float, float, dict]]:
+    """(label, mean, s.e.m., style) of each identification bar: every feature set on all and on
+    matched subjects, then the classifiers that see task performance only."""
+    bars = []
+    for f in result["feature_set"].values:
+        for cohort in result["cohort"].values:
+            cell = result.sel(cohort=cohort, classifier=clf, feature_set=f)
+            bars.append((f"{class_label(f)}, {cohort} subjects", float(cell["accuracy_mean"]),
+                         float(cell["accuracy_sem"]), _COHORT_STYLES.get(str(cohort), _COHORT_STYLES["all"])))
+    for f in result["baseline_features"].values:
+        cell = result.sel(classifier=clf, baseline_features=f)
+        bars.append((f"performance only: {class_label(f)}", float(cell["baseline_accuracy_mean"]),
+                     float(cell["baseline_accuracy_sem"]), _BASELINE_STYLE))
+    return bars
+
+
+def confound_figure(result: xr.Dataset, classifier: str | None = None):
+    """Final task accuracy per class (all vs matched subjects), and identification accuracy of
+    all, matched and performance-only classifiers."""
     clf = classifier or str(result["classifier"].values[0])
     classes = [str(c) for c in result["class"].values]
-    colors = _class_colors(classes)
+    target = class_label(result.attrs.get("target", "class"))
+    bars = _identification_bars(result, clf)
     with plt.rc_context(STYLE):
-        n_bars = result.sizes["feature_set"] * result.sizes["cohort"] + result.sizes["baseline_features"]
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.0, max(3.2, 0.22 * n_bars + 1.0)),
-                                     gridspec_kw={"width_ratios": [1, 1.3]})
+        height = max(3.4, 0.22 * len(bars) + 1.4)
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, height), layout="constrained",
+                                     gridspec_kw={"width_ratios": [1, 1.4]})
         x = np.arange(len(result["cohort"]))
         width = 0.8 / len(classes)
         for k, c in enumerate(classes):
             a1.bar(x + (k - (len(classes) - 1) / 2) * width, result["final_accuracy_mean"].sel({"class": c}).values,
-                   width, color=colors[c], label=c)
-        a1.set_xticks(x, [str(c) for c in result["cohort"].values])
-        a1.set_ylabel("mean final test accuracy")
-        a1.set_title("task performance by class")
-        a1.set_ylim(0, 1.2)
-        a1.legend(frameon=False, fontsize=7, loc="upper center", ncol=2)
-        bars, values, errors, colors_ = [], [], [], []
-        cohort_color = {"all": "#4c72b0", "matched": "#8da0cb"}
-        for f in result["feature_set"].values:
-            for cohort in result["cohort"].values:
-                cell = result.sel(cohort=cohort, classifier=clf, feature_set=f)
-                bars.append(f"{str(f).replace('_', ' ')}, {cohort} subjects")
-                values.append(float(cell["accuracy_mean"]))
-                errors.append(float(cell["accuracy_sem"]))
-                colors_.append(cohort_color.get(str(cohort), "#4c72b0"))
-        for f in result["baseline_features"].values:
-            cell = result.sel(classifier=clf, baseline_features=f)
-            bars.append(f"performance only: {str(f).replace('_', ' ')}")
-            values.append(float(cell["baseline_accuracy_mean"]))
-            errors.append(float(cell["baseline_accuracy_sem"]))
-            colors_.append("#c44e52")
+                   width, color=rule_color(c), **BAR_EDGE, label=class_label(c))
+        a1.set_xticks(x, [f"{c} subjects" for c in result["cohort"].values])
+        a1.set_xlabel("subjects")
+        a1.set_ylabel(TASK_ACCURACY_LABEL)
+        a1.set_ylim(0, 1.05)
+        a1.set_title(f"task performance by {target}")
+        _legend(a1, a1, fontsize=7, loc="upper left", title=target)
         y = np.arange(len(bars))[::-1]
-        a2.barh(y, values, xerr=errors, color=colors_, error_kw={"lw": 0.7, "capsize": 1.5})
-        a2.axvline(float(result.attrs.get("chance", np.nan)), color="0.5", ls="--", lw=0.8)
-        a2.set_yticks(y, bars, fontsize=7)
-        a2.set_xlim(0, 1.05)
-        a2.set_xlabel("test accuracy (mean ± s.e.m.)")
-        a2.set_title(f"naming the {result.attrs.get('target', 'class').replace('_', ' ')} ({clf})")
-        fig.tight_layout()
-    return _save(fig, stem, "Performance confound")
+        for yi, (_, value, error, style) in zip(y, bars):
+            a2.barh(yi, value, xerr=error, color=style["color"], hatch=style["hatch"], **BAR_EDGE,
+                    error_kw={"lw": 0.7, "capsize": 1.5})
+        a2.set_yticks(y, [label for label, *_ in bars], fontsize=7)
+        a2.set_ylabel("what the classifier sees")
+        _accuracy_axis(a2, float(result.attrs.get("chance", np.nan)), vertical=True, annotate=True)
+        a2.set_xlabel(f"{ACCURACY_LABEL}, mean ± s.e.m.")
+        a2.set_title(f"naming the {target} ({clf})")
+    return fig
+
+
+def plot_confound(result: xr.Dataset, stem, classifier: str | None = None) -> Figure:
+    """Save :func:`confound_figure` under ``stem``."""
+    return save_figure(confound_figure(result, classifier), stem, "Performance confound")
 
 
 def draw_run_figures(run, observables: Sequence[str] | None = None) -> list[Figure]:
@@ -371,7 +673,7 @@ def draw_run_figures(run, observables: Sequence[str] | None = None) -> list[Figu
         schema = str(result.attrs.get("schema", ""))
         stem = out / path.stem.replace(".", "-")
         if schema.startswith("simlab.identify"):
-            figures.append(plot_confusion(result, stem, title=f"{path.stem}: confusion matrices"))
+            figures.append(plot_confusion(result, stem))
         elif schema.startswith("simlab.importance"):
             figures.append(plot_importance(result, stem))
         elif schema.startswith("simlab.generalization"):

@@ -1,8 +1,9 @@
 """``simlab report``: one self-contained HTML page with every figure and table of a run.
 
-Figures are embedded as base64 PNG (the SVGs stay next to them in ``RUN/figures/`` for
-print), tables as HTML ``<pre>`` blocks of the analyses' own text tables plus a summary table
-of each identification, so the page opens offline, in any browser, with nothing beside it.
+Figures are embedded as base64 PNG (their SVG and PDF files stay in ``RUN/figures/`` for
+slides and print), tables as HTML ``<pre>`` blocks of the analyses' own text tables plus a
+summary table of each identification, so the page opens offline, in any browser, with
+nothing beside it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ nav a{margin-right:1em}.meta{color:#666;font-size:.85em}
 """
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _img(figure) -> str:
+    """A figure's PNG embedded in the page, captioned with the names of its vector files."""
+    data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
+    caption = f"{figure.title} (also {figure.svg.name} and {figure.pdf.name} in figures/)"
+    return (f'<figure><img alt="{html.escape(figure.title)}" src="data:image/png;base64,{data}">'
+            f'<figcaption class="meta">{html.escape(caption)}</figcaption></figure>')
 
 
 def _accuracy_table(result: xr.Dataset) -> str:
@@ -112,7 +116,7 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
 
     section("training", "Training", _training_table(run) + _protocol_summary(run))
     if "trajectories" in figures:
-        section("trajectories", "Observables over training", _img(figures["trajectories"].png, "trajectories"))
+        section("trajectories", "Observables over training", _img(figures["trajectories"]))
     for path in sorted(run.analysis_files().values(), key=_order):
         result = load_result(path)
         stem = path.stem.replace(".", "-")
@@ -120,7 +124,7 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
         if str(result.attrs.get("schema", "")).startswith("simlab.identify"):
             body.append(_accuracy_table(result))
         if stem in figures:
-            body.append(_img(figures[stem].png, stem))
+            body.append(_img(figures[stem]))
         txt = path.with_suffix(".txt")
         if txt.is_file():
             body.append(f"<pre>{html.escape(txt.read_text())}</pre>")
@@ -134,7 +138,7 @@ def render_report(run: RunDirectory, observables: Sequence[str] | None = None) -
         f"<title>simlab report: {html.escape(run.path.name)}</title><style>{CSS}</style></head><body>\n"
         f"<h1>simlab report: {html.escape(run.path.name)}</h1>\n"
         f"<p class=\"meta\">{html.escape(str(run.path.resolve()))}, {created}. Figures as PNG here; "
-        "SVG versions in figures/.</p>\n"
+        "SVG and PDF versions in figures/.</p>\n"
         f"<nav>{''.join(nav)}</nav>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
 

@@ -222,7 +222,7 @@ def cmd_figures(args) -> int:
     from simlab.api import open_run
 
     for figure in draw_run_figures(open_run(args.run_dir), observables=args.observable):
-        print(f"wrote {figure.png} and {figure.svg.name}")
+        print(f"wrote {figure.png}, {figure.svg.name} and {figure.pdf.name}")
     return 0
 
 

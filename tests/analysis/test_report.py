@@ -37,6 +37,10 @@ def test_report_is_self_contained_with_every_figure_and_table(analyzed_run, caps
     parser.feed(page)
     figures = sorted((analyzed_run / "figures").glob("*.png"))
     assert len(parser.images) == len(figures) >= 6
+    for png in figures:  # the vector files beside each PNG, named under it
+        assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF-")
+        assert png.with_suffix(".svg").is_file()
+        assert f"{png.stem}.svg and {png.stem}.pdf in figures/" in page
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE)
