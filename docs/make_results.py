@@ -141,6 +141,10 @@ CLAIM_NOTEBOOKS = (
 )
 
 
+# what simlab.analysis.notebooks.load_or_compute prints about where a result came from
+LOADED = re.compile(r"^(loaded \S+\.nc|\S+\.nc not found: computing it now .*)$")
+
+
 def verdict(notebook) -> str:
     """What an executed notebook's last code cell printed: the verdict computed from the numbers."""
     cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
@@ -148,9 +152,10 @@ def verdict(notebook) -> str:
         raise ValueError("the notebook has no code cell")
     text = "".join(output.get("text", "") for output in cells[-1].get("outputs", [])
                    if output.get("output_type") == "stream" and output.get("name") == "stdout")
-    if not text.strip():
+    lines = [line for line in text.splitlines() if not LOADED.match(line)]
+    if not "".join(lines).strip():
         raise ValueError("the notebook's last cell printed no verdict")
-    return text.strip()
+    return "\n".join(lines).strip()
 
 
 def claims_table(verdicts: list[tuple[str, str, str]]) -> str:

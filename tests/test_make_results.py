@@ -101,6 +101,7 @@ def test_claims_table_quotes_each_notebook_verdict(make_results):
         nbformat.v4.new_code_cell("print('setup')", outputs=[nbformat.v4.new_output("stream", name="stdout", text="setup\n")]),
         nbformat.v4.new_code_cell("...", outputs=[
             nbformat.v4.new_output("stream", name="stderr", text="a warning\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="loaded runs/x/analyses/identify.nc\n"),
             nbformat.v4.new_output("stream", name="stdout", text="weights 0.9 | 0.8\n"),
             nbformat.v4.new_output("stream", name="stdout", text="  replicates\n"),
         ]),
