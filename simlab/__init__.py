@@ -32,8 +32,12 @@ from simlab.api import (
     trajectory,
     validate,
 )
+from simlab.analysis.analyses import register_analysis
 from simlab.errors import SimlabError
 from simlab.protocol import Protocol, ProtocolError
+from simlab.recording.rigs import register_rig
+from simlab.rules.rules import register_rule
+from simlab.subjects.architectures import register_architecture
 
 # Every built-in extension is registered by the module that implements it; importing the
 # stages here registers them before any protocol is validated (importing any simlab module
@@ -59,6 +63,10 @@ __all__ = [
     "open_run",
     "plan",
     "record",
+    "register_analysis",
+    "register_architecture",
+    "register_rig",
+    "register_rule",
     "robustness",
     "run",
     "save",

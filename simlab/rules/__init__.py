@@ -5,3 +5,6 @@ order in which the schema lists them).
 """
 
 from simlab.rules import backprop, feedback, estimates  # noqa: F401  (each registers its rules)
+from simlab.rules.rules import LearningRule, register_rule  # noqa: E402
+
+__all__ = ["LearningRule", "register_rule"]
