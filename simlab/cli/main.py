@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Apply a rig to the snapshots of a run. --rig names a rig of the run's protocol, a rig type "
             "(synapse, electrophysiology, paired) or a rig YAML file; the flags override its settings. "
             "Every setting lands in the recording's 'rig' attribute. The file is RUN_DIR/recordings/<rig>.nc "
-            "when the settings are the protocol rig's own (the file 'simlab run' wrote), else "
-            "RUN_DIR/recordings/<rig>-units<U>-<noise model><noise>-seed<S>-<digest>.nc, the digest "
-            "standing for all the settings."
+            "when no flag changes the rig's settings (the file 'simlab run' wrote), else the rig's name "
+            "followed by each setting that differs, in the order of this help: --units 20 --noise 0.5 "
+            "writes RUN_DIR/recordings/<rig>-units20-noise0.5.nc."
         )
     )
     record.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by 'simlab run'")

@@ -297,9 +297,30 @@ class Rig:
 def register_rig(rig_class: type[Rig], *, replace: bool = False) -> type[Rig]:
     """Register a rig class under its ``name`` (a class decorator), after checking its contract.
 
-    From then on ``type: NAME`` is a rig type in protocols, rig files and ``simlab record``.
-    Registering a taken name is refused unless ``replace=True``; ``RIGS.unregister(name)``
-    removes one.
+    From then on ``type: NAME`` is a rig type in protocols, rig files and ``simlab record``;
+    ``RIGS.unregister(name)`` removes one.
+
+    Parameters
+    ----------
+    rig_class : type of Rig
+        The rig type: ``name``, ``measure``, ``observe``, ``unit_response_dims`` and
+        ``measure_session`` set (see :class:`Rig`).
+    replace : bool
+        Replace a rig type of that name instead of refusing it.
+
+    Returns
+    -------
+    type of Rig
+        ``rig_class`` itself, so that this works as a class decorator.
+
+    Examples
+    --------
+    >>> @register_rig  # doctest: +SKIP
+    ... class FluorescenceRig(Rig):
+    ...     name, measure = "fluorescence", "activation"
+    ...     observe = staticmethod(activation_observables)
+    ...     unit_response_dims = ("stimulus", "unit")
+    ...     def measure_session(self, network, params, stimuli, units, inputs): ...
     """
     if not (isinstance(rig_class, type) and issubclass(rig_class, Rig)):
         raise SimlabError(f"a rig type is a subclass of simlab.recording.rigs.Rig, got {rig_class!r}")

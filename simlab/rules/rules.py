@@ -109,19 +109,37 @@ def register_rule(
 ) -> Callable[[Callable[[Any], LearningRule]], Callable[[Any], LearningRule]]:
     """Register the decorated ``build(hyper) -> LearningRule`` as learning rule ``name``.
 
-    ``hyperparameters`` is the rule's pydantic model (a :class:`RuleHyperparameters`, every
-    field with a default): what ``training.rules.<name>`` may set in a protocol.
-    ``credit_mechanism`` (default: ``name``), ``optimizer`` and ``reward_modulated``: see
-    :class:`RuleEntry`. A rule whose hyperparameters extend
-    :class:`simlab.specs.rules.SGDMomentum` is also a credit mechanism that a protocol's
-    ``learning_rules:`` may pair with another optimizer (the first such rule of its
-    mechanism, see :func:`simlab.specs.rules.credit_mechanism_rules`); its build then takes
-    W's optimizer from :func:`weight_optimizer`. Registering a name twice is refused unless
-    ``replace``. Returns the function unchanged::
+    A rule whose hyperparameters extend :class:`simlab.specs.rules.SGDMomentum` is also a
+    credit mechanism that a protocol's ``learning_rules:`` may pair with another optimizer
+    (the first such rule of its mechanism, see
+    :func:`simlab.specs.rules.credit_mechanism_rules`); its build then takes W's optimizer
+    from :func:`weight_optimizer`.
 
-        @register_rule("rmsprop", RMSProp, credit_mechanism="backprop", optimizer="rmsprop")
-        def rmsprop(hyper: RMSProp) -> LearningRule:
-            return LearningRule("rmsprop", "backprop", optax.rmsprop(hyper.learning_rate))
+    Parameters
+    ----------
+    name : str
+        The rule's name in protocols (``cohort.learning_rule``, ``training.rules``).
+    hyperparameters : type of RuleHyperparameters
+        The pydantic model of its settings, every field with a default.
+    credit_mechanism : str, optional
+        Its ``credit_mechanism`` coordinate (default ``name``; "backprop" for optimizers).
+    optimizer : str, optional
+        Its ``optimizer`` coordinate (default: read from the settings' momentum).
+    reward_modulated : bool
+        Whether it learns from a scalar reward rather than an error vector.
+    replace : bool
+        Replace a rule of that name instead of refusing it.
+
+    Returns
+    -------
+    callable
+        A decorator that registers ``build`` and returns it unchanged.
+
+    Examples
+    --------
+    >>> @register_rule("rmsprop", RMSProp, credit_mechanism="backprop", optimizer="rmsprop")  # doctest: +SKIP
+    ... def rmsprop(hyper: RMSProp) -> LearningRule:
+    ...     return LearningRule("rmsprop", "backprop", optax.rmsprop(hyper.learning_rate))
     """
     if not (isinstance(hyperparameters, type) and issubclass(hyperparameters, RuleHyperparameters)):
         raise SimlabError(

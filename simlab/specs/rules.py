@@ -2,7 +2,7 @@
 
 These pydantic models are the single source of truth for what ``training.rules.<rule>`` may
 hold in a protocol file, and for the defaults. Defaults were tuned so that every rule learns
-stably on the quickstart cohort (see the closing note of the backbone issue for the numbers).
+stably on the quickstart cohort (docs/results.md has the measurements).
 
 Which rules exist is not written here: the rules layer registers each rule, with its model,
 in :data:`simlab.registry.RULES` (:func:`simlab.rules.rules.register_rule`), and

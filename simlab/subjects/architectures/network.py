@@ -85,9 +85,25 @@ def register_architecture(
     """Make an architecture type known to protocols, the trainer and the rigs, under the name
     that ``spec``'s ``type`` field holds (``type: Literal["name"] = "name"``).
 
-    Parameters: ``spec``, the pydantic model of its settings; ``implementation``, its
-    :class:`Architecture`; ``layout``, the inputs it reads (one of :data:`LAYOUTS`); ``replace``
-    to replace a registered type of that name.
+    Parameters
+    ----------
+    spec : type of pydantic.BaseModel
+        The model of its settings (``architectures: {NAME: {type: ..., ...}}`` in a protocol).
+    implementation : type of Architecture
+        Its sites and forward pass, built from the settings.
+    layout : str or None
+        The inputs it reads, one of :data:`LAYOUTS` (None: any).
+    replace : bool
+        Replace a registered type of that name instead of refusing it.
+
+    Returns
+    -------
+    ArchitectureEntry
+        The entry stored in :data:`simlab.registry.ARCHITECTURES`.
+
+    Examples
+    --------
+    >>> register_architecture(SkipMLPSpec, SkipMLP, layout=None)  # doctest: +SKIP
     """
     field = spec.model_fields.get("type") if isinstance(spec, type) and issubclass(spec, BaseModel) else None
     if field is None or not isinstance(field.default, str):
