@@ -367,7 +367,7 @@ def _rig(run: RunDirectory, rig, settings: Mapping[str, Any]):
     from simlab.specs.rigs import RigSpec
 
     if isinstance(rig, RigSpec):
-        return rig.type, rig.model_copy(update=dict(settings)) if settings else rig
+        return rig.type, settings_model(RigSpec, settings, base=rig)
     return resolve_rig(str(rig), run.protocol, dict(settings))
 
 
