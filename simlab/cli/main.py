@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"simlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.set_defaults(_commands=commands)  # flags_of reads each command's flags from it
 
     run = commands.add_parser("run", help="train, record and analyze the cohort of a protocol file")
     run.add_argument("protocol", type=Path, help="protocol YAML file")
@@ -284,9 +285,8 @@ COMMANDS = {
 
 def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     """API parameter -> the flag of ``command`` that sets it (flags are named by parameter)."""
-    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
     flags = {}
-    for action in sub.choices[command]._actions:
+    for action in parser.get_default("_commands").choices[command]._actions:
         if action.option_strings:
             flags[action.dest] = max(action.option_strings, key=len)
         elif action.dest not in ("help",):
