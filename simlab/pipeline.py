@@ -8,17 +8,16 @@ refused unless ``force``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from simlab.analysis.analyses import run_analysis
-from simlab.analysis.identify import identify, write_results
+from simlab.analysis.analyses import run_analysis, write_result_and_table
 from simlab.cluster import DaskExecutor, connect, parse_cluster
 from simlab.errors import SimlabError, parameter
 from simlab.fileio import write_text_atomic
 from simlab.protocol import Protocol, describe, load_protocol, plan_cohort
-from simlab.recording.contract import combine_recordings, open_recording, write_recording
+from simlab.recording.contract import write_recording
 from simlab.recording.record import record_cohort
 from simlab.rundir import RunDirectory
 from simlab.subjects.tasks import load_task, stimulus_set
@@ -77,34 +76,19 @@ def record_rigs(run: RunDirectory, protocol: Protocol, force: bool, progress: bo
     return paths
 
 
-def open_recordings(paths: Sequence[Path]):
-    """One recording from one file, or several rigs' files combined along ``observable``."""
-    recordings = [open_recording(path) for path in paths]
-    return recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
+def write_importance(run, name, spec, force, progress, echo):
+    """Feature importance of an identify analysis (``importance: true``), next to it, from the
+    recordings of every rig of the protocol."""
+    from simlab.analysis.common import open_run_recordings
+    from simlab.analysis.importance import format_importance, importance_for
 
-
-def identify_recordings(paths: Sequence[Path], spec, progress: bool):
-    return identify(open_recordings(paths), spec, progress=progress)
-
-
-def importance_recordings(paths: Sequence[Path], spec, progress: bool):
-    from simlab.analysis.importance import importance_for
-
-    return importance_for(open_recordings(paths), spec, progress=progress)
-
-
-def write_importance(run, name, spec, recordings, force, progress, echo):
-    """Feature importance of an identify analysis (``importance: true``), next to it."""
-    from simlab.analysis.importance import format_importance
-
-    nc, txt = run.analysis(f"{name}.importance", "nc"), run.analysis(f"{name}.importance", "txt")
+    nc = run.analysis(f"{name}.importance", "nc")
     if nc.exists() and not force:
         echo(f"analysis {nc} exists, kept")
         return
-    importance = importance_recordings(recordings, spec, progress)
-    write_results(importance, nc, force=True)
+    importance = importance_for(open_run_recordings(run), spec, progress=progress)
     text = format_importance(importance)
-    write_text_atomic(txt, text + "\n", force=True)
+    write_result_and_table(importance, text, nc, force=True)
     run.log(f"analysis: {name} importance -> {nc}")
     echo(text)
 
@@ -140,11 +124,11 @@ def run_protocol(
         write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
     echo(training_summary(run))
 
-    recordings = record_rigs(run, protocol, force, progress, echo)
+    record_rigs(run, protocol, force, progress, echo)
     for name, spec in protocol.analyses.items():
         run_analysis(run, name, spec, force=force, progress=progress, echo=echo)
         if getattr(spec, "importance", False):
-            write_importance(run, name, spec, recordings, force, progress, echo)
+            write_importance(run, name, spec, force, progress, echo)
     echo(f"run directory: {run.path}")
     return run
 

@@ -37,6 +37,7 @@ __all__ = [
     "output_stems",
     "register_analysis",
     "run_analysis",
+    "write_result_and_table",
     "write_results",
 ]
 
@@ -217,9 +218,8 @@ def run_analysis(
         return paths
     results = compute_analysis(run, name, spec, progress, echo, n_jobs)
     for stem, path in zip(stems, paths):
-        write_results(results[stem], path, force=True)
         table = entry.table(results[stem])
-        write_text_atomic(run.analysis(stem, "txt"), table + "\n", force=True)
+        write_result_and_table(results[stem], table, path, force=True)
         run.log(f"analysis: {name} -> {path}")
         echo(table)
     return paths
@@ -243,6 +243,13 @@ def write_results(results: xr.Dataset, path, force: bool = False) -> Path:
     path = Path(path)
     with atomic_path(path, force) as tmp:
         results.to_netcdf(tmp, format="NETCDF4")
+    return path
+
+
+def write_result_and_table(result: xr.Dataset, table: str, path, force: bool = False) -> Path:
+    """A result as NetCDF at ``path`` and its printed table beside it (``.txt``), atomically."""
+    path = write_results(result, path, force=force)
+    write_text_atomic(path.with_suffix(".txt"), table + "\n", force=True)
     return path
 
 

@@ -220,8 +220,9 @@ def identify_out(recordings: list[Path]) -> Path:
 
 def cmd_identify(args) -> int:
     import simlab
+    from simlab.analysis.analyses import write_result_and_table
     from simlab.analysis.identify import format_table
-    from simlab.fileio import refuse_overwrite, write_text_atomic
+    from simlab.fileio import refuse_overwrite
 
     sources = list(args.recordings)
     if len(sources) > 1 and any(path.is_dir() for path in sources):
@@ -239,17 +240,15 @@ def cmd_identify(args) -> int:
         refuse_overwrite(importance_out, args.force)
     results = simlab.identify(sources, progress=not args.quiet, **settings)
     table = format_table(results)
-    simlab.save(results, out, force=args.force)
-    write_text_atomic(out.with_suffix(".txt"), table + "\n", force=True)
+    write_result_and_table(results, table, out, force=args.force)
     print(table)
     print(f"wrote {out}")
     if importance:
         from simlab.analysis.importance import format_importance
 
         ranked = simlab.importance(sources, progress=not args.quiet, **settings)
-        simlab.save(ranked, importance_out, force=args.force)
         text = format_importance(ranked)
-        write_text_atomic(importance_out.with_suffix(".txt"), text + "\n", force=True)
+        write_result_and_table(ranked, text, importance_out, force=args.force)
         print(text)
         print(f"wrote {importance_out}")
     return 0
