@@ -32,20 +32,8 @@ from simlab.api import (
     trajectory,
     validate,
 )
-from simlab.analysis.analyses import register_analysis
 from simlab.errors import SimlabError
 from simlab.protocol import Protocol, ProtocolError
-from simlab.recording.rigs import register_rig
-from simlab.rules.rules import register_rule
-from simlab.subjects.architectures import register_architecture
-
-# Every built-in extension is registered by the module that implements it; importing the
-# stages here registers them before any protocol is validated (importing any simlab module
-# runs this file first).
-from simlab import analysis as _analysis  # noqa: E402,F401  isort: skip
-from simlab import rules as _rules  # noqa: E402,F401  isort: skip
-from simlab.recording import rigs as _rigs  # noqa: E402,F401  isort: skip
-from simlab.subjects import architectures as _architectures  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Protocol",
@@ -74,3 +62,21 @@ __all__ = [
     "trajectory",
     "validate",
 ]
+
+# The registration functions live with what they register (and import JAX or scikit-learn);
+# they are imported when first used, so that ``import simlab`` stays light. The built-ins
+# themselves are registered when a registry is first read (simlab.registry).
+_REGISTER = {
+    "register_analysis": "simlab.analysis.analyses",
+    "register_architecture": "simlab.subjects.architectures",
+    "register_rig": "simlab.recording.rigs",
+    "register_rule": "simlab.rules.rules",
+}
+
+
+def __getattr__(name: str):
+    if name in _REGISTER:
+        import importlib
+
+        return getattr(importlib.import_module(_REGISTER[name]), name)
+    raise AttributeError(f"module 'simlab' has no attribute {name!r}")

@@ -5,12 +5,15 @@ are each registered once, by the module that implements them (simlab's own and a
 alike), and everything else finds them here: the protocol schema validates names against a
 registry, the CLI lists its entries, the trainer, the rigs and ``simlab run`` look the
 implementation up. This module sits at the bottom of the package: it knows no kind of
-extension, only names.
+extension, only names, and, like entry points, the names of the modules whose import
+registers simlab's own entries: a registry imports them when it is first read, so a command
+that never looks a rule up (``simlab --help``, ``simlab info FILE``) never imports JAX.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Generic, TypeVar
 
@@ -18,7 +21,7 @@ from simlab.errors import SimlabError
 
 T = TypeVar("T")
 
-__all__ = ["ANALYSES", "ARCHITECTURES", "CLASSIFIERS", "RIGS", "RULES", "TASKS", "Registry", "unknown_name_message"]
+__all__ = ["ANALYSES", "ARCHITECTURES", "CLASSIFIERS", "RIGS", "RULES", "Registry", "unknown_name_message"]
 
 
 def unknown_name_message(kind: str, name: object, known: Iterable[str]) -> str:
@@ -36,11 +39,22 @@ class Registry(Mapping[str, T], Generic[T]):
     ``replace=True`` (a second module claiming a name is a mistake, not an override).
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: tuple[str, ...] = ()):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._builtins = builtins  # modules whose import registers simlab's own entries
+        self._loaded = not builtins
+
+    def _load_builtins(self) -> None:
+        """Import the built-in modules once, before the first read or registration (so that a
+        user's entry can never silently take a built-in's name)."""
+        if not self._loaded:
+            self._loaded = True  # first: the modules register into this registry as they load
+            for module in self._builtins:
+                importlib.import_module(module)
 
     def register(self, name: str, entry: T, *, replace: bool = False) -> T:
+        self._load_builtins()
         if not isinstance(name, str) or not name.isidentifier():
             raise SimlabError(f"{self.kind} names are Python identifiers (letters, digits, '_'), got {name!r}")
         if name in self._entries and not replace:
@@ -50,31 +64,36 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def unregister(self, name: str) -> T:
         """Remove an entry (a test that registered one cleans up after itself)."""
+        self._load_builtins()
         return self._entries.pop(name)
 
     def get_entry(self, name: str) -> T:
         """The entry called ``name``, or a :class:`SimlabError` listing the known names."""
+        self._load_builtins()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
             raise SimlabError(unknown_name_message(self.kind, name, self._entries)) from None
 
     def __getitem__(self, name: str) -> T:
+        self._load_builtins()
         return self._entries[name]
 
     def __iter__(self) -> Iterator[str]:
+        self._load_builtins()
         return iter(self._entries)
 
     def __len__(self) -> int:
+        self._load_builtins()
         return len(self._entries)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never loads the built-ins: pydantic shows validators while building schemas
         return f"Registry({self.kind!r}: {', '.join(self._entries)})"
 
 
-RULES: Registry = Registry("learning rule")
-RIGS: Registry = Registry("rig type")
-ARCHITECTURES: Registry = Registry("architecture type")
-TASKS: Registry = Registry("task type")
-ANALYSES: Registry = Registry("analysis")
-CLASSIFIERS: Registry = Registry("classifier")
+# each with the modules that register simlab's own entries, in the order they are listed
+RULES: Registry = Registry("learning rule", ("simlab.rules",))
+RIGS: Registry = Registry("rig type", ("simlab.recording.rigs",))
+ARCHITECTURES: Registry = Registry("architecture type", ("simlab.subjects.architectures",))
+ANALYSES: Registry = Registry("analysis", ("simlab.analysis",))
+CLASSIFIERS: Registry = Registry("classifier", ("simlab.analysis.classifiers",))

@@ -128,3 +128,19 @@ def test_a_protocol_text_is_parsed_once(tiny_run, monkeypatch):
         run.protocol
     simlab.open_run(tiny_run).protocol
     assert len(calls) == 1
+
+
+def test_import_simlab_stays_light_until_a_registry_is_read():
+    """``import simlab`` (and so ``simlab --help``) imports neither JAX nor scikit-learn; the
+    built-in rules, rigs, architectures and analyses register when a registry is first read."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, simlab\n"
+        "assert 'jax' not in sys.modules and 'sklearn' not in sys.modules, 'heavy import at start-up'\n"
+        "from simlab.registry import RULES\n"
+        "assert list(RULES)[:2] == ['sgdm', 'adam'] and 'jax' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
