@@ -8,21 +8,21 @@ task, learning rule and batch size: they share array shapes and train as one com
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from simlab.specs.protocol import Protocol
+from simlab.protocol.spread import spread_rates
+from simlab.specs.protocol import Protocol, population_id
 
 FACTORS = ("architecture", "task", "learning_rule", "batch_size")
 """Cohort factors in the order of the product (replicates vary fastest, after these)."""
 
 
-def _population_id(architecture: str, task: str, learning_rule: str, batch_size: int) -> str:
-    return f"{architecture}-{task}-{learning_rule}-b{batch_size}"
-
-
 @dataclass(frozen=True)
 class Subject:
-    """One network of the cohort; ``index`` is its position in the plan."""
+    """One network of the cohort; ``index`` is its position in the plan; ``hyperparameters``:
+    the rule's settings it trains with (its population's, with its drawn rates under
+    ``training.spread``)."""
 
     index: int
     id: str
@@ -32,11 +32,14 @@ class Subject:
     batch_size: int
     replicate: int
     seed: int
+    hyperparameters: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Population:
-    """Subjects that differ only by replicate, hence by seed."""
+    """Subjects that differ only by replicate, hence by seed (and, under ``training.spread``,
+    by their drawn rates). ``hyperparameters``: the settings resolved for the population
+    (:meth:`simlab.specs.protocol.Protocol.rule_hyperparameters`)."""
 
     id: str
     architecture: str
@@ -44,6 +47,7 @@ class Population:
     learning_rule: str
     batch_size: int
     subjects: tuple[Subject, ...]
+    hyperparameters: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class CohortPlan:
         return len(self.subjects)
 
 
+def _resolved(protocol: Protocol, architecture: str, task: str, learning_rule: str, batch_size: int):
+    return protocol.rule_hyperparameters(learning_rule, architecture, task, batch_size)
+
+
 def plan_cohort(protocol: Protocol) -> CohortPlan:
     """Every combination of the factor levels, replicate fastest; populations in order. With
     several cohort blocks, the blocks' subjects one block after the other."""
@@ -73,12 +81,20 @@ def plan_cohort(protocol: Protocol) -> CohortPlan:
     for index, (*factors, replicate) in enumerate(combinations):
         seed = protocol.subject_seed(replicate)
         subjects.append(
-            Subject(index, f"{_population_id(*factors)}-s{seed}", *factors, replicate=replicate, seed=seed)
+            Subject(index, f"{population_id(*factors)}-s{seed}", *factors, replicate=replicate, seed=seed)
         )
-    populations = tuple(
-        Population(_population_id(*key), *key, subjects=tuple(members))
+    populations = [
+        Population(population_id(*key), *key, subjects=tuple(members), hyperparameters=_resolved(protocol, *key))
         for key, members in itertools.groupby(subjects, key=lambda s: tuple(getattr(s, f) for f in FACTORS))
+    ]
+    drawn = spread_rates(protocol, populations, {pop.id: pop.hyperparameters for pop in populations})
+    populations = tuple(
+        replace(pop, subjects=tuple(
+            replace(s, hyperparameters=pop.hyperparameters.model_copy(update=drawn.get(s.id, {}))) for s in pop.subjects
+        ))
+        for pop in populations
     )
+    subjects = [s for pop in populations for s in pop.subjects]
     return CohortPlan(tuple(subjects), populations)
 
 

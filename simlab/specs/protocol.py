@@ -13,6 +13,7 @@ whose model is registered under their ``type`` (``architectures``) are validated
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import re
 import types
@@ -33,6 +34,8 @@ from pydantic import (
     StrictInt,
     ValidationError,
     WrapValidator,
+    create_model,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -41,7 +44,13 @@ from simlab.specs.analyses import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
 from simlab.registry import ARCHITECTURES, Registry
 from simlab.specs.rigs import DEFAULT_RIG_TYPES, RIG_TYPES, RigSpec
-from simlab.specs.rules import CREDIT_MECHANISMS, RULE_HYPERPARAMETERS, default_hyperparameters, defined_rule_model
+from simlab.specs.rules import (
+    CREDIT_MECHANISMS,
+    RULE_HYPERPARAMETERS,
+    CalibratedRates,
+    default_hyperparameters,
+    defined_rule_model,
+)
 from simlab.specs.subjects import PRESET_ARCHITECTURES, PRESET_TASKS, TaskSpec, architecture_layout, input_layout_conflict
 
 # --------------------------------------------------------------------------- error helpers
@@ -267,6 +276,73 @@ def _defined_rule_model(name: Any, settings: Any) -> type[BaseModel]:
     return defined_rule_model(credit)
 
 
+BY_KEYS = ("by_task", "by_architecture", "by_batch_size")
+"""Keys of a ``training.rules`` entry that hold settings for some populations only, applied in
+this order (so an architecture's setting wins over a task's, a batch size's over both)."""
+
+
+class RuleOverrides(BaseModel):
+    """A ``training.rules.<rule>`` entry: some of the rule's settings, and under
+    ``by_task``/``by_architecture``/``by_batch_size`` settings for the populations of a task,
+    an architecture or a batch size (each nested entry may hold ``by_*`` keys of its own).
+    Only what the file gives is applied: a setting left out keeps the rule's default for the
+    population's architecture family. Written back with the given settings only."""
+
+    by_task: dict[str, Any] = Field(default_factory=dict)
+    by_architecture: dict[str, Any] = Field(default_factory=dict)
+    by_batch_size: dict[int, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _nested(self):
+        """Nested entries are entries of the same rule (errors located under their key)."""
+        errors = []
+        for key in BY_KEYS:
+            nested = {}
+            for level, settings in getattr(self, key).items():
+                try:
+                    nested[level] = settings if isinstance(settings, type(self)) else type(self).model_validate(settings or {})
+                except ValidationError as exc:
+                    errors += _rebased(exc, (key, level))
+            object.__setattr__(self, key, nested)
+        _raise_all(type(self).__name__, errors)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler):
+        data = handler(self)
+        given = {k: v for k, v in data.items() if k in self.model_fields_set and k not in BY_KEYS}
+        return {**given, **{k: data[k] for k in BY_KEYS if data.get(k)}}
+
+    def given(self) -> dict[str, Any]:
+        """The rule's settings this entry gives (without the ``by_*`` keys)."""
+        return {k: getattr(self, k) for k in self.model_fields_set if k not in BY_KEYS}
+
+    def apply(self, hyper: BaseModel, architecture: str | None, task: str | None, batch_size: int | None) -> BaseModel:
+        """``hyper`` with this entry's settings for one population applied."""
+        hyper = hyper.model_copy(update=self.given())
+        for key, level in zip(BY_KEYS, (task, architecture, batch_size)):
+            nested = getattr(self, key).get(level)
+            if nested is not None:
+                hyper = nested.apply(hyper, architecture, task, batch_size)
+        return hyper
+
+
+@functools.lru_cache(maxsize=None)
+def rule_overrides_model(hyperparameters: type[BaseModel]) -> type[RuleOverrides]:
+    """The model of a ``training.rules`` entry of a rule with ``hyperparameters``."""
+    return create_model(
+        f"{hyperparameters.__name__}Overrides",
+        __base__=(hyperparameters, RuleOverrides),
+        __doc__=RuleOverrides.__doc__,
+    )
+
+
+def _rule_overrides_entries() -> NamedEntries:
+    """``training.rules``: entries of registered rules, each a :class:`RuleOverrides`."""
+    by_name = _registry_entries("learning rule", RULE_HYPERPARAMETERS)
+    return NamedEntries(lambda name: rule_overrides_model(by_name.model(name)))
+
+
 def _rig_model(name: Any) -> type[BaseModel]:
     if problem := _invalid_name(name):
         _raise_all("rig", [InitErrorDetails(type=problem, loc=(), input=name)])
@@ -340,6 +416,34 @@ def _cohort_blocks(value: Any, handler: Callable) -> Any:
         _raise_all("cohort", _rebased(exc, ()))
 
 
+class Calibrate(_Section):
+    """``training.calibrate``: search each population's rates before training (a log-spaced
+    grid around the population's setting, one rate field after the other) on seeds of its own,
+    with a held-out part of the training split as the judge (simlab.training.calibration)."""
+
+    steps: PositiveInt | None = None  # steps per trial; None: a third of training.steps
+    seeds: Annotated[StrictInt, Field(ge=1, le=10)] = 2
+    points: Annotated[StrictInt, Field(ge=2, le=25)] = 5
+    span: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 10.0  # grid from value/span to value*span
+    rates: list[_Str] | None = None  # the rate fields searched; None: every rate of the rule
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    min_gain: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.05  # every seed must beat the untrained net by this
+    keep: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8  # healthy range: rates reaching keep x the best gain
+
+
+class Spread(_Section):
+    """``training.spread``: each subject draws its rates log-uniformly from a range, so that a
+    rule is not told by its learning rate. ``over: healthy`` takes the population's healthy
+    range (calibrated, else the shipped table's; a rate outside it, or without one, gets
+    ``factor``); with ``overlap`` the rules of one architecture, task and batch size whose
+    ranges overlap all draw from the overlap."""
+
+    rates: list[_Str] = Field(default_factory=lambda: ["learning_rate"])
+    over: Literal["healthy", "factor"] = "healthy"
+    factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 3.0
+    overlap: bool = True
+
+
 class Training(_Section):
     """How long each subject trains, how populations run, and rule hyperparameter overrides."""
 
@@ -347,8 +451,15 @@ class Training(_Section):
     vectorize: Literal["auto", "vmap", "loop"] = "auto"
     rules: Annotated[
         dict[str, SerializeAsAny[BaseModel]],
-        WrapValidator(_registry_entries("learning rule", RULE_HYPERPARAMETERS)),
+        WrapValidator(_rule_overrides_entries()),
     ] = Field(default_factory=dict)
+    calibrate: Calibrate | None = None
+    # population id -> the rates calibration chose for it (written by calibration into the
+    # protocol as run; a protocol may pin populations' rates here too)
+    calibrated: dict[_Str, CalibratedRates] = Field(default_factory=dict)
+    spread: Spread | None = None
+    # global gradient-norm clipping of W's update direction (off: None), a safety some users want
+    clip_grad_norm: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
 
 
 class Recording(_Section):
@@ -422,18 +533,28 @@ class Protocol(_Section):
         """The protocol's own definition of ``name``, else the preset of that name."""
         return _lookup("task", name, self.tasks, PRESET_TASKS)
 
-    def rule_hyperparameters(self, name: str, architecture: str | None = None) -> BaseModel:
-        """A defined rule's settings; for a built-in rule the override from ``training.rules``,
-        else the rule's defaults for ``architecture`` (image nets have smaller learning rates:
-        :func:`simlab.specs.rules.default_hyperparameters`)."""
+    def rule_hyperparameters(
+        self, name: str, architecture: str | None = None, task: str | None = None, batch_size: int | None = None
+    ) -> BaseModel:
+        """The settings a population trains with (before any spread): a defined rule's own,
+        else the rule's defaults for the architecture's family (the shipped calibrated table:
+        :func:`simlab.specs.rules.default_hyperparameters`), then ``training.rules`` for that
+        architecture, task and batch size (:class:`RuleOverrides`); then, for both kinds, the
+        rates ``training.calibrated`` holds for the population."""
         if name in self.learning_rules:
-            return self.learning_rules[name]
-        if name not in RULE_HYPERPARAMETERS:
+            hyper = self.learning_rules[name]
+        elif name not in RULE_HYPERPARAMETERS:
             raise SimlabError(unknown_name_message("learning rule", name, {*RULE_HYPERPARAMETERS, *self.learning_rules}))
-        if name in self.training.rules:
-            return self.training.rules[name]
-        layout = None if architecture is None else architecture_layout(self.architecture_spec(architecture))
-        return default_hyperparameters(name, layout)
+        else:
+            spec = None if architecture is None else self.architecture_spec(architecture)
+            hyper = default_hyperparameters(name, architecture_layout(spec), getattr(spec, "type", None))
+            if name in self.training.rules:
+                hyper = self.training.rules[name].apply(hyper, architecture, task, batch_size)
+        if None not in (architecture, task, batch_size):
+            calibrated = self.training.calibrated.get(population_id(architecture, task, name, batch_size))
+            if calibrated is not None:
+                hyper = hyper.model_copy(update=calibrated.rates)
+        return hyper
 
     def session_steps(self) -> np.ndarray:
         """Training steps of the sessions: evenly spread, first step 0 and last step ``steps``."""
@@ -453,6 +574,11 @@ class Protocol(_Section):
         if not data["learning_rules"]:
             del data["learning_rules"]
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def population_id(architecture: str, task: str, learning_rule: str, batch_size: int) -> str:
+    """A population's name: its subjects share architecture, task, rule and batch size."""
+    return f"{architecture}-{task}-{learning_rule}-b{batch_size}"
 
 
 def _lookup(kind: str, name: str, defined: Mapping, presets: Mapping) -> BaseModel:

@@ -14,9 +14,11 @@ registry. Of an entry this layer reads ``hyperparameters`` (the model) and
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, model_serializer, model_validator
 
 from simlab.registry import RULES
@@ -152,19 +154,74 @@ RULE_HYPERPARAMETERS: Mapping[str, type[RuleHyperparameters]] = _RegistryView(
 
 
 # Image conv nets (KNet, AlexNet, ResNets: no batch norm, see simlab.specs.subjects) diverge
-# or collapse to one class at the 1-D defaults of SGD-based rules. Measured on teacher_image,
-# 600 steps, batch 32, final test accuracy (chance 0.10): sgdm at 0.005 / 0.02 / 0.05: knet
-# 0.30 / 0.16 / 0.12, alexnet_lrn 0.36 / 0.28 / 0.18, resnet18v2 0.42 / 0.41 / -; feedback
-# alignment at 0.002 blew up on knet (loss 24), information alignment at 0.003 diverged. One
-# tenth of each 1-D learning rate is the default on image nets; Adam's 1e-3 works on both.
+# or collapse to one class at the 1-D defaults of SGD-based rules. Where the table of calibrated
+# defaults has no entry for a rule on an image net (a user's rule or architecture), one tenth of
+# each 1-D learning rate is the default (measured on teacher_image, 600 steps, batch 32: sgdm at
+# 0.005 / 0.02 / 0.05 reached knet 0.30 / 0.16 / 0.12); Adam's 1e-3 works on both.
 IMAGE_LEARNING_RATE_SCALE = 0.1
 
+DEFAULTS_FILE = Path(__file__).with_name("rule_defaults.yaml")
+"""The calibrated defaults that ship: per learning rule and architecture family (the
+architecture's ``type``), the chosen rates and the range of rates under which calibration
+found every seed healthy. Written by ``simlab calibrate --write-defaults`` (docs/rules.md says
+how each entry was measured)."""
 
-def default_hyperparameters(name: str, layout: str | None = None) -> RuleHyperparameters:
-    """The defaults of a registered rule for an architecture reading ``layout`` ("image" for the
-    image conv nets; None or "signal" otherwise): SGD-based rules' learning rates are scaled
-    by ``IMAGE_LEARNING_RATE_SCALE`` on image nets."""
+
+def is_rate(field: str) -> bool:
+    """Learning rates are the settings that calibration searches and cohorts spread, and that
+    training passes as runtime arguments (one compiled program serves every rate)."""
+    return field.endswith("learning_rate")
+
+
+def rate_fields(model: type[BaseModel] | BaseModel) -> tuple[str, ...]:
+    """The rate settings of a rule's hyperparameters (``learning_rate``,
+    ``feedback_learning_rate``, ``hebbian_learning_rate``...), in declaration order."""
+    fields = model.model_fields if isinstance(model, type) else type(model).model_fields
+    return tuple(name for name in fields if is_rate(name))
+
+
+class CalibratedRates(BaseModel):
+    """Rates calibration chose for a population (or a family, in the shipped table), and the
+    healthy range of each (low, high): every seed learned at each rate of the range it tried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rates: dict[str, PositiveFloat]
+    healthy: dict[str, tuple[PositiveFloat, PositiveFloat]] = Field(default_factory=dict)
+
+
+class DefaultsTable(BaseModel):
+    """The file :data:`DEFAULTS_FILE`: where its entries came from, and the entries
+    (rule -> architecture family -> :class:`CalibratedRates`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    defaults: dict[str, dict[str, CalibratedRates]] = Field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=None)
+def defaults_table(path: Path = DEFAULTS_FILE) -> DefaultsTable:
+    """The shipped table of calibrated defaults (empty where the file is absent)."""
+    if not path.is_file():
+        return DefaultsTable()
+    return DefaultsTable.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+def family_defaults(name: str, family: str | None) -> CalibratedRates | None:
+    """The table's entry for rule ``name`` on architecture family ``family``, if any."""
+    return defaults_table().defaults.get(name, {}).get(family) if family is not None else None
+
+
+def default_hyperparameters(name: str, layout: str | None = None, family: str | None = None) -> RuleHyperparameters:
+    """The defaults of a registered rule on an architecture of type ``family`` reading
+    ``layout`` ("image" for the image conv nets; None or "signal" otherwise): the calibrated
+    rates of the shipped table where it has the pair, else the model's defaults, with the
+    SGD-based rules' rates scaled by ``IMAGE_LEARNING_RATE_SCALE`` on image nets."""
     defaults = RULE_HYPERPARAMETERS[name]()
+    entry = family_defaults(name, family)
+    if entry is not None:
+        return defaults.model_copy(update={k: v for k, v in entry.rates.items() if k in type(defaults).model_fields})
     if layout != "image" or isinstance(defaults, Adam):
         return defaults
     scaled = {

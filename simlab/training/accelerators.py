@@ -81,38 +81,43 @@ def chunk_size(n_subjects: int, subject_bytes: int, devices: list, fraction: flo
     return min(n_subjects, per_device * len(devices))
 
 
-def run_vmapped(train: Callable, keys: jax.Array, x_train, y_train, devices: list | None = None) -> Any:
-    """``jax.vmap(train)`` over ``keys``, sharded along the population axis over ``devices``
-    (default: all local devices of the default backend) and chunked to fit their memory."""
+def run_vmapped(train: Callable, keys: jax.Array, x_train, y_train, devices: list | None = None, per_subject=None) -> Any:
+    """``jax.vmap(train)`` over ``keys`` (and the leading axis of ``per_subject``, a pytree
+    passed as ``train``'s fourth argument: each subject's rates), sharded along the population
+    axis over ``devices`` (default: all local devices of the default backend) and chunked to
+    fit their memory."""
     devices = list(devices if devices is not None else jax.local_devices())
     n = keys.shape[0]
-    vmapped = jax.jit(jax.vmap(train, in_axes=(0, None, None)))
-    snapshot_shape = jax.eval_shape(lambda k: train(k, x_train, y_train), keys[0])
+    vmapped = jax.jit(jax.vmap(train, in_axes=(0, None, None, 0)))
+    first = jax.tree.map(lambda a: a[0], per_subject)
+    snapshot_shape = jax.eval_shape(lambda k: train(k, x_train, y_train, first), keys[0])
     subject_bytes = 4 * tree_bytes(snapshot_shape)  # snapshots, optimizer state, activations: a margin
     size = chunk_size(n, subject_bytes, devices)
     outputs = []
     for start in range(0, n, size):
-        chunk = keys[start : start + size]
+        chunk = (keys[start : start + size], jax.tree.map(lambda a: a[start : start + size], per_subject))
         if len(devices) > 1:
             chunk, x, y = shard_population(chunk, x_train, y_train, devices)
         else:
             x, y = x_train, y_train
-        out = vmapped(chunk, x, y)
+        out = vmapped(chunk[0], x, y, chunk[1])
         outputs.append(jax.tree.map(lambda a: a[: min(size, n - start)], out))
     if len(outputs) == 1:
         return outputs[0]
     return jax.tree.map(lambda *parts: jnp.concatenate([jax.device_get(p) for p in parts]), *outputs)
 
 
-def shard_population(keys: jax.Array, x_train, y_train, devices: list):
-    """Pad ``keys`` to a multiple of the device count (repeating the last key; the padding's
-    results are dropped) and lay them out along a ``population`` mesh axis; replicate data."""
+def shard_population(per_subject, x_train, y_train, devices: list):
+    """Pad ``per_subject`` (keys, rates: arrays with a leading subject axis) to a multiple of
+    the device count (repeating the last subject; the padding's results are dropped) and lay
+    them out along a ``population`` mesh axis; replicate data."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    pad = -keys.shape[0] % len(devices)
+    n = jax.tree.leaves(per_subject)[0].shape[0]
+    pad = -n % len(devices)
     if pad:
-        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+        per_subject = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), per_subject)
     mesh = Mesh(np.array(devices), ("population",))
-    keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("population")))
+    per_subject = jax.device_put(per_subject, NamedSharding(mesh, PartitionSpec("population")))
     replicated = NamedSharding(mesh, PartitionSpec())
-    return keys, jax.device_put(x_train, replicated), jax.device_put(y_train, replicated)
+    return per_subject, jax.device_put(x_train, replicated), jax.device_put(y_train, replicated)

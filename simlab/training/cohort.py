@@ -6,22 +6,26 @@ interrupted run picks up where it stopped and never loses trained subjects.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 
 import numpy as np
+import optax
 import xarray as xr
 from tqdm.auto import tqdm
 
 from simlab.fileio import atomic_path
 from simlab.protocol import CohortPlan, Population, Protocol
-from simlab.rules.rules import autodiff_estimate, learns_from_reward, make_rule, rule_factors
+from simlab.rules.rules import LearningRule, autodiff_estimate, learns_from_reward, make_rule, rule_factors
 from simlab.rundir import RunDirectory
+from simlab.specs.rules import rate_fields
 from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.tasks import load_task
 from simlab.training.accelerators import release_compiled_programs
 from simlab.training.diagnostics import alignment_angles, alignment_fn
 from simlab.training.objectives import task_objective
-from simlab.training.population import train_population
+from simlab.training.population import EXPLOSION_FACTOR, train_population
 from simlab.training.snapshots import read_shard, write_shard
 
 
@@ -106,11 +110,36 @@ def subject_network(protocol: Protocol, architecture: str, task: str, credit: st
     return Network(protocol.architecture_spec(architecture), n_classes, credit, head)
 
 
+def population_rule(protocol: Protocol, pop: Population) -> tuple[LearningRule, Callable]:
+    """A population's rule at its resolved settings, and ``rule_for(rates)``, which builds it
+    at a subject's rates (traced: one program for every rate); both with the protocol's
+    gradient clipping (``training.clip_grad_norm``) when it is on."""
+    hyper = pop.hyperparameters
+
+    def rule_for(rates) -> LearningRule:
+        return with_clipping(make_rule(pop.learning_rule, hyper.model_copy(update=dict(rates))), protocol.training.clip_grad_norm)
+
+    return rule_for({}), rule_for
+
+
+def with_clipping(rule: LearningRule, max_norm: float | None) -> LearningRule:
+    """``rule`` whose update direction (the gradient or the rule's estimate of it) is clipped
+    to global norm ``max_norm`` before its optimizer; unchanged for None."""
+    if max_norm is None:
+        return rule
+    return rule._replace(optimizer=optax.chain(optax.clip_by_global_norm(max_norm), rule.optimizer))
+
+
+def subject_rates(subject) -> dict[str, float]:
+    """The rates a subject trains at (runtime arguments of its population's program)."""
+    return {name: float(getattr(subject.hyperparameters, name)) for name in rate_fields(subject.hyperparameters)}
+
+
 def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool = False, on_session=None) -> str:
     """Train one population and write its shard (atomically); returns the line for the log."""
     started = time.perf_counter()
     task = load_task(protocol.task_spec(pop.task))
-    rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule, pop.architecture))
+    rule, rule_for = population_rule(protocol, pop)
     network = subject_network(protocol, pop.architecture, pop.task, rule.credit)
     objective = task_objective(protocol.task_spec(pop.task))
     session_steps = protocol.session_steps()
@@ -125,6 +154,8 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
         protocol.training.vectorize,
         on_session=on_session,
         objective=objective,
+        rates=[subject_rates(subject) for subject in pop.subjects],
+        rule_for=rule_for,
     )
     write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
     accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
@@ -143,6 +174,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
     losses = np.full((len(plan), steps), np.nan, np.float32)
     accuracy = np.full((len(plan), len(session_steps)), np.nan, np.float32)
     status = np.empty(len(plan), dtype=object)
+    diverged_step = np.full(len(plan), -1, np.int64)
     # alignment diagnostics (simlab.training.diagnostics): [subject, layer, session], NaN for
     # backprop rules and padded layers; the layers of each subject in its plan order
     networks: dict[tuple[str, str], Network] = {}
@@ -161,11 +193,13 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             losses[subject.index] = shard.losses[replicate]
             accuracy[subject.index] = shard.test_accuracy[replicate]
             status[subject.index] = shard.status[replicate]
+            if shard.diverged_step is not None:
+                diverged_step[subject.index] = shard.diverged_step[replicate]
         backprop_network = networks[pop.architecture, pop.task]
         names = backprop_network.site_names
         indices = [subject.index for subject in pop.subjects]
         layer_name[indices, : len(names)] = names
-        rule = make_rule(pop.learning_rule, protocol.rule_hyperparameters(pop.learning_rule, pop.architecture))
+        rule, _ = population_rule(protocol, pop)
         if rule.credit == "backprop" and rule.estimate is autodiff_estimate:
             continue
         if pop.task not in stimuli:
@@ -193,6 +227,16 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
                     "units": "1",
                     "comment": "of the outputs (health_metric test_accuracy) or of a linear probe on the "
                     "frozen representation (health_metric probe_accuracy: self-supervised subjects)",
+                },
+            ),
+            "diverged_step": (
+                "subject",
+                diverged_step,
+                {
+                    "long_name": "training step at which the subject diverged",
+                    "units": "1",
+                    "comment": "-1: it did not; a loss first non-finite or above "
+                    f"{EXPLOSION_FACTOR:g} times its starting level (simlab.training.population.divergence_step)",
                 },
             ),
             "feedback_angle": (
@@ -240,7 +284,7 @@ def subject_labels(protocol: Protocol, subject) -> dict[str, str]:
     ``final_accuracy`` and ``test_accuracy`` measure: "test_accuracy" (its outputs) or
     "probe_accuracy" (a linear probe on its representation)."""
     objective = task_objective(protocol.task_spec(subject.task))
-    hyper = protocol.rule_hyperparameters(subject.learning_rule, subject.architecture)
+    hyper = subject.hyperparameters
     factors = rule_factors(subject.learning_rule, hyper)
     family = objective.family
     if family == "supervised" and learns_from_reward(subject.learning_rule, hyper):
@@ -254,9 +298,14 @@ def task_family(protocol: Protocol, subject) -> str:
 
 
 def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
-    """The per-subject coordinates that every recording and the subject table carry."""
+    """The per-subject coordinates that every recording and the subject table carry: factors,
+    labels, health, and the settings each subject trained with (every rate of any rule as a
+    number, NaN for a rule without it; all settings as JSON in ``rule_settings``; the
+    gradient clipping, NaN when off)."""
     subjects = plan.subjects
     labels = [subject_labels(protocol, s) for s in subjects]
+    rates = list(dict.fromkeys(name for s in subjects for name in rate_fields(s.hyperparameters)))
+    clip = protocol.training.clip_grad_norm
     return {
         "learning_rule": ("subject", [s.learning_rule for s in subjects]),
         "credit_mechanism": ("subject", [lab["credit_mechanism"] for lab in labels]),
@@ -270,6 +319,12 @@ def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndar
         "final_accuracy": ("subject", np.asarray(final_accuracy, np.float32)),
         "health_metric": ("subject", [lab["health_metric"] for lab in labels]),
         "status": ("subject", np.asarray(status).astype(str)),
+        **{
+            name: ("subject", np.array([getattr(s.hyperparameters, name, np.nan) for s in subjects], np.float64))
+            for name in rates
+        },
+        "rule_settings": ("subject", [json.dumps(s.hyperparameters.model_dump(mode="json"), sort_keys=True) for s in subjects]),
+        "clip_grad_norm": ("subject", np.full(len(subjects), np.nan if clip is None else clip, np.float64)),
     }
 
 

@@ -11,7 +11,7 @@ measured winner.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,8 @@ class PopulationResult:
     test_accuracy: np.ndarray
     status: list[str]  # "ok" or "diverged", per replicate
     health_metric: str = "test_accuracy"
+    # [replicate] the step (1-based) at which each replicate diverged, -1 where it did not
+    diverged_step: np.ndarray | None = None
 
 
 def session_slots(session_steps: Sequence[int], steps: int) -> np.ndarray:
@@ -65,8 +67,15 @@ def make_trainer(
     session_steps: Sequence[int],
     on_session: Callable[[np.ndarray], None] | None = None,
     objective: Objective = CROSS_ENTROPY,
+    rule_for: Callable[[Mapping[str, Any]], LearningRule] | None = None,
 ):
-    """A pure function ``train(key, x_train, y_train) -> (snapshots, losses)`` for one subject.
+    """A pure function ``train(key, x_train, y_train, rates=None) -> (snapshots, losses)`` for
+    one subject.
+
+    ``rates`` (with ``rule_for``): the subject's rates (``learning_rate``...) as arrays, and
+    ``rule_for(rates)`` builds its rule from them inside the trace, so one compiled program
+    trains a population whose subjects have different rates (a spread, a calibration grid).
+    Without them the trainer uses ``rule``.
 
     ``snapshots`` is ``(params, state)`` with a leading session axis. Batches are drawn
     uniformly with replacement from the training split, from a key of the subject's own.
@@ -77,8 +86,10 @@ def make_trainer(
     slots = jnp.asarray(session_slots(session_steps, steps))
     n_sessions = len(session_steps)
     loss = objective_loss(network, objective)
+    fixed_rule = rule
 
-    def train(key, x_train, y_train):
+    def train(key, x_train, y_train, rates=None):
+        rule = fixed_rule if rates is None else rule_for(rates)
         init_key, data_key = jax.random.split(key)
         params, state = network.init(init_key, x_train[:1])
         optimizer_state = rule.optimizer.init(params)
@@ -176,33 +187,60 @@ def train_population(
     vectorize: str = "auto",
     on_session: Callable[[np.ndarray], None] | None = None,
     objective: Objective = CROSS_ENTROPY,
+    rates: Sequence[Mapping[str, float]] | None = None,
+    rule_for: Callable[[Mapping[str, Any]], LearningRule] | None = None,
 ) -> PopulationResult:
-    """Train one replicate per seed; same seed, same numbers."""
-    train = make_trainer(network, rule, batch_size, steps, session_steps, on_session, objective)
+    """Train one replicate per seed; same seed, same numbers. ``rates`` (one mapping per seed)
+    and ``rule_for``: each replicate's rates, passed to one compiled program
+    (:func:`make_trainer`)."""
+    train = make_trainer(network, rule, batch_size, steps, session_steps, on_session, objective, rule_for)
     keys = jnp.stack([jax.random.key(seed) for seed in seeds])
+    per_subject = None
+    if rates is not None:
+        per_subject = {name: jnp.asarray([r[name] for r in rates], jnp.float32) for name in rates[0]}
     x_train, y_train = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
     if choose_vectorize(vectorize) == "vmap":
         # sharded over the host's devices along the population axis, in chunks that fit them
-        (params, state), losses = run_vmapped(train, keys, x_train, y_train)
+        (params, state), losses = run_vmapped(train, keys, x_train, y_train, per_subject=per_subject)
     else:
         compiled = jax.jit(train)
-        runs = [compiled(key, x_train, y_train) for key in keys]
+        runs = [
+            compiled(key, x_train, y_train, None if per_subject is None else jax.tree.map(lambda a: a[r], per_subject))
+            for r, key in enumerate(keys)
+        ]
         (params, state), losses = jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
     evaluate = make_evaluator(network, task, objective)
     test_accuracy = np.stack(
         [np.asarray(evaluate(*jax.tree.map(lambda a: a[r], (params, state)))) for r in range(len(seeds))]
     )
     losses = np.asarray(losses)
-    finite = [
-        bool(np.isfinite(losses[r]).all())
-        and all(bool(np.isfinite(np.asarray(leaf[r])).all()) for leaf in jax.tree.leaves((params, state)))
-        for r in range(len(seeds))
-    ]
+    params, state = jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, state)
+    diverged = [divergence_step(losses[r], jax.tree.map(lambda a: a[r], (params, state))) for r in range(len(seeds))]
     return PopulationResult(
-        params=jax.tree.map(np.asarray, params),
-        state=jax.tree.map(np.asarray, state),
+        params=params,
+        state=state,
         losses=losses,
         test_accuracy=test_accuracy,
-        status=["ok" if ok else "diverged" for ok in finite],
+        status=["ok" if step < 0 else "diverged" for step in diverged],
         health_metric=objective.health_metric,
+        diverged_step=np.asarray(diverged, np.int64),
     )
+
+
+EXPLOSION_FACTOR = 10.0
+"""A loss this many times its starting level (the median of the first steps' losses, at least
+1) has exploded: the subject diverged, though its numbers may still be finite."""
+
+
+def divergence_step(losses: np.ndarray, snapshots) -> int:
+    """The training step (1-based) at which a subject diverged, -1 if it did not: its loss
+    first non-finite or above ``EXPLOSION_FACTOR`` times its starting level. A subject whose
+    snapshots hold non-finite values but whose losses never showed it diverged at its last step."""
+    head = losses[:10]
+    start = max(float(np.median(head)), 1.0) if np.isfinite(head).all() else 1.0
+    bad = ~np.isfinite(losses) | (np.abs(losses) > EXPLOSION_FACTOR * start)
+    if bad.any():
+        return int(np.argmax(bad)) + 1
+    if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(snapshots)):
+        return len(losses)
+    return -1

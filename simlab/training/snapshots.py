@@ -60,6 +60,7 @@ class Shard:
     test_accuracy: np.ndarray
     status: list[str]
     health_metric: str = "test_accuracy"
+    diverged_step: list[int] | None = None  # per replicate, -1 where it did not diverge
 
 
 def write_shard(path: Path, population: str, subject_ids, session_steps, result: PopulationResult, force=False):
@@ -69,6 +70,7 @@ def write_shard(path: Path, population: str, subject_ids, session_steps, result:
         "subject_ids": list(subject_ids),
         "status": list(result.status),
         "health_metric": result.health_metric,
+        "diverged_step": [int(step) for step in result.diverged_step] if result.diverged_step is not None else None,
     }
     with atomic_path(path, force) as tmp:
         with open(tmp, "wb") as handle:
@@ -96,4 +98,5 @@ def read_shard(path: Path) -> Shard:
         test_accuracy=flat.pop("test_accuracy"),
         status=meta["status"],
         health_metric=meta.get("health_metric", "test_accuracy"),  # shards written before it existed
+        diverged_step=meta.get("diverged_step"),
     )
