@@ -7,6 +7,7 @@ refused unless ``force``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -25,29 +26,54 @@ from simlab.training.accelerators import enable_compilation_cache
 from simlab.training.cohort import subject_table, train_cohort, write_subject_table
 
 
-def _same_protocol(run: RunDirectory, text: str) -> bool:
+def _same_protocol(run: RunDirectory, protocol: Protocol) -> bool:
     """Whether the run directory holds this protocol. The stored one is read again, so a
-    setting that a newer simlab added with its default (an analysis option) still matches."""
-    if run.protocol_text() == text:
+    setting that a newer simlab added with its default (an analysis option) still matches;
+    what calibration added to it (``training.calibrated``) is left out of the comparison."""
+    if run.protocol_text() == protocol.to_yaml():
         return True
     try:
-        return run.protocol.to_yaml() == text
+        return uncalibrated(run.protocol).to_yaml() == uncalibrated(protocol).to_yaml()
     except SimlabError:  # not readable by this simlab: another protocol
         return False
+
+
+def uncalibrated(protocol: Protocol) -> Protocol:
+    """A protocol that calibrates, without the rates its calibration chose."""
+    if protocol.training.calibrate is None:
+        return protocol
+    return protocol.model_copy(update={"training": protocol.training.model_copy(update={"calibrated": {}})})
 
 
 def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> RunDirectory:
     """Create (or reopen, for the same protocol) the run directory and write the protocol."""
     run = RunDirectory(out if out is not None else Path("runs") / protocol.name)
-    text = protocol.to_yaml()
-    if run.protocol_file.exists() and not force and not _same_protocol(run, text):
+    exists = run.protocol_file.exists()
+    same = exists and _same_protocol(run, protocol)
+    if exists and not force and not same:
         raise SimlabError(
             f"{run.path} holds a run of another protocol; choose another {parameter('out')}, or pass "
             f"{parameter('force', True)} to replace it"
         )
-    if not run.protocol_file.exists() or run.protocol_text() != text:
-        write_text_atomic(run.protocol_file, text, force=True)
+    if not same:
+        write_text_atomic(run.protocol_file, protocol.to_yaml(), force=True)
     return run
+
+
+def calibrate_run(run: RunDirectory, protocol: Protocol, force: bool, progress: bool, echo: Callable) -> Protocol:
+    """The calibration stage: every population's search (cached in the run directory), its
+    tables written, and the protocol as run, with the chosen rates, stored and returned."""
+    from simlab.training.calibration import calibrate_cohort, calibrated_protocol, combined_table, format_calibration
+
+    tables = calibrate_cohort(run, protocol, force=force, progress=progress, echo=echo)
+    if not tables:
+        return protocol
+    text = format_calibration(tables.values())
+    write_result_and_table(combined_table(tables.values()), text, run.calibration_table("nc"), force=True)
+    calibrated = calibrated_protocol(protocol, tables)
+    write_text_atomic(run.protocol_file, calibrated.to_yaml(), force=True)
+    echo(text)
+    return calibrated
 
 
 def write_stimuli(run: RunDirectory, protocol: Protocol, force: bool) -> None:
@@ -117,12 +143,17 @@ def run_protocol(
     write_stimuli(run, protocol, force)
 
     enable_compilation_cache()
+    if protocol.training.calibrate is not None:
+        protocol = calibrate_run(run, protocol, force, progress, echo)
+        plan = plan_cohort(protocol)
     with connect(cluster, scheduler) as client:
         executor = DaskExecutor(client) if client is not None else None
         trained = train_cohort(run, protocol, plan, force=force, progress=progress, executor=executor)
     if trained or force or not run.subjects_file.exists():
         write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
     echo(training_summary(run))
+    for warning in divergence_warnings(run, protocol):
+        echo(warning)
 
     record_rigs(run, protocol, force, progress, echo)
     for name, spec in protocol.analyses.items():
@@ -154,3 +185,27 @@ def training_summary(run: RunDirectory) -> str:
             f"  {population:<42s} {tag}{np.nanmean(accuracy):.3f}  ({', '.join(f'{a:.3f}' for a in accuracy)}){note}"
         )
     return "\n".join(lines)
+
+
+def divergence_warnings(run: RunDirectory, protocol: Protocol) -> list[str]:
+    """One warning per population with diverged subjects: when, at what rates, and what to try."""
+    import xarray as xr
+
+    table = xr.open_dataset(run.subjects_file).load()
+    warnings = []
+    for population, group in table.groupby("population", squeeze=False):
+        diverged = group["status"].values == "diverged"
+        if not diverged.any():
+            continue
+        steps = ", ".join(str(int(step)) for step in group["diverged_step"].values[diverged]) if "diverged_step" in group else "?"
+        settings = json.loads(str(group["rule_settings"].values[np.argmax(diverged)])) if "rule_settings" in group.coords else {}
+        rates = ", ".join(f"{k}={v:g}" for k, v in settings.items() if k.endswith("learning_rate"))
+        if protocol.training.calibrate is not None and population in protocol.training.calibrated:
+            fix = "its calibrated rates were healthy on the calibration seeds: try training.clip_grad_norm, or a larger calibrate budget"
+        else:
+            fix = "try `simlab calibrate` (or training.calibrate: in the protocol), or a smaller rate for it under training.rules"
+        warnings.append(
+            f"warning: {int(diverged.sum())} of {diverged.size} subjects of {population} diverged (at step {steps}; "
+            f"{rates}); they stay in the run marked diverged; {fix}"
+        )
+    return warnings

@@ -3,6 +3,8 @@
     protocol.yaml                the protocol as run (defaults filled in)
     stimuli.npz                  the stimulus set of each task (inputs and labels)
     stimuli/<task>-<source>-n<size>-seed<seed>.npz   a rig's own stimulus set
+    calibration/<population>.nc  a population's calibration trials (a cache, keyed by its inputs)
+    calibration.nc, .txt         every population's trials and choices, and their table
     snapshots/<population>.npz   parameters and feedback kernels at every session
     subjects.nc                  the subject table: factors, training curves, accuracy, status
     recordings/<name>.nc         one recording per rig (the NetCDF data contract)
@@ -113,6 +115,16 @@ class RunDirectory:
     def shard_files(self) -> dict[str, Path]:
         """population id -> its snapshot shard, for the populations trained so far."""
         return {path.stem: path for path in sorted(self.snapshots_dir.glob("*.npz"))}
+
+    @property
+    def calibration_dir(self) -> Path:
+        return self.path / "calibration"
+
+    def calibration(self, population: str) -> Path:
+        return self.calibration_dir / f"{population}.nc"
+
+    def calibration_table(self, suffix: str = "nc") -> Path:
+        return self.path / f"calibration.{suffix}"
 
     def rig_stimuli(self, task: str, source: str, size: int, seed: int) -> Path:
         """Where a rig's own stimulus set for ``task`` is kept (generated once per run)."""

@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from simlab.protocol.spread import spread_rates
+from simlab.protocol.spread import spread_ranges, spread_rates
 from simlab.specs.protocol import Protocol, population_id
 
 FACTORS = ("architecture", "task", "learning_rule", "batch_size")
@@ -134,6 +134,27 @@ def _steps(steps) -> str:
     return ", ".join(shown)
 
 
+def _rule_settings(protocol: Protocol, plan: CohortPlan) -> list[str]:
+    """The settings each population trains with, one line per rule and distinct settings
+    (naming the populations where a rule has several), and the ranges a spread draws from."""
+    lines = []
+    for rule in protocol.levels("learning_rule"):
+        by_settings: dict[str, list[str]] = {}
+        for pop in plan.populations:
+            if pop.learning_rule == rule:
+                label = f"{pop.architecture}/{pop.task}/b{pop.batch_size}"
+                by_settings.setdefault(_settings(pop.hyperparameters), []).append(label)
+        for settings, populations in by_settings.items():
+            on = f" ({', '.join(populations)})" if len(by_settings) > 1 else ""
+            lines.append(f"  {rule}{on}: {settings}")
+    if protocol.training.spread is not None:
+        ranges = spread_ranges(protocol, plan.populations, {pop.id: pop.hyperparameters for pop in plan.populations})
+        lines.append(f"spread: each subject draws {', '.join(protocol.training.spread.rates)} log-uniformly from")
+        for (pid, rate), (low, high) in ranges.items():
+            lines.append(f"  {pid}: {rate} {low:.4g} to {high:.4g}")
+    return lines
+
+
 def describe(protocol: Protocol, plan: CohortPlan) -> str:
     """What ``simlab validate`` prints: what the protocol will train, record and analyze."""
     def product(block) -> str:
@@ -163,16 +184,11 @@ def describe(protocol: Protocol, plan: CohortPlan) -> str:
         f"protocol {protocol.name}" + (f": {protocol.description}" if protocol.description else ""),
         *sizes,
         f"{_count(len(plan.populations), 'population')} (replicates train together)",
-        f"training: {training.steps} steps, vectorize {training.vectorize}",
+        f"training: {training.steps} steps, vectorize {training.vectorize}"
+        + (f", gradients clipped to norm {training.clip_grad_norm:g}" if training.clip_grad_norm else "")
+        + (f"; calibrated first ({_settings(training.calibrate, ())  or 'default settings'})" if training.calibrate else ""),
     ]
-    for rule in protocol.levels("learning_rule"):
-        # settings per architecture where they differ (image nets' smaller learning rates)
-        by_settings: dict[str, list[str]] = {}
-        for architecture in dict.fromkeys(s.architecture for s in plan.subjects if s.learning_rule == rule):
-            by_settings.setdefault(_settings(protocol.rule_hyperparameters(rule, architecture)), []).append(architecture)
-        for settings, architectures in by_settings.items():
-            on = f" ({', '.join(architectures)})" if len(by_settings) > 1 else ""
-            lines.append(f"  {rule}{on}: {settings}")
+    lines += _rule_settings(protocol, plan)
     lines += [
         f"recording: {protocol.recording.sessions} sessions at steps {_steps(protocol.session_steps())}",
         f"stimuli: {protocol.recording.stimuli}",

@@ -66,13 +66,13 @@ def draw(low: float, high: float, key: str, seed: int) -> float:
     return float(f"{np.exp(rng.uniform(np.log(low), np.log(high))):.4g}")
 
 
-def spread_rates(protocol: Protocol, populations: Sequence, settings: Mapping[str, object]) -> dict[str, dict[str, float]]:
-    """subject id -> the rates it draws, for populations whose rule has the spread's rates;
-    ``settings``: population id -> its hyperparameters."""
+def spread_ranges(protocol: Protocol, populations: Sequence, settings: Mapping[str, object]) -> dict[tuple[str, str], Range]:
+    """(population id, rate) -> the range its subjects draw the rate from, for populations
+    whose rule has the spread's rates; ``settings``: population id -> its hyperparameters."""
     spread = protocol.training.spread
     if spread is None:
         return {}
-    drawn: dict[str, dict[str, float]] = {}
+    out: dict[tuple[str, str], Range] = {}
     for rate in spread.rates:
         having = [pop for pop in populations if rate in rate_fields(settings[pop.id])]
         ranges = {pop.id: population_range(protocol, pop, settings[pop.id], rate) for pop in having}
@@ -81,7 +81,15 @@ def spread_rates(protocol: Protocol, populations: Sequence, settings: Mapping[st
             for pop in having:
                 groups.setdefault((pop.architecture, pop.task, pop.batch_size), {})[pop.id] = ranges[pop.id]
             ranges = {pid: r for group in groups.values() for pid, r in overlapping(group).items()}
-        for pop in having:
-            for subject in pop.subjects:
-                drawn.setdefault(subject.id, {})[rate] = draw(*ranges[pop.id], f"{subject.id}:{rate}", protocol.seed)
+        out.update({(pid, rate): r for pid, r in ranges.items()})
+    return out
+
+
+def spread_rates(protocol: Protocol, populations: Sequence, settings: Mapping[str, object]) -> dict[str, dict[str, float]]:
+    """subject id -> the rates it draws (:func:`spread_ranges`)."""
+    drawn: dict[str, dict[str, float]] = {}
+    by_id = {pop.id: pop for pop in populations}
+    for (pid, rate), (low, high) in spread_ranges(protocol, populations, settings).items():
+        for subject in by_id[pid].subjects:
+            drawn.setdefault(subject.id, {})[rate] = draw(low, high, f"{subject.id}:{rate}", protocol.seed)
     return drawn

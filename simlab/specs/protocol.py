@@ -332,7 +332,7 @@ def rule_overrides_model(hyperparameters: type[BaseModel]) -> type[RuleOverrides
     """The model of a ``training.rules`` entry of a rule with ``hyperparameters``."""
     return create_model(
         f"{hyperparameters.__name__}Overrides",
-        __base__=(hyperparameters, RuleOverrides),
+        __base__=(RuleOverrides, hyperparameters),
         __doc__=RuleOverrides.__doc__,
     )
 
