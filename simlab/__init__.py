@@ -15,6 +15,7 @@ learning rule). docs/python-api.md describes every function exported here.
 from simlab._version import __version__
 from simlab.api import (
     Run,
+    calibrate,
     combine,
     confound,
     generalize,
@@ -41,6 +42,7 @@ __all__ = [
     "Run",
     "SimlabError",
     "__version__",
+    "calibrate",
     "combine",
     "confound",
     "generalize",

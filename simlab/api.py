@@ -28,6 +28,7 @@ from simlab.specs.analyses import ConfoundSpec, GeneralizationSpec, IdentifySpec
 
 __all__ = [
     "Run",
+    "calibrate",
     "combine",
     "confound",
     "generalize",
@@ -291,6 +292,65 @@ def run(
     done = run_protocol(protocol, out, force=force, progress=progress, echo=print if echo is None else echo,
                         cluster=cluster, scheduler=scheduler)
     return Run(done.path)
+
+
+def calibrate(
+    protocol: str | Path | Protocol,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], Any] | None = None,
+    **settings: Any,
+) -> xr.Dataset:
+    """Search each population's learning rates before training: ``simlab calibrate``.
+
+    For every population a log-spaced grid around its rate (then around its feedback-pathway
+    or Hebbian rate) trains on seeds no subject has, judged on a held-out part of the
+    training split; a setting under which a seed diverges or ends no better than its
+    untrained network is rejected. Results are cached in the run directory per population
+    (``simlab run`` of a protocol with ``training.calibrate`` reuses them).
+
+    Parameters
+    ----------
+    protocol : str, Path or Protocol
+        A protocol file or object.
+    out : str or Path, optional
+        The run directory holding the cache (default ``runs/<protocol name>``).
+    force : bool
+        Search again even where a population's result is cached.
+    progress : bool
+        Show a progress bar.
+    echo : callable, optional
+        Where the printed table goes (default ``print``).
+    **settings
+        Settings of ``training.calibrate`` (``steps``, ``seeds``, ``points``, ``span``,
+        ``rates``, ``validation_fraction``, ``min_gain``, ``keep``), over the protocol's.
+
+    Returns
+    -------
+    xarray.Dataset
+        Every setting tried [trial, seed]: ``score`` and ``untrained`` (the health metric on
+        held-out data), ``diverged``, ``accepted``, the rates as coordinates; the choices per
+        population in ``attrs["choices"]`` and the calibrated protocol in ``attrs["protocol"]``.
+
+    Examples
+    --------
+    >>> table = simlab.calibrate("protocols/tiny.yaml", out="runs/tiny", points=3)   # doctest: +SKIP
+    >>> table.attrs["choices"]                                                       # doctest: +SKIP
+    """
+    from simlab.pipeline import calibrate_protocol
+    from simlab.specs.protocol import Calibrate
+    from simlab.training.calibration import combined_table
+
+    protocol = load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    base = protocol.training.calibrate or Calibrate()
+    spec = settings_model(Calibrate, settings, base=base)
+    _, pinned, tables = calibrate_protocol(protocol, out, force=force, progress=progress,
+                                           echo=print if echo is None else echo, settings=spec)
+    table = combined_table(tables.values())
+    table.attrs["protocol"] = pinned.to_yaml()
+    return table
 
 
 # --------------------------------------------------------------------------- recording

@@ -187,6 +187,41 @@ def training_summary(run: RunDirectory) -> str:
     return "\n".join(lines)
 
 
+def calibrate_protocol(
+    path: str | Path | Protocol,
+    out: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    echo: Callable = print,
+    settings=None,
+):
+    """``simlab calibrate``: the calibration stage alone, on the protocol's run directory (its
+    cache is the one ``simlab run`` of a protocol with ``training.calibrate`` reuses).
+    ``settings``: a :class:`simlab.specs.protocol.Calibrate` in place of the protocol's. Writes
+    ``calibration.nc``/``.txt`` and ``protocol.calibrated.yaml`` (the protocol with the chosen
+    rates pinned in ``training.calibrated``, no search) into the run directory; returns the
+    run directory, the calibrated protocol and the tables."""
+    from simlab.training.calibration import calibrate_cohort, calibrated_protocol, combined_table, format_calibration
+
+    protocol = path if isinstance(path, Protocol) else load_protocol(path)
+    spec = settings if settings is not None else protocol.training.calibrate
+    searching = protocol.model_copy(update={"training": protocol.training.model_copy(update={"calibrate": spec})})
+    run = RunDirectory(Path(out) if out is not None else Path("runs") / protocol.name)
+    run.path.mkdir(parents=True, exist_ok=True)
+    enable_compilation_cache()
+    tables = calibrate_cohort(run, searching, force=force, progress=progress, echo=echo)
+    if not tables:
+        raise SimlabError(f"protocol {protocol.name}: no population has a rate to calibrate")
+    text = format_calibration(tables.values())
+    write_result_and_table(combined_table(tables.values()), text, run.calibration_table("nc"), force=True)
+    pinned = calibrated_protocol(searching, tables)
+    pinned = pinned.model_copy(update={"training": pinned.training.model_copy(update={"calibrate": None})})
+    write_text_atomic(run.calibrated_protocol_file, pinned.to_yaml(), force=True)
+    run.log(f"calibrate: {len(tables)} population(s) -> {run.calibration_table('nc')}")
+    echo(text)
+    return run, pinned, tables
+
+
 def divergence_warnings(run: RunDirectory, protocol: Protocol) -> list[str]:
     """One warning per population with diverged subjects: when, at what rates, and what to try."""
     import xarray as xr

@@ -5,6 +5,7 @@
     stimuli/<task>-<source>-n<size>-seed<seed>.npz   a rig's own stimulus set
     calibration/<population>.nc  a population's calibration trials (a cache, keyed by its inputs)
     calibration.nc, .txt         every population's trials and choices, and their table
+    protocol.calibrated.yaml     ``simlab calibrate``: the protocol with the chosen rates pinned
     snapshots/<population>.npz   parameters and feedback kernels at every session
     subjects.nc                  the subject table: factors, training curves, accuracy, status
     recordings/<name>.nc         one recording per rig (the NetCDF data contract)
@@ -125,6 +126,10 @@ class RunDirectory:
 
     def calibration_table(self, suffix: str = "nc") -> Path:
         return self.path / f"calibration.{suffix}"
+
+    @property
+    def calibrated_protocol_file(self) -> Path:
+        return self.path / "protocol.calibrated.yaml"
 
     def rig_stimuli(self, task: str, source: str, size: int, seed: int) -> Path:
         """Where a rig's own stimulus set for ``task`` is kept (generated once per run)."""

@@ -21,6 +21,7 @@ from simlab.cli import options
 from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands, add_identify_options
 from simlab.errors import SimlabError
 from simlab.specs.analyses import IdentifySpec
+from simlab.specs.protocol import Calibrate
 from simlab.specs.rigs import RigSpec, ScheduleSpec, StimulusSpec
 
 EPILOG = """examples:
@@ -151,6 +152,38 @@ def build_parser() -> argparse.ArgumentParser:
     ident.add_argument("--force", action="store_true", help="overwrite an existing results file")
     ident.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    calibrate = commands.add_parser(
+        "calibrate", help="search each population's learning rates before training (no cohort is trained)",
+        description="For every population (architecture, task, learning rule, batch size), train a log-spaced grid "
+        "of learning rates around its setting (then of its feedback-pathway or Hebbian rate at the best one) on "
+        "seeds no subject has, judged by the health metric on a held-out part of the training split; a setting "
+        "under which a seed diverges or ends no better than its untrained network (+ --min-gain) is rejected, the "
+        "best accepted one is chosen. Settings: the protocol's training.calibrate, else the defaults, then these "
+        "flags. Writes RUN_DIR/calibration.nc and .txt (every setting tried, its score per seed, the choice), "
+        "caches each population under RUN_DIR/calibration/ (simlab run of a protocol with training.calibrate "
+        "reuses it), and RUN_DIR/protocol.calibrated.yaml: the protocol with the chosen rates pinned.",
+    )
+    calibrate.add_argument("protocol", type=Path, help="protocol YAML file")
+    calibrate.add_argument("--out", type=Path, help="run directory holding the cache (default: runs/<protocol name>)")
+    for flag, kind, words in (
+        ("steps", int, "training steps per setting (default: a third of training.steps)"),
+        ("seeds", int, f"seeds per setting (default {default(Calibrate, 'seeds')})"),
+        ("points", int, f"grid points per rate (default {default(Calibrate, 'points')})"),
+        ("span", float, f"the grid runs from rate/span to rate*span (default {default(Calibrate, 'span')})"),
+        ("validation_fraction", float, "part of the training split held out to judge "
+         f"(default {default(Calibrate, 'validation_fraction')})"),
+        ("min_gain", float, f"each seed must beat its untrained net by this (default {default(Calibrate, 'min_gain')})"),
+        ("keep", float, f"healthy range: rates reaching keep x the best gain (default {default(Calibrate, 'keep')})"),
+    ):
+        calibrate.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=words)
+    calibrate.add_argument("--rates", nargs="+", metavar="RATE", help="the rate settings searched (default: every "
+                           "rate of each rule: learning_rate, feedback_learning_rate, hebbian_learning_rate)")
+    calibrate.add_argument("--write-defaults", type=Path, metavar="FILE",
+                           help="also write the choices per rule and architecture family as a table of defaults "
+                           "(the form of simlab/specs/rule_defaults.yaml)")
+    calibrate.add_argument("--force", action="store_true", help="search again where a population is cached")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+
     validate = commands.add_parser("validate", help="check a protocol file and describe its cohort")
     validate.add_argument("protocol", type=Path, help="protocol YAML file")
 
@@ -177,6 +210,40 @@ def cmd_run(args) -> int:
 
     simlab.run(args.protocol, args.out, force=args.force, progress=not args.quiet, cluster=args.cluster,
                scheduler=args.scheduler)
+    return 0
+
+
+CALIBRATE_SETTINGS = ("steps", "seeds", "points", "span", "validation_fraction", "min_gain", "keep", "rates")
+
+
+def cmd_calibrate(args) -> int:
+    import datetime
+    import json
+
+    import yaml
+
+    import simlab
+
+    settings = {name: getattr(args, name) for name in CALIBRATE_SETTINGS if getattr(args, name) is not None}
+    table = simlab.calibrate(args.protocol, args.out, force=args.force, progress=not args.quiet, **settings)
+    out = args.out if args.out is not None else Path("runs") / simlab.load_protocol(args.protocol).name
+    print(f"calibration: {out / 'calibration.nc'}; the protocol with these rates: {out / 'protocol.calibrated.yaml'}")
+    if args.write_defaults is not None:
+        from simlab.fileio import write_text_atomic
+        from simlab.protocol import parse_protocol
+        from simlab.training.calibration import family_defaults_table
+
+        pinned = parse_protocol(table.attrs["protocol"], source=str(out / "protocol.calibrated.yaml"))
+        provenance = {
+            "command": " ".join(["simlab", *sys.argv[1:]]),
+            "date": datetime.date.today().isoformat(),
+            "budget": json.loads(table.attrs["calibrate"]),
+            "training_seconds": round(float(table.attrs["seconds"]), 1),
+        }
+        choices = json.loads(table.attrs["choices"])
+        text = yaml.safe_dump(family_defaults_table(pinned, choices, provenance), sort_keys=False, default_flow_style=None)
+        write_text_atomic(args.write_defaults, text, force=True)
+        print(f"defaults table: {args.write_defaults}")
     return 0
 
 
@@ -276,6 +343,7 @@ COMMANDS = {
     "run": cmd_run,
     "record": cmd_record,
     "identify": cmd_identify,
+    "calibrate": cmd_calibrate,
     "validate": cmd_validate,
     "info": cmd_info,
     **ANALYSIS_COMMANDS,

@@ -267,6 +267,8 @@ def combined_table(tables: Iterable[xr.Dataset]) -> xr.Dataset:
         "title": "calibration: every setting tried, its score per seed, the choice",
         "choices": json.dumps({t.attrs["population"]: json.loads(t.attrs["choice"]) for t in tables}),
         "seconds": float(sum(t.attrs["seconds"] for t in tables)),
+        "calibrate": tables[0].attrs["calibrate"],
+        "steps": int(tables[0].attrs["steps"]),
     }
     return combined
 
@@ -292,3 +294,33 @@ def format_calibration(tables: Iterable[xr.Dataset]) -> str:
             lines.append(f"  {rates:<48s} {scores}  {verdict}")
         lines.append(f"  -> {choice_summary(table)}")
     return "\n".join(lines)
+
+
+def family_defaults_table(protocol: Protocol, choices: dict[str, dict | None], provenance: dict) -> dict:
+    """The shipped table's form (:class:`simlab.specs.rules.DefaultsTable`) from calibrated
+    populations: per rule and architecture family (type), each rate the geometric mean of its
+    populations' choices, and the healthy range all of them share (left out where they share
+    none). ``choices``: population id -> its choice (``CalibratedRates`` fields), None if none."""
+    plan = {pop.id: pop for pop in plan_cohort(protocol).populations}
+    members: dict[tuple[str, str], list[CalibratedRates]] = {}
+    for pid, data in choices.items():
+        choice = None if data is None else CalibratedRates.model_validate(data)
+        if choice is None or not choice.rates:
+            continue
+        pop = plan[pid]
+        family = protocol.architecture_spec(pop.architecture).type
+        members.setdefault((pop.learning_rule, family), []).append(choice)
+    defaults: dict[str, dict[str, dict]] = {}
+    for (rule, family), choices in sorted(members.items()):
+        rates, healthy = {}, {}
+        for name in dict.fromkeys(name for c in choices for name in c.rates):
+            values = [c.rates[name] for c in choices if name in c.rates]
+            low = max(c.healthy[name][0] for c in choices if name in c.healthy)
+            high = min(c.healthy[name][1] for c in choices if name in c.healthy)
+            value = float(f"{np.exp(np.mean(np.log(values))):.3g}")
+            if low <= high:
+                value = float(min(max(value, low), high))
+                healthy[name] = [float(low), float(high)]
+            rates[name] = value
+        defaults.setdefault(rule, {})[family] = {"rates": rates, "healthy": healthy}
+    return {"provenance": provenance, "defaults": defaults}
