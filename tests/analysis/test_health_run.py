@@ -114,3 +114,11 @@ def test_every_analysis_of_a_run_reports_health(analyzed_run):
         assert result["subjects_excluded"].sum().item() == 0, name  # reporting only, by default
         assert "learned (not diverged, final_accuracy >= initial_accuracy + 0.05)" in \
             (analyzed_run / "analyses" / f"{name}.txt").read_text(), name
+
+
+def test_the_design_plan_repeats_the_grid_health(analyzed_run):
+    from simlab.analysis.plan import format_plan, plan_design
+
+    grid = xr.load_dataset(analyzed_run / "analyses" / "robustness.nc")
+    text = format_plan(plan_design(grid, 0.6), 0.6, "wilson", grid)
+    assert "learned (not diverged, final_accuracy >= initial_accuracy + 0.05)" in text
