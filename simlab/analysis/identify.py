@@ -406,7 +406,14 @@ def identify(
         )
     groups = sites.subject_index if spec.group_by == "subject" else np.arange(len(sites.labels))
     if subject_splits is None:
-        splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
+        try:
+            splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
+        except SimlabError as exc:
+            excluded = int(sites.health["subjects_excluded"].sum()) if "subjects_excluded" in sites.health else 0
+            if not excluded:
+                raise
+            raise SimlabError(f"{exc}, after excluding {excluded} subjects that did not learn "
+                              f"(health min_gain {spec.health.min_gain:g})") from None
     else:
         n_subjects = ds.sizes["subject"]
         splits = _explicit_splits(sites, list(subject_splits), n_subjects)

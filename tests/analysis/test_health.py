@@ -130,3 +130,11 @@ def test_every_identification_carries_the_report():
         assert result["subjects_excluded"].dims == ("health_rule",)
         assert result["subjects_excluded"].values.tolist() == [0, 0, 2, 1]
         assert format_health(result)[1].startswith("excluded 3 of 24 subjects that did not learn")
+
+
+def test_too_few_learned_subjects_is_an_error_that_says_why():
+    # rule 2 keeps 1 of 3 subjects: too few to split (rule 3's NaN subject is the diverged one here)
+    ds, _ = planted(n_per_rule=3)
+    with pytest.raises(SimlabError, match=f"class {RULES[2]} has 1 group.*after excluding 2 subjects that did not "
+                       r"learn \(health min_gain 0.05\)"):
+        identify(ds, IdentifySpec(**FAST, health={"min_gain": 0.05}), n_jobs=1)
