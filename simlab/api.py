@@ -547,13 +547,17 @@ def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = 
     **settings
         Identification settings (``analyses.identify`` of a protocol): ``target``
         (default ``"learning_rule"``), ``classifiers``, ``preset``, ``features``, ``splits``,
-        ``test_fraction``, ``group_by``, ``seed``.
+        ``test_fraction``, ``group_by``, ``seed``, ``health`` (``{"min_gain": G}``: leave out the
+        subjects whose final accuracy is less than G above their untrained value; without it,
+        who learned by 0.05 is only reported).
 
     Returns
     -------
     xarray.Dataset
         Accuracy per classifier, feature set and split, per-site predictions, confusion
-        matrices, per-class precision/recall/F1 (``simlab.summary`` prints it).
+        matrices, per-class precision/recall/F1, and per learning rule the subjects that
+        learned and were excluded (``subjects_*`` over ``health_rule``; ``simlab.summary``
+        prints it).
 
     Examples
     --------

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from simlab.errors import SimlabError
+from simlab.specs.analyses import HealthSpec
 
 
 def describe_path(path: Path) -> str:
@@ -102,12 +103,16 @@ def describe_subjects(table: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def health_table(table: xr.Dataset) -> str:
+def health_table(table: xr.Dataset, health: HealthSpec = HealthSpec()) -> str:
     """A Markdown table of learning health: learning rules x architecture / task pairs, each
     cell the mean final accuracy over replicates (linear-probe accuracy for self-supervised
-    tasks, marked *), with the diverged count where any, and an *untrained* line with the same
-    metric at step 0 (mean over the pair's subjects) when the run recorded a session there.
-    Rules are the rows unless there are more pairs than rules (a zoo): then pairs are."""
+    tasks, marked *), with the diverged count where any and the count of subjects that did not
+    learn by ``health.margin`` (:func:`simlab.analysis.health.learned`, the definition the
+    analyses use), and an *untrained* line with the same metric at step 0 (mean over the
+    pair's subjects) when the run recorded a session there. Rules are the rows unless there
+    are more pairs than rules (a zoo): then pairs are."""
+    from simlab.analysis.health import learned
+
     rules = list(dict.fromkeys(table["learning_rule"].values.astype(str)))
     pairs = list(dict.fromkeys(zip(table["architecture"].values.astype(str), table["task"].values.astype(str))))
     probed = set()
@@ -116,14 +121,17 @@ def health_table(table: xr.Dataset) -> str:
     rule_of, arch_of, task_of = (table[c].values.astype(str) for c in ("learning_rule", "architecture", "task"))
     status = table["status"].values.astype(str)
     accuracy = table["final_accuracy"].values.astype(float)
+    did_learn = learned(table, health.margin)
+    unhealthy = np.zeros(len(status), bool) if did_learn is None else (status == "ok") & ~did_learn
 
     def cell(rule: str, architecture: str, task: str) -> str:
         chosen = (rule_of == rule) & (arch_of == architecture) & (task_of == task)
         if not chosen.any():
             return ""
         ok = chosen & (status == "ok")
-        diverged = int((chosen & (status != "ok")).sum())
-        return (f"{np.mean(accuracy[ok]):.2f}" if ok.any() else "-") + (f" ({diverged} diverged)" if diverged else "")
+        counts = [f"{n} {what}" for n, what in ((int((chosen & (status != "ok")).sum()), "diverged"),
+                                                 (int((chosen & unhealthy).sum()), "did not learn")) if n]
+        return (f"{np.mean(accuracy[ok]):.2f}" if ok.any() else "-") + (f" ({', '.join(counts)})" if counts else "")
 
     pair_names = [f"{a} / {t}{' *' if t in probed else ''}" for a, t in pairs]
     grid = {rule: [cell(rule, a, t) for a, t in pairs] for rule in rules}
@@ -140,9 +148,16 @@ def health_table(table: xr.Dataset) -> str:
         rows = list(grid.items())
     lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
+    notes = []
+    if unhealthy.any():
+        notes.append(f"did not learn: not diverged, final accuracy less than {health.margin:g} above the same "
+                     "subject's untrained value (step 0); the analyses "
+                     + (f"exclude them (health min_gain {health.margin:g})" if health.excludes
+                        else "report them, and exclude them with health min_gain"))
     if probed:
-        lines.append("")
-        lines.append("\\* self-supervised task: linear-probe accuracy on the frozen representation")
+        notes.append("\\* self-supervised task: linear-probe accuracy on the frozen representation")
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines)
 
 

@@ -1,4 +1,6 @@
-"""What the analyses of a run directory share: the recordings of the protocol's rigs."""
+"""What the analyses of a run directory share: the recordings of the protocol's rigs, with
+each subject's health metric before training (``initial_accuracy``) from the subject table
+where a recording made before recordings carried it lacks it."""
 
 from __future__ import annotations
 
@@ -9,7 +11,17 @@ import xarray as xr
 from simlab.errors import SimlabError
 from simlab.rundir import RunDirectory
 
-__all__ = ["open_run_recordings"]
+__all__ = ["open_run_recordings", "with_run_untrained"]
+
+
+def with_run_untrained(run: RunDirectory, recording: xr.Dataset) -> xr.Dataset:
+    """The recording with ``initial_accuracy`` from the run's subject table if it lacks it."""
+    from simlab.analysis.health import UNTRAINED, with_untrained
+
+    if UNTRAINED in recording.coords or not run.subjects_file.is_file():
+        return recording
+    with xr.open_dataset(run.subjects_file) as subjects:
+        return with_untrained(recording, subjects.load())
 
 
 def open_run_recordings(run: RunDirectory, rigs: Sequence[str] | None = None) -> xr.Dataset:
@@ -26,4 +38,4 @@ def open_run_recordings(run: RunDirectory, rigs: Sequence[str] | None = None) ->
         if not path.is_file():
             raise SimlabError(f"{path}: no recording of rig {name!r}; run 'simlab run' first")
         recordings.append(open_recording(path))
-    return recordings[0] if len(recordings) == 1 else combine_recordings(recordings)
+    return with_run_untrained(run, recordings[0] if len(recordings) == 1 else combine_recordings(recordings))

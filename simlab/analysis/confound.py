@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 from simlab.analysis.analyses import register_analysis
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict
+from simlab.analysis.health import assess, copy_health, format_health
 from simlab.analysis.identify import balanced_splits, identify, per_class_metrics
 from simlab.errors import SimlabError
-from simlab.specs.analyses import ConfoundSpec, IdentifySpec
+from simlab.specs.analyses import ConfoundSpec, HealthSpec, IdentifySpec
 
 __all__ = ["confound", "curve_features", "format_confound", "match_nearest", "match_on_performance",
            "performance_baseline"]
@@ -29,19 +30,22 @@ __all__ = ["confound", "curve_features", "format_confound", "match_nearest", "ma
 SCHEMA = "simlab.confound/1"
 
 
-def _usable(subjects: xr.Dataset) -> np.ndarray:
-    ok = subjects["status"].values.astype(str) == "ok" if "status" in subjects else np.ones(subjects.sizes["subject"], bool)
-    return ok & np.isfinite(subjects["final_accuracy"].values)
+def _usable(subjects: xr.Dataset, health: HealthSpec) -> np.ndarray:
+    """Subjects that did not diverge (and, with ``health.min_gain``, learned) with a finite final accuracy."""
+    kept, _ = assess(subjects, health)
+    return kept & np.isfinite(subjects["final_accuracy"].values)
 
 
-def match_on_performance(subjects: xr.Dataset, target: str, bins: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def match_on_performance(
+    subjects: xr.Dataset, target: str, bins: int, seed: int, health: HealthSpec = HealthSpec()
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions of matched subjects, and each subject's bin (-1: unusable or unmatched).
 
     Bins are quantiles of final accuracy over usable subjects. A bin that lacks a class is
     dropped; the others keep, per class, a seeded random draw of as many subjects as the
     bin's rarest class has.
     """
-    usable = _usable(subjects)
+    usable = _usable(subjects, health)
     accuracy = subjects["final_accuracy"].values.astype(np.float64)
     labels = subjects[target].values.astype(str)
     classes = np.unique(labels[usable])
@@ -63,7 +67,9 @@ def match_on_performance(subjects: xr.Dataset, target: str, bins: int, seed: int
     return keep, assigned
 
 
-def match_nearest(subjects: xr.Dataset, target: str, caliper: float) -> tuple[np.ndarray, np.ndarray]:
+def match_nearest(
+    subjects: xr.Dataset, target: str, caliper: float, health: HealthSpec = HealthSpec()
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions of matched subjects, and each subject's match group (-1: not matched).
 
     Greedy nearest-neighbour matching without replacement: the subjects of the rarest class
@@ -71,7 +77,7 @@ def match_nearest(subjects: xr.Dataset, target: str, caliper: float) -> tuple[np
     subject of every other class; the group is kept only if every one lies within ``caliper``
     of it. Deterministic: ties in distance go to the earlier subject.
     """
-    usable = _usable(subjects)
+    usable = _usable(subjects, health)
     accuracy = subjects["final_accuracy"].values.astype(np.float64)
     labels = subjects[target].values.astype(str)
     classes, counts = np.unique(labels[usable], return_counts=True)
@@ -128,7 +134,7 @@ def performance_baseline(
     """
     curves, layout = curve_features(subjects, points)
     final = subjects["final_accuracy"].values.astype(np.float64)[:, None]
-    usable = _usable(subjects) & np.isfinite(curves).all(axis=1)
+    usable = _usable(subjects, spec.health) & np.isfinite(curves).all(axis=1)
     idx = np.flatnonzero(usable)
     labels = subjects[spec.target].values.astype(str)[idx]
     classes = sorted(np.unique(labels))
@@ -224,11 +230,11 @@ def confound(
     if list(ds["subject"].values) != list(subjects["subject"].values):
         raise SimlabError("the recording and the subject table list different subjects")
     if matching == "nearest":
-        keep, group_of = match_nearest(subjects, spec.target, caliper)
+        keep, group_of = match_nearest(subjects, spec.target, caliper, spec.health)
         how = (f"nearest neighbours: groups of one subject per class, final accuracies within {caliper:g} of the "
                "group's subject of the rarest class (greedy, without replacement)")
     elif matching == "bins":
-        keep, group_of = match_on_performance(subjects, spec.target, bins, spec.seed)
+        keep, group_of = match_on_performance(subjects, spec.target, bins, spec.seed, spec.health)
         how = (f"{bins} quantile bins of final test accuracy; each kept bin holds equally many subjects of every "
                "class (seeded draw); bins missing a class are dropped")
     else:
@@ -249,7 +255,7 @@ def confound(
     both = xr.concat(slim, dim="cohort", join="outer").assign_coords(cohort=["all", "matched"])
     classes = [str(c) for c in both["true_class"].values]
     final = subjects["final_accuracy"].values.astype(np.float64)
-    usable = _usable(subjects)
+    usable = _usable(subjects, spec.health)
     perf = np.full((2, len(classes)), np.nan)
     count = np.zeros((2, len(classes)), np.int64)
     for k, members in enumerate((np.flatnonzero(usable), keep)):
@@ -275,14 +281,14 @@ def confound(
         "seed": int(spec.seed),
         **baseline.attrs,
     }
-    return out
+    return copy_health(results[0], out)
 
 
 def format_confound(result: xr.Dataset) -> str:
     """Identification on all vs matched subjects, class performances, and the baseline."""
     a = result.attrs
     sets = [str(f) for f in result["feature_set"].values]
-    lines = [f"{a['title']} (chance {float(a['chance']):.3f}); matching: {a['matching']}", ""]
+    lines = [f"{a['title']} (chance {float(a['chance']):.3f}); matching: {a['matching']}", *format_health(result), ""]
     lines.append("mean final test accuracy per class (subjects):")
     for cohort in result["cohort"].values:
         cells = [f"{c} {float(result['final_accuracy_mean'].sel(cohort=cohort, **{'class': c})):.3f} "

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from simlab.analysis.analyses import register_analysis
+from simlab.analysis.health import format_health
 from simlab.analysis.identify import identify, select_sites
 from simlab.errors import SimlabError
 from simlab.specs.analyses import GeneralizationSpec, IdentifySpec
@@ -25,9 +26,10 @@ SCHEMA = "simlab.generalization/1"
 
 def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Level of every subject, the levels among usable subjects, and which subjects are usable."""
-    sites = select_sites(ds, spec.target)
+    sites = select_sites(ds, spec.target, spec.health)
     if len(sites.labels) == 0:
-        raise SimlabError("no sites: every subject diverged or every layer is padding")
+        raise SimlabError("no sites: every subject diverged" + (" or did not learn" if spec.health.excludes else "")
+                          + " or every layer is padding")
     if factor not in ds.coords or ds.coords[factor].dims != ("subject",):
         known = sorted(str(k) for k, c in ds.coords.items() if c.dims == ("subject",))
         raise SimlabError(f"factor {factor!r} is not a subject coordinate of the recording; known: {', '.join(known)}")
@@ -170,6 +172,7 @@ def format_generalization(results: xr.Dataset) -> str:
         f"generalization of {a['target']} over held-out {a['factor']} "
         f"(chance {float(a['chance']):.3f}; each level tested after training on all the others)",
     ]
+    lines += format_health(results)
     if a.get("skipped_levels"):
         lines.append(f"not held out (the others hold fewer than 2 classes): {a['skipped_levels']}")
     for clf in results["classifier"].values:

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from simlab.analysis.analyses import register_analysis, write_results
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict, parse_classifier
 from simlab.errors import SimlabError
-from simlab.specs.analyses import IdentifySpec
+from simlab.analysis.health import assess, copy_health, format_health
+from simlab.specs.analyses import HealthSpec, IdentifySpec
 
 __all__ = [
     "FeatureSet",
@@ -117,6 +118,7 @@ class Sites:
     observables: np.ndarray  # (observable,) str
     measures: np.ndarray  # (observable,) str
     excluded_diverged: int
+    health: xr.Dataset  # the health report (simlab.analysis.health.assess)
 
 
 def _subject_coord(ds: xr.Dataset, name: str) -> np.ndarray:
@@ -134,11 +136,12 @@ def _subject_coord(ds: xr.Dataset, name: str) -> np.ndarray:
     return coord.values
 
 
-def select_sites(ds: xr.Dataset, target: str) -> Sites:
+def select_sites(ds: xr.Dataset, target: str, health: HealthSpec = HealthSpec()) -> Sites:
     """Real layers of subjects whose training did not diverge, labelled by ``target``.
 
     Padded layers (``layer_name == ""``, all NaN) are not sites; diverged subjects are left
-    out because their recordings describe a failed run, not the rule.
+    out because their recordings describe a failed run, not the rule, and with
+    ``health.min_gain`` so are subjects that did not learn (:func:`simlab.analysis.health.assess`).
     """
     if "observation" not in ds.data_vars:
         raise SimlabError("the recording has no data variable 'observation'")
@@ -151,10 +154,7 @@ def select_sites(ds: xr.Dataset, target: str) -> Sites:
     target_values = _subject_coord(ds, target)
     n_subject, n_layer = values.shape[:2]
 
-    if "status" in ds.coords:
-        ok = ds["status"].values.astype(str) == "ok"
-    else:
-        ok = np.ones(n_subject, bool)
+    ok, report = assess(ds, health, by="learning_rule" if "learning_rule" in ds.coords else target)
     if "layer_name" in ds.coords:
         real = ds["layer_name"].transpose("subject", "layer").values.astype(str) != ""
     else:  # no names: a padded layer is one with nothing finite in it
@@ -193,7 +193,8 @@ def select_sites(ds: xr.Dataset, target: str) -> Sites:
         depth=depth[s_idx, l_idx],
         observables=obs_names,
         measures=measures,
-        excluded_diverged=int((~ok).sum()),
+        excluded_diverged=int(report["subjects_diverged"].sum()),
+        health=report,
     )
 
 
@@ -391,10 +392,11 @@ def identify(
     >>> results = identify(recording, IdentifySpec(splits=3, classifiers=["linear_svm"]))
     >>> results["accuracy_mean"].sel(classifier="linear_svm", feature_set="all")
     """
-    sites = select_sites(ds, spec.target)
+    sites = select_sites(ds, spec.target, spec.health)
     if len(sites.labels) == 0:
         raise SimlabError(
-            "identify found no sites: every subject diverged or every layer is padding"
+            "identify found no sites: every subject diverged"
+            + (" or did not learn" if spec.health.excludes else "") + " or every layer is padding"
         )
     classes = list(sites.classes)
     if len(classes) < 2:
@@ -404,7 +406,14 @@ def identify(
         )
     groups = sites.subject_index if spec.group_by == "subject" else np.arange(len(sites.labels))
     if subject_splits is None:
-        splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
+        try:
+            splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
+        except SimlabError as exc:
+            excluded = int(sites.health["subjects_excluded"].sum()) if "subjects_excluded" in sites.health else 0
+            if not excluded:
+                raise
+            raise SimlabError(f"{exc}, after excluding {excluded} subjects that did not learn "
+                              f"(health min_gain {spec.health.min_gain:g})") from None
     else:
         n_subjects = ds.sizes["subject"]
         splits = _explicit_splits(sites, list(subject_splits), n_subjects)
@@ -589,7 +598,7 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
     }
     if split_names is not None:
         coords["split_name"] = (("split",), np.array([str(n) for n in split_names], dtype=str))
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return copy_health(sites.health, xr.Dataset(data_vars, coords=coords, attrs=attrs))
 
 
 # --------------------------------------------------------------------------- reporting
@@ -625,6 +634,7 @@ def format_table(results: xr.Dataset) -> str:
         f"identify {a.get('target')}: {len(classes)} classes ({', '.join(classes)})",
         f"{a.get('n_subjects')} subjects, {a.get('n_samples')} sites, "
         f"{a.get('excluded_diverged', 0)} diverged subjects excluded",
+        *format_health(results),
         f"{a.get('splits')} splits grouped by {a.get('group_by')}, "
         f"test fraction {a.get('test_fraction')}"
         + (f", preset {a['preset']}" if "preset" in a else ""),

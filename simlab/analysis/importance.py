@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.inspection import permutation_importance
 
 from simlab.analysis.classifiers import classifier_label, fit_predict, random_state
+from simlab.analysis.health import copy_health, format_health
 from simlab.analysis.identify import (
     _explicit_splits,
     _feature_sets,
@@ -170,7 +171,7 @@ def feature_importance(
         raise SimlabError(f"importance methods must be among {', '.join(METHODS)}; got {list(methods)}")
     if level not in ("observable", "column"):
         raise SimlabError(f"permutation level must be observable or column; got {level!r}")
-    sites = select_sites(ds, spec.target)
+    sites = select_sites(ds, spec.target, spec.health)
     if len(np.unique(sites.labels)) < 2:
         raise SimlabError(f"importance needs at least 2 classes of {spec.target!r}")
     groups = sites.subject_index if spec.group_by == "subject" else np.arange(len(sites.labels))
@@ -231,7 +232,7 @@ def feature_importance(
         "observable block is spread equally over its columns, so its sum is the block's value. "
         "Session -1 and observable/measure 'depth_group' are the depth one-hot columns",
     }
-    return result
+    return copy_health(sites.health, result)
 
 
 def _observable_attribute(ds, sites, name, observable) -> np.ndarray:
@@ -280,7 +281,7 @@ def format_importance(result: xr.Dataset, top: int = 10) -> str:
     observables, per method."""
     a = result.attrs
     lines = [f"feature importance ({a.get('classifier')}, feature set {a.get('feature_set')}, "
-             f"{a.get('splits')} splits; mean over splits, summed over each group's columns)"]
+             f"{a.get('splits')} splits; mean over splits, summed over each group's columns)", *format_health(result)]
     for method in result["importance_type"].values.astype(str):
         lines.append(f"{method}:")
         for group in ("measure", "function", "statistic", "observable"):

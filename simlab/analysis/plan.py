@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from simlab.analysis.health import format_health
 from simlab.errors import SimlabError, parameter
 
 __all__ = ["CRITERIA", "Choice", "RigPlan", "format_plan", "lower_bound", "plan_design"]
@@ -243,6 +244,7 @@ def format_plan(plans: list[RigPlan], target: float, criterion: str, grid: xr.Da
         f"design for {target:.0%} accuracy identifying {grid.attrs.get('target', 'the rule')} "
         f"(chance {float(grid.attrs.get('chance', np.nan)):.3f}), {grid.attrs.get('splits')} splits;",
         f"a setting counts when {reading} reaches {target:g}, and so does every easier setting on its axis.",
+        *format_health(grid),
     ]
     for p in plans:
         lines += ["", f"{p.rig} ({p.measure}), {p.classifier}" + (f", {n_test[p.rig]} test sites per split" if p.rig in n_test else "") + ":"]

@@ -21,6 +21,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from simlab.analysis.analyses import register_analysis
+from simlab.analysis.common import with_run_untrained
+from simlab.analysis.health import copy_health, format_health
 from simlab.analysis.identify import identify
 from simlab.analysis.statistics import holm, paired_split_tests
 from simlab.analysis.trajectory import select_access
@@ -61,7 +63,7 @@ def grid_recording(
     if not path.is_file():
         write_recording(record_cohort(run, name, spec, progress=progress, echo=echo), path)
         run.log(f"record: {name} {spec.model_dump(mode='json')} -> {path}")
-    return open_recording(path)
+    return with_run_untrained(run, open_recording(path))
 
 
 def _measure(recording: xr.Dataset) -> str:
@@ -86,14 +88,15 @@ def split_interval(mean, n_test, alpha: float = 0.05) -> tuple[np.ndarray, np.nd
     return np.where(ok, low, np.nan), np.where(ok, high, np.nan)
 
 
-def _cell(recording: xr.Dataset, spec: IdentifySpec, n_jobs) -> tuple[xr.DataArray, str, int]:
-    """Per-split accuracy (classifier, split) on the rig's measure, the test sites, their count;
-    the chance level in the accuracy's attrs."""
+def _cell(recording: xr.Dataset, spec: IdentifySpec, n_jobs) -> tuple[xr.DataArray, str, int, xr.Dataset]:
+    """Per-split accuracy (classifier, split) on the rig's measure, the test sites, their count,
+    and the identification's results (for its health report); the chance level in the
+    accuracy's attrs."""
     measure = _measure(recording)
     res = identify(recording, spec, n_jobs=n_jobs)
     acc = res["accuracy"].sel(feature_set=measure)
     acc.attrs["chance"] = res.attrs["chance"]
-    return acc, "|".join(res["test_sites"].values), int(res["n_test"].isel(split=0).max())
+    return acc, "|".join(res["test_sites"].values), int(res["n_test"].isel(split=0).max()), res
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class _Grid:
     test_sites: dict[str, set[str]]  # rig -> the test sites of its cells, one text per distinct set
     classifiers: np.ndarray
     chance: float
+    health: xr.Dataset  # the first cell's results, whose health report every cell shares
 
 
 def _units_noise_grid(run: RunDirectory, spec: RobustnessSpec, bar, echo: Callable, n_jobs) -> _Grid:
@@ -115,10 +119,10 @@ def _units_noise_grid(run: RunDirectory, spec: RobustnessSpec, bar, echo: Callab
     n_test, test_sites = {}, {}
     for r, u, n in ((r, u, n) for r in spec.rigs for u in spec.units for n in spec.noise):
         rec = grid_recording(run, r, u, n, spec.seed, echo=echo)
-        acc, sites, n_test[r] = _cell(rec, spec.identify, n_jobs)
+        acc, sites, n_test[r], res = _cell(rec, spec.identify, n_jobs)
         test_sites.setdefault(r, set()).add(sites)
         if accuracy is None:
-            classifiers, chance = acc["classifier"].values, acc.attrs["chance"]
+            classifiers, chance, health = acc["classifier"].values, acc.attrs["chance"], res
             accuracy = np.full((len(rigs), len(units), len(spec.noise), len(classifiers), acc.sizes["split"]), np.nan)
             recorded = np.zeros((len(rigs), len(units)))
         ri, ui, ni = rigs.index(r), units.index(str(u)), spec.noise.index(n)
@@ -126,7 +130,8 @@ def _units_noise_grid(run: RunDirectory, spec: RobustnessSpec, bar, echo: Callab
         real = rec["layer_name"].values.astype(str) != ""
         recorded[ri, ui] = float(np.median(rec["n_recorded"].values[real]))
         bar.update(1)
-    return _Grid(accuracy, recorded, np.array([n_test[r] for r in rigs], np.int64), test_sites, classifiers, chance)
+    return _Grid(accuracy, recorded, np.array([n_test[r] for r in rigs], np.int64), test_sites, classifiers, chance,
+                 health)
 
 
 def _session_sweep(run: RunDirectory, spec: RobustnessSpec, grid: _Grid, bar, echo: Callable, n_jobs) -> np.ndarray:
@@ -139,7 +144,7 @@ def _session_sweep(run: RunDirectory, spec: RobustnessSpec, grid: _Grid, bar, ec
         for si, count in enumerate(spec.sessions):
             if count > full.sizes["session"]:
                 raise SimlabError(f"robustness sessions: {count} sessions asked, the run has {full.sizes['session']}")
-            acc, _, _ = _cell(select_access(full, ScheduleSpec(count=count)), spec.identify, n_jobs)
+            acc, _, _, _ = _cell(select_access(full, ScheduleSpec(count=count)), spec.identify, n_jobs)
             accuracy[ri, si] = acc.transpose("classifier", "split").values
             bar.update(1)
     return accuracy
@@ -269,7 +274,7 @@ def robustness(
         "interval": "Wilson 95% with p = mean split accuracy and n = test sites of one split",
         "cache": f"recordings/{CACHE}/",
     }
-    return result
+    return copy_health(grid.health, result)
 
 
 def _rig_measure(run: RunDirectory, rig: str) -> str:
@@ -313,7 +318,7 @@ def format_robustness(result: xr.Dataset, classifier: str | None = None) -> str:
     clf = classifier or str(result["classifier"].values[0])
     noise = [float(n) for n in result["noise"].values]
     lines = [f"{result.attrs.get('title', 'robustness')}: {clf}, {result.attrs.get('splits')} splits, "
-             f"chance {float(result.attrs.get('chance', np.nan)):.3f}"]
+             f"chance {float(result.attrs.get('chance', np.nan)):.3f}", *format_health(result)]
     for rig in result["rig"].values:
         cell = result.sel(rig=rig, classifier=clf)
         lines += ["", f"{rig} ({str(cell['measure'].values)}): rows units (median recorded), columns noise sd"]

@@ -15,6 +15,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from simlab.analysis.analyses import register_analysis
+from simlab.analysis.health import copy_health, format_health
 from simlab.analysis.identify import identify
 from simlab.errors import SimlabError
 from simlab.recording.schedule import select_sessions
@@ -116,13 +117,14 @@ def trajectory_access(
         schedule=("access", np.array(described, dtype=str)),
     )
     combined.attrs.update({"schema": SCHEMA, "title": f"identification of {spec.target} from part of the trajectory"})
-    return combined
+    return copy_health(results[0], combined)  # every access has the same subjects
 
 
 def format_trajectory(results: xr.Dataset) -> str:
     """Mean ± s.e.m. accuracy per access (rows) and feature set (columns), per classifier."""
     sets = [str(f) for f in results["feature_set"].values]
-    lines = [f"{results.attrs.get('title', 'trajectory access')} (chance {float(results.attrs.get('chance', np.nan)):.3f})"]
+    lines = [f"{results.attrs.get('title', 'trajectory access')} (chance {float(results.attrs.get('chance', np.nan)):.3f})",
+             *format_health(results)]
     for clf in results["classifier"].values:
         lines += ["", f"{clf}:", f"  {'access':<16}{'sessions':>9}  " + "  ".join(f"{f:>16}" for f in sets)]
         for acc in results["access"].values:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from simlab.cli import options
-from simlab.specs.analyses import ConfoundSpec, IdentifySpec, RobustnessSpec
+from simlab.specs.analyses import DEFAULT_MARGIN, ConfoundSpec, IdentifySpec, RobustnessSpec
 
 __all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands", "add_identify_options"]
 
@@ -41,6 +41,10 @@ def add_identify_options(parser: argparse.ArgumentParser, analysis: bool = True,
     group.add_argument("--target", help="subject coordinate to predict, e.g. learning_rule, credit_mechanism, "
                        f"optimizer, task_family, architecture (default {default(IdentifySpec, 'target')})")
     group.add_argument("--seed", type=int, help=f"seed of the splits and classifiers (default {default(IdentifySpec, 'seed')})")
+    group.add_argument("--min-gain", dest="health", type=options.min_gain, metavar="G",
+                       help="leave out, before any split, subjects whose final accuracy (or probe accuracy) is less "
+                       "than G above their own untrained value; the count excluded per rule is printed (default: "
+                       f"exclude none, report who learned by {DEFAULT_MARGIN:g})")
     if analysis and rigs:
         group.add_argument("--rigs", nargs="+", metavar="RIG", help="use the recordings of these rigs of the "
                            "protocol (default: all of them, combined)")

@@ -20,7 +20,7 @@ from simlab._version import __version__
 from simlab.cli import options
 from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands, add_identify_options
 from simlab.errors import SimlabError
-from simlab.specs.analyses import IdentifySpec
+from simlab.specs.analyses import DEFAULT_MARGIN, HealthSpec, IdentifySpec
 from simlab.specs.protocol import Calibrate
 from simlab.specs.rigs import RigSpec, ScheduleSpec, StimulusSpec
 
@@ -191,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", type=Path, help="run directory, recording or results file")
     info.add_argument("--health", action="store_true",
                       help="for a run directory or its subjects.nc: a Markdown table of mean final accuracy "
-                      "(or probe accuracy) per learning rule x architecture / task")
+                      "(or probe accuracy) per learning rule x architecture / task, marking cells with subjects "
+                      "that did not learn")
+    info.add_argument("--min-gain", dest="health_setting", type=options.min_gain, metavar="G",
+                      help="with --health: a subject learned when its final accuracy is at least G above its "
+                      "untrained value (default: the protocol's identify health min_gain, else "
+                      f"{DEFAULT_MARGIN:g})")
     add_analysis_commands(commands)
     return parser
 
@@ -321,6 +326,21 @@ def cmd_identify(args) -> int:
     return 0
 
 
+def info_health(run_dir: Path, given: dict | None) -> HealthSpec:
+    """The health setting of ``simlab info --health``: ``--min-gain`` if given, else the run's
+    protocol's identify health setting (where the table is in a run), else the default."""
+    from simlab.rundir import RunDirectory
+
+    if given is not None:
+        return HealthSpec(**given)
+    run = RunDirectory(run_dir)
+    if run.protocol_file.is_file():
+        identify = run.protocol.analyses.get("identify")
+        if identify is not None:
+            return identify.health
+    return HealthSpec()
+
+
 def cmd_info(args) -> int:
     from simlab.info import describe_path, health_table
 
@@ -333,8 +353,10 @@ def cmd_info(args) -> int:
         with xr.open_dataset(path) as table:
             if "final_accuracy" not in table.coords:
                 raise SimlabError(f"{path}: not a subject table (no final_accuracy)")
-            print(health_table(table.load()))
+            print(health_table(table.load(), info_health(path.parent, args.health_setting)))
         return 0
+    if args.health_setting is not None:
+        raise SimlabError("--min-gain goes with --health")
     print(describe_path(args.path))
     return 0
 

@@ -61,6 +61,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def min_gain(text: str) -> dict:
+    """``--min-gain G``: the identification's ``health`` setting ``{min_gain: G}``, G >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a gain in accuracy >= 0 such as 0.05, got {text!r}") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a gain in accuracy >= 0 such as 0.05, got {text!r}")
+    return {"min_gain": value}
+
+
 def default(model, field: str) -> str:
     """A settings model's default, as help text shows it: one source of truth for defaults."""
     value = model.model_fields[field].get_default(call_default_factory=True)
@@ -70,7 +81,8 @@ def default(model, field: str) -> str:
 
 
 # identification flags shared by identify and every analysis of a run (dest = IdentifySpec field)
-IDENTIFY_SETTINGS = ("splits", "target", "group_by", "preset", "features", "importance", "seed", "classifiers")
+IDENTIFY_SETTINGS = ("splits", "target", "group_by", "preset", "features", "importance", "seed", "classifiers",
+                     "health")
 
 # parameters an error may name that no flag of the command sets by that name
 EXTRA_FLAGS: dict[str, dict[str, str]] = {

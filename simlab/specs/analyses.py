@@ -20,6 +20,34 @@ from simlab.specs.rigs import RigSpec, ScheduleSpec
 
 CLASSIFIERS = ("random_forest", "linear_svm")
 
+DEFAULT_MARGIN = 0.05
+"""The gain over the untrained network that health reports use when no ``min_gain`` is set."""
+
+
+class HealthSpec(BaseModel):
+    """Which subjects learned: not diverged, and a final health metric (``final_accuracy``)
+    at least ``min_gain`` above the same subject's untrained value (``initial_accuracy``).
+
+    Every classifying analysis reports, per learning rule, how many subjects learned. With
+    ``min_gain`` None (the default) the report uses :data:`DEFAULT_MARGIN` and excludes
+    nothing (diverged subjects are always left out); with a value, subjects that did not learn
+    by it are left out before any split.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_gain: Optional[float] = Field(None, ge=0.0)
+
+    @property
+    def margin(self) -> float:
+        """The gain a subject must reach to count as learned."""
+        return DEFAULT_MARGIN if self.min_gain is None else float(self.min_gain)
+
+    @property
+    def excludes(self) -> bool:
+        """Whether subjects that did not learn are left out (else only reported)."""
+        return self.min_gain is not None
+
 
 class IdentifySpec(BaseModel):
     """Identify the learning rule (or another subject factor) from session trajectories.
@@ -31,6 +59,8 @@ class IdentifySpec(BaseModel):
     single ``observables``, or ``both``. ``group_by: subject`` keeps all layers of a subject
     on one side of every split; ``layer`` reproduces the reference's splits over layers.
     ``importance``: also compute impurity and permutation feature importance.
+    ``health``: which subjects count as having learned, and whether those that did not are
+    left out (:class:`HealthSpec`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +74,7 @@ class IdentifySpec(BaseModel):
     target: str = "learning_rule"
     importance: bool = False
     seed: int = 0
+    health: HealthSpec = Field(default_factory=HealthSpec)
 
     @field_validator("classifiers")
     @classmethod

@@ -267,7 +267,7 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
             "session": np.arange(len(session_steps)),
             "session_step": ("session", session_steps),
             "population": ("subject", [population_of[s.index] for s in subjects]),
-            **subject_coords(protocol, plan, accuracy[:, -1], status),
+            **subject_coords(protocol, plan, accuracy[:, -1], status, initial_accuracy=accuracy[:, 0]),
         },
         attrs={"title": f"{protocol.name}: subjects", "protocol": protocol.to_yaml()},
     )
@@ -297,11 +297,18 @@ def task_family(protocol: Protocol, subject) -> str:
     return subject_labels(protocol, subject)["task_family"]
 
 
-def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status) -> dict[str, tuple]:
+def subject_coords(
+    protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndarray, status, initial_accuracy: np.ndarray | None = None
+) -> dict[str, tuple]:
     """The per-subject coordinates that every recording and the subject table carry: factors,
     labels, health, and the settings each subject trained with (every rate of any rule as a
     number, NaN for a rule without it; all settings as JSON in ``rule_settings``; the
-    gradient clipping, NaN when off)."""
+    gradient clipping, NaN when off).
+
+    ``initial_accuracy``: the health metric at step 0 (the untrained network), which the
+    analyses' health check compares ``final_accuracy`` with (NaN where not given)."""
+    if initial_accuracy is None:
+        initial_accuracy = np.full(len(plan.subjects), np.nan)
     subjects = plan.subjects
     labels = [subject_labels(protocol, s) for s in subjects]
     rates = list(dict.fromkeys(name for s in subjects for name in rate_fields(s.hyperparameters)))
@@ -317,6 +324,7 @@ def subject_coords(protocol: Protocol, plan: CohortPlan, final_accuracy: np.ndar
         "seed": ("subject", np.array([s.seed for s in subjects], np.int64)),
         "replicate": ("subject", np.array([s.replicate for s in subjects], np.int64)),
         "final_accuracy": ("subject", np.asarray(final_accuracy, np.float32)),
+        "initial_accuracy": ("subject", np.asarray(initial_accuracy, np.float32)),
         "health_metric": ("subject", [lab["health_metric"] for lab in labels]),
         "status": ("subject", np.asarray(status).astype(str)),
         **{
