@@ -116,15 +116,20 @@ def test_a_single_block_list_plans_like_the_mapping():
     assert [s.id for s in plan_cohort(listed).subjects] == [s.id for s in plan_cohort(single).subjects]
 
 
-def test_image_nets_get_a_tenth_of_the_sgd_learning_rates_unless_overridden():
+def test_image_nets_get_the_calibrated_table_or_a_tenth_of_the_sgd_learning_rates_unless_overridden():
+    from simlab.specs.rules import family_defaults
+
     protocol = parse_protocol(BLOCKS.replace("learning_rule: sgdm\n", "learning_rule: [sgdm, adam, feedback_alignment]\n"))
     assert protocol.rule_hyperparameters("sgdm", "mlp").learning_rate == 0.05
+    assert family_defaults("sgdm", "knet") is None  # not in the shipped table: a tenth of 0.05
     assert protocol.rule_hyperparameters("sgdm", "knet").learning_rate == 0.005
-    assert protocol.rule_hyperparameters("feedback_alignment", "knet").learning_rate == 0.0005
+    table = family_defaults("feedback_alignment", "knet").rates["learning_rate"]  # the shipped table's
+    assert protocol.rule_hyperparameters("feedback_alignment", "knet").learning_rate == table
     assert protocol.rule_hyperparameters("adam", "knet") == protocol.rule_hyperparameters("adam", "mlp")
     assert protocol.rule_hyperparameters("sgdm", "knet").momentum == 0.9
     text = describe(protocol, plan_cohort(protocol))
-    assert "  sgdm (mlp, conv1d): learning_rate=0.05," in text and "  sgdm (knet): learning_rate=0.005," in text
+    assert "  sgdm (mlp/mnist1d/b32, conv1d/mnist1d/b32): learning_rate=0.05," in text
+    assert "  sgdm (knet/teacher_image/b16, knet/teacher_image/b32): learning_rate=0.005," in text
     overridden = parse_protocol(BLOCKS + "training:\n  rules:\n    sgdm: {learning_rate: 0.02}\n")
     assert overridden.rule_hyperparameters("sgdm", "knet").learning_rate == 0.02
     assert overridden.rule_hyperparameters("sgdm", "mlp").learning_rate == 0.02
