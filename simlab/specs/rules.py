@@ -125,11 +125,13 @@ class NodePerturbation(SGDMomentum):
 class Hebbian(SGDMomentum):
     """Hidden layers learn by Oja's subspace rule at rate ``hebbian_learning_rate`` (with
     ``normalization`` "input_power": divided by each layer's mean squared input norm); the
-    readout by the objective's gradient at ``learning_rate``; both with SGD and momentum."""
+    readout by the objective's gradient at ``learning_rate`` (``normalize_readout``: divided
+    by its input's mean squared norm too); both with SGD and momentum."""
 
     learning_rate: PositiveFloat = 0.05
     hebbian_learning_rate: PositiveFloat = 0.001
     normalization: Literal["none", "input_power"] = "none"
+    normalize_readout: bool = False
 
 
 class _RegistryView(Mapping[str, type[RuleHyperparameters]]):

@@ -404,7 +404,8 @@ def np_patch_power(x, width, stride):
 def test_input_power_normalized_oja_matches_numpy():
     """normalization="input_power": each hidden layer's Oja gradient divided by the mean
     squared norm of its samples: the examples' inputs for dense layers (MLP), the patches for
-    a conv layer (counted by hand, padding excluded); the readout keeps its true gradient."""
+    a conv layer (counted by hand, padding excluded); the readout keeps its true gradient, or
+    with normalize_readout that over its input's mean squared norm."""
     _, network, initial, p32, _, x, y = _tiny_setup("hebb")
     rule = make_rule("hebbian", Hebbian(normalization="input_power"))
     grads = _np_estimate(rule, p32, x, y, None, network)
@@ -413,6 +414,12 @@ def test_input_power_normalized_oja_matches_numpy():
     for site in SITES[:-1]:
         power = np.mean(np.sum(inputs[site] ** 2, axis=1))
         expected[site]["w"] = expected[site]["w"] / power
+    base.assert_tree_close(grads, expected, rtol=1e-4, atol=1e-7)
+    # normalize_readout: the readout's true gradient over its own input's power too
+    rule_all = make_rule("hebbian", Hebbian(normalization="input_power", normalize_readout=True))
+    grads = _np_estimate(rule_all, p32, x, y, None, network)
+    power = np.mean(np.sum(inputs["readout"] ** 2, axis=1))
+    expected["readout"] = {k: g / power for k, g in expected["readout"].items()}
     base.assert_tree_close(grads, expected, rtol=1e-4, atol=1e-7)
 
     network = Network(Conv1DSpec(channels=[2], kernel_size=3, stride=2, hidden=[]), base.N_CLASSES, "backprop")
