@@ -171,7 +171,7 @@ def input_power(op, x, kernel):
     return jnp.mean(op(x * x, jnp.ones((*kernel.shape[:-1], 1), x.dtype)))
 
 
-def hebbian_estimate(normalization: str = "none", normalize_readout: bool = False):
+def hebbian_estimate(normalization: str = "none"):
     """Hidden layers: Oja's subspace rule (:func:`oja_gradient`, unsupervised; biases get 0).
     The readout: the true gradient of the objective, its input detached (a supervised readout
     on the Hebbian features).
@@ -182,9 +182,6 @@ def hebbian_estimate(normalization: str = "none", normalize_readout: bool = Fals
     deep conv layers (many channels x patch positions) have E||x||^2 of hundreds or more and
     growing, so an unnormalized rate that suits the first layer diverges in the fifth.
     Normalized, eta is a dimensionless step that means the same on every layer.
-    ``normalize_readout`` divides the readout's gradient by its own input power too (the
-    normalized LMS delta rule, Widrow & Lehr 1990): Oja's rule concentrates the features'
-    energy in their principal directions, and the readout's input grows with it.
     """
 
     def estimate(loss, params, state, inputs, targets, *, network, objective, **_):
@@ -199,9 +196,6 @@ def hebbian_estimate(normalization: str = "none", normalize_readout: bool = Fals
                 if normalization == "input_power":
                     oja = oja / (input_power(op, site.input, kernel) + 1e-12)
                 grads[name] = {"w": oja, "b": jnp.zeros_like(params[name]["b"])}
-        if normalize_readout:
-            power = input_power(network.ops[readout], sites[readout].input, params[readout]["w"]) + 1e-12
-            grads[readout] = jax.tree.map(lambda g: g / power, grads[readout])
         return value, sites, grads
 
     return estimate
@@ -235,5 +229,5 @@ def hebbian(hyper: Hebbian) -> LearningRule:
     """Oja's subspace rule in hidden layers at ``hebbian_learning_rate``, a supervised readout."""
     transforms = {"readout": weight_optimizer(hyper), "hebbian": weight_optimizer(hyper, hyper.hebbian_learning_rate)}
     optimizer = optax.multi_transform(transforms, _readout_labels)
-    estimate = hebbian_estimate(hyper.normalization, hyper.normalize_readout)
+    estimate = hebbian_estimate(hyper.normalization)
     return LearningRule("hebbian", "backprop", optimizer, estimate=estimate)

@@ -119,19 +119,17 @@ class NodePerturbation(SGDMomentum):
     learning_rate: PositiveFloat = 0.0005
     noise_std: PositiveFloat = 0.01
     samples: int = Field(1, ge=1)
-    perturb: Literal["all", "each", "one"] = "all"
+    perturb: Literal["all", "each", "one"] = "each"
 
 
 class Hebbian(SGDMomentum):
     """Hidden layers learn by Oja's subspace rule at rate ``hebbian_learning_rate`` (with
     ``normalization`` "input_power": divided by each layer's mean squared input norm); the
-    readout by the objective's gradient at ``learning_rate`` (``normalize_readout``: divided
-    by its input's mean squared norm too); both with SGD and momentum."""
+    readout by the objective's gradient at ``learning_rate``; both with SGD and momentum."""
 
     learning_rate: PositiveFloat = 0.05
-    hebbian_learning_rate: PositiveFloat = 0.001
-    normalization: Literal["none", "input_power"] = "none"
-    normalize_readout: bool = False
+    hebbian_learning_rate: PositiveFloat = 0.1
+    normalization: Literal["none", "input_power"] = "input_power"
 
 
 class _RegistryView(Mapping[str, type[RuleHyperparameters]]):
