@@ -74,12 +74,12 @@ def perturbation_noise(key, shapes, noise_std: float, dtype=jnp.float32) -> dict
     return {name: noise_std * jax.random.normal(k, shape, dtype) for k, (name, shape) in zip(keys, shapes.items())}
 
 
-def node_perturbation_estimate(noise_std: float):
-    """Node perturbation: a clean and a noisy forward pass, and a scalar difference of losses.
+def node_perturbation_estimate(noise_std: float, samples: int = 1, perturb: str = "all"):
+    """Node perturbation: a clean forward pass, noisy ones, and scalar differences of losses.
 
-    With xi_l ~ N(0, sigma^2) added to every site's pre-activation at once (sigma =
-    ``noise_std``, all sites perturbed together, drawn from the step's key by
-    :func:`perturbation_noise`), and L_n, L~_n the clean and noisy losses of example n:
+    With xi_l ~ N(0, sigma^2) added to site l's pre-activation (sigma = ``noise_std``, drawn
+    from the step's key by :func:`perturbation_noise`), and L_n, L~_n the clean and noisy
+    losses of example n:
 
         g_W_l = 1/N sum_n (L~_n - L_n) / sigma^2 * x_{l,n}^T xi_{l,n}
         g_b_l = 1/N sum_n (L~_n - L_n) / sigma^2 * xi_{l,n}
@@ -90,6 +90,19 @@ def node_perturbation_estimate(noise_std: float):
     losses (``example_losses`` None), one reward serves the whole batch:
     g_W_l = (L~ - L) / sigma^2 * sum_n x_{l,n}^T xi_{l,n}, also unbiased to first order.
     The loss difference is the (negative) reward; descending g ascends the reward.
+
+    The estimate's variance grows with the number of units perturbed together (every other
+    unit's noise adds to the loss difference of site l), hence ``perturb``:
+
+    - "all": every site perturbed at once, one noisy pass (Fiete & Seung 2006);
+    - "each": one noisy pass per site with only that site perturbed (the same xi), each site
+      learning from its own loss difference: independent per-layer estimates, L noisy passes;
+    - "one": one site drawn uniformly per step (from ``fold_in(key, 1)``) is perturbed and
+      learns, its estimate times the number of sites L so that E[g] is still the gradient;
+      the other sites get 0.
+
+    ``samples`` K > 1 averages K such estimates, the k-th from key ``split(key, K)[k]``
+    (variance / K, K times the noisy passes); K = 1 uses the step's key itself.
     """
 
     def estimate(loss, params, state, inputs, targets, *, key=None, network, objective, **_):
@@ -97,20 +110,41 @@ def node_perturbation_estimate(noise_std: float):
             raise ValueError("node perturbation needs the step's random key")
         outputs, sites = network.apply(params, state, inputs)
         shapes = {name: site.output.shape for name, site in sites.items()}
-        noise = perturbation_noise(key, shapes, noise_std, outputs.dtype)
-        noisy, _ = network.apply(params, state, inputs, perturbations=noise)
         value = objective.output_loss(outputs, targets)
         n = outputs.shape[0]
-        if objective.example_losses is not None:
-            difference = (objective.example_losses(noisy, targets) - objective.example_losses(outputs, targets)) / n
-        else:
-            difference = jnp.full((n,), objective.output_loss(noisy, targets) - value)
-        weight = difference / noise_std**2
-        grads = {}
-        for name, site in sites.items():
-            cotangent = weight.reshape((n,) + (1,) * (noise[name].ndim - 1)) * noise[name]
-            grads[name] = site_pullback(network.ops[name], site.input, params[name], cotangent)
-        return value, sites, grads
+        per_example = objective.example_losses is not None
+        clean = objective.example_losses(outputs, targets) if per_example else value
+
+        def reward_weights(noise):
+            """(L~_n - L_n) / (N sigma^2) per example, from a noisy pass with ``noise``."""
+            noisy, _ = network.apply(params, state, inputs, perturbations=noise)
+            if per_example:
+                difference = (objective.example_losses(noisy, targets) - clean) / n
+            else:
+                difference = jnp.full((n,), objective.output_loss(noisy, targets) - value)
+            return difference / noise_std**2
+
+        def site_estimate(name, weight, xi, scale=1.0):
+            cotangent = scale * weight.reshape((n,) + (1,) * (xi.ndim - 1)) * xi
+            return site_pullback(network.ops[name], sites[name].input, params[name], cotangent)
+
+        def one_sample(key):
+            noise = perturbation_noise(key, shapes, noise_std, outputs.dtype)
+            if perturb == "all":
+                weight = reward_weights(noise)
+                return {name: site_estimate(name, weight, noise[name]) for name in sites}
+            if perturb == "each":
+                alone = lambda name: {o: xi if o == name else jnp.zeros_like(xi) for o, xi in noise.items()}  # noqa: E731
+                return {name: site_estimate(name, reward_weights(alone(name)), noise[name]) for name in sites}
+            chosen = jax.random.randint(jax.random.fold_in(key, 1), (), 0, len(shapes))
+            masked = {name: jnp.where(chosen == i, xi, 0.0) for i, (name, xi) in enumerate(noise.items())}
+            weight = reward_weights(masked)
+            return {name: site_estimate(name, weight, masked[name], len(shapes)) for name in sites}
+
+        if samples == 1:
+            return value, sites, one_sample(key)
+        estimates = jax.vmap(one_sample)(jax.random.split(key, samples))
+        return value, sites, jax.tree.map(lambda g: jnp.mean(g, axis=0), estimates)
 
     return estimate
 
@@ -131,21 +165,40 @@ def oja_gradient(op, x, kernel):
     return (decay - hebbian) / flat.shape[0]
 
 
-def hebbian_estimate(loss, params, state, inputs, targets, *, network, objective, **_):
+def input_power(op, x, kernel):
+    """E_n ||x_n||^2: the mean squared norm of the samples a site's kernel sees (an example's
+    input for a dense layer, a patch for a convolution: op(x * x, ones) sums each patch)."""
+    return jnp.mean(op(x * x, jnp.ones((*kernel.shape[:-1], 1), x.dtype)))
+
+
+def hebbian_estimate(normalization: str = "none"):
     """Hidden layers: Oja's subspace rule (:func:`oja_gradient`, unsupervised; biases get 0).
     The readout: the true gradient of the objective, its input detached (a supervised readout
-    on the Hebbian features)."""
-    outputs, site_outputs, sites, pullback = _detached_forward(network, params, state, inputs)
-    value, error = _output_error(objective, outputs, targets)
-    grads = pullback((error, jax.tree.map(jnp.zeros_like, site_outputs)))
-    readout = network.site_names[-1]
-    for name, site in sites.items():
-        if name != readout:
-            grads[name] = {
-                "w": oja_gradient(network.ops[name], site.input, params[name]["w"]),
-                "b": jnp.zeros_like(params[name]["b"]),
-            }
-    return value, sites, grads
+    on the Hebbian features).
+
+    ``normalization`` "input_power" divides each hidden layer's Oja step by
+    :func:`input_power` of its batch (the normalized-rate form of Hebbian/LMS rules): SGD at
+    rate eta on Oja's rule is stable only for eta E||x||^2 below about 1, and the inputs of
+    deep conv layers (many channels x patch positions) have E||x||^2 of hundreds or more and
+    growing, so an unnormalized rate that suits the first layer diverges in the fifth.
+    Normalized, eta is a dimensionless step that means the same on every layer.
+    """
+
+    def estimate(loss, params, state, inputs, targets, *, network, objective, **_):
+        outputs, site_outputs, sites, pullback = _detached_forward(network, params, state, inputs)
+        value, error = _output_error(objective, outputs, targets)
+        grads = pullback((error, jax.tree.map(jnp.zeros_like, site_outputs)))
+        readout = network.site_names[-1]
+        for name, site in sites.items():
+            if name != readout:
+                op, kernel = network.ops[name], params[name]["w"]
+                oja = oja_gradient(op, site.input, kernel)
+                if normalization == "input_power":
+                    oja = oja / (input_power(op, site.input, kernel) + 1e-12)
+                grads[name] = {"w": oja, "b": jnp.zeros_like(params[name]["b"])}
+        return value, sites, grads
+
+    return estimate
 
 
 # --------------------------------------------------------------------------- the rules
@@ -161,7 +214,7 @@ def direct_feedback_alignment(hyper: DirectFeedbackAlignment) -> LearningRule:
 @register_rule("node_perturbation", NodePerturbation, reward_modulated=True)
 def node_perturbation(hyper: NodePerturbation) -> LearningRule:
     """The gradient estimated from the loss change under noise: a scalar reward per example."""
-    estimate = node_perturbation_estimate(hyper.noise_std)
+    estimate = node_perturbation_estimate(hyper.noise_std, hyper.samples, hyper.perturb)
     return LearningRule("node_perturbation", "backprop", weight_optimizer(hyper), estimate=estimate)
 
 
@@ -176,4 +229,5 @@ def hebbian(hyper: Hebbian) -> LearningRule:
     """Oja's subspace rule in hidden layers at ``hebbian_learning_rate``, a supervised readout."""
     transforms = {"readout": weight_optimizer(hyper), "hebbian": weight_optimizer(hyper, hyper.hebbian_learning_rate)}
     optimizer = optax.multi_transform(transforms, _readout_labels)
-    return LearningRule("hebbian", "backprop", optimizer, estimate=hebbian_estimate)
+    estimate = hebbian_estimate(hyper.normalization)
+    return LearningRule("hebbian", "backprop", optimizer, estimate=estimate)

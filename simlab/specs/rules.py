@@ -113,18 +113,25 @@ class DirectFeedbackAlignment(SGDMomentum):
 
 class NodePerturbation(SGDMomentum):
     """Gradient estimated from the loss change under Gaussian noise (std ``noise_std``) added
-    to every layer's pre-activation; W trained with SGD and momentum."""
+    to the layers' pre-activations; W trained with SGD and momentum. ``perturb``: "all"
+    layers at once, "each" layer in its own noisy pass, or "one" layer drawn per step;
+    ``samples``: noise draws averaged per step (see
+    :func:`simlab.rules.estimates.node_perturbation_estimate`)."""
 
     learning_rate: PositiveFloat = 0.0005
     noise_std: PositiveFloat = 0.01
+    samples: int = Field(1, ge=1)
+    perturb: Literal["all", "each", "one"] = "each"
 
 
 class Hebbian(SGDMomentum):
-    """Hidden layers learn by Oja's subspace rule at rate ``hebbian_learning_rate``; the
+    """Hidden layers learn by Oja's subspace rule at rate ``hebbian_learning_rate`` (with
+    ``normalization`` "input_power": divided by each layer's mean squared input norm); the
     readout by the objective's gradient at ``learning_rate``; both with SGD and momentum."""
 
     learning_rate: PositiveFloat = 0.05
-    hebbian_learning_rate: PositiveFloat = 0.001
+    hebbian_learning_rate: PositiveFloat = 0.1
+    normalization: Literal["none", "input_power"] = "input_power"
 
 
 class _RegistryView(Mapping[str, type[RuleHyperparameters]]):

@@ -11,7 +11,12 @@ hand-written convolution of test_credit):
 - hebbian: g_W = (W Y^T Y - X^T Y) / N with Y = X W (patches and positions as samples for a
   conv), g_b = 0; readout: the true gradient.
 Then the known behaviours: DFA's B is fixed and replaces W; node perturbation's estimate
-averages to the gradient; Oja's rule finds the principal subspace; vmap equals the loop.
+averages to the gradient (every ``perturb`` mode); Oja's rule finds the principal subspace;
+vmap equals the loop. The options: ``samples`` K is the mean of K one-sample estimates with
+keys split(key, K); ``perturb`` "each" is, per site, the estimate with only that site's
+noise; "one" is that times the number of sites in the drawn site and 0 elsewhere;
+``normalization`` "input_power" is Oja's gradient over the mean squared norm of the
+examples (dense) or patches (conv, counted by hand).
 """
 
 from __future__ import annotations
@@ -37,14 +42,14 @@ from simlab.training.objectives import CROSS_ENTROPY, objective_loss
 from simlab.training.population import train_population
 
 from . import test_rules as base
-from .test_credit import np_conv, np_conv_kernel_grad
+from .test_credit import np_conv, np_conv_kernel_grad, same_padding
 
 HIDDEN = (4, 3)
 SITES = ("dense_0", "dense_1", "readout")
 CASES = {
     "dfa": ("direct_feedback_alignment", DirectFeedbackAlignment(learning_rate=0.1)),
-    "np": ("node_perturbation", NodePerturbation(learning_rate=0.05, noise_std=0.1)),
-    "hebb": ("hebbian", Hebbian(learning_rate=0.1, hebbian_learning_rate=0.05)),
+    "np": ("node_perturbation", NodePerturbation(learning_rate=0.05, noise_std=0.1, perturb="all")),
+    "hebb": ("hebbian", Hebbian(learning_rate=0.1, hebbian_learning_rate=0.05, normalization="none")),
 }
 STEPS = 3
 
@@ -201,7 +206,7 @@ def test_node_perturbation_batch_reward_without_example_losses():
     """An objective whose loss does not split over examples: one reward for the batch."""
     _, network, initial, p32, _, x, y = _tiny_setup("np")
     sigma = 0.2
-    rule = make_rule("node_perturbation", NodePerturbation(noise_std=sigma))
+    rule = make_rule("node_perturbation", NodePerturbation(noise_std=sigma, perturb="all"))
     objective = CROSS_ENTROPY._replace(example_losses=None)
     key = jax.random.key(7)
     value, sites, grads = rule.estimate(
@@ -216,11 +221,12 @@ def test_node_perturbation_batch_reward_without_example_losses():
         rule.estimate(None, p32, {}, jnp.asarray(x), jnp.asarray(y), network=network, objective=objective)
 
 
-def test_node_perturbation_averages_to_the_gradient():
+@pytest.mark.parametrize("perturb", ["all", "each", "one"])
+def test_node_perturbation_averages_to_the_gradient(perturb):
     """Over many noise draws: the mean estimate points along the true gradient of every layer
     (cosine > 0.9), and the readout's mean is the true gradient within its standard error."""
     _, network, _, p32, _, x, y = _tiny_setup("np")
-    rule = make_rule("node_perturbation", NodePerturbation(noise_std=0.01))
+    rule = make_rule("node_perturbation", NodePerturbation(noise_std=0.01, perturb=perturb))
     xb, yb = jnp.asarray(x), jnp.asarray(y)
     draws = 4000
 
@@ -240,6 +246,84 @@ def test_node_perturbation_averages_to_the_gradient():
         assert np.all(np.abs(z) < 4.5), z
 
 
+def _np_estimate(rule, p32, x, y, key, network):
+    _, _, grads = rule.estimate(None, p32, {}, jnp.asarray(x), jnp.asarray(y), key=key, network=network,
+                                objective=CROSS_ENTROPY)
+    return jax.tree.map(np.asarray, grads)
+
+
+def _mlp_noise(key, initial, n, sigma):
+    return {k: np.asarray(v, np.float64) for k, v in perturbation_noise(
+        key, {s: (n, initial[s]["w"].shape[1]) for s in SITES}, sigma).items()}
+
+
+def test_node_perturbation_samples_average_single_estimates():
+    """samples=K: the mean of the K one-sample estimates from the keys split(key, K), and
+    numpy's mean of the K references."""
+    _, network, initial, p32, _, x, y = _tiny_setup("np")
+    sigma, key, k = 0.1, jax.random.key(9), 3
+    averaged = _np_estimate(make_rule("node_perturbation", NodePerturbation(noise_std=sigma, samples=k, perturb="all")),
+                            p32, x, y, key, network)
+    single = make_rule("node_perturbation", NodePerturbation(noise_std=sigma, perturb="all"))
+    singles = [_np_estimate(single, p32, x, y, sub, network) for sub in jax.random.split(key, k)]
+    base.assert_tree_close(averaged, jax.tree.map(lambda *g: np.mean(g, 0), *singles), rtol=1e-5, atol=1e-7)
+    references = [np_node_perturbation(initial, x.astype(np.float64), y, _mlp_noise(sub, initial, len(x), sigma), sigma)
+                  for sub in jax.random.split(key, k)]
+    base.assert_tree_close(averaged, jax.tree.map(lambda *g: np.mean(g, 0), *references), rtol=2e-3, atol=1e-5)
+    assert not np.allclose(singles[0]["dense_0"]["w"], singles[1]["dense_0"]["w"])  # distinct draws
+
+
+def _alone(noise, site):
+    return {s: v if s == site else np.zeros_like(v) for s, v in noise.items()}
+
+
+def test_node_perturbation_each_layer_learns_from_its_own_noise():
+    """perturb="each": site l's estimate is numpy's with only site l perturbed (same xi)."""
+    _, network, initial, p32, _, x, y = _tiny_setup("np")
+    sigma, key = 0.1, jax.random.key(9)
+    grads = _np_estimate(make_rule("node_perturbation", NodePerturbation(noise_std=sigma, perturb="each")),
+                         p32, x, y, key, network)
+    noise = _mlp_noise(key, initial, len(x), sigma)
+    x64 = x.astype(np.float64)
+    for site in SITES:
+        expected = np_node_perturbation(initial, x64, y, _alone(noise, site), sigma)[site]
+        base.assert_tree_close({site: grads[site]}, {site: expected}, rtol=2e-3, atol=1e-5)
+    together = np_node_perturbation(initial, x64, y, noise, sigma)
+    assert not np.allclose(grads["dense_0"]["w"], together["dense_0"]["w"], rtol=0.05)  # not the "all" estimate
+
+
+def test_node_perturbation_one_layer_per_step():
+    """perturb="one": the site drawn from fold_in(key, 1) gets 3 (the number of sites) times
+    numpy's estimate with only it perturbed; every other site gets exactly 0; over keys every
+    site is drawn."""
+    _, network, initial, p32, _, x, y = _tiny_setup("np")
+    sigma = 0.1
+    rule = make_rule("node_perturbation", NodePerturbation(noise_std=sigma, perturb="one"))
+    drawn = set()
+    for seed in range(12):
+        key = jax.random.key(seed)
+        grads = _np_estimate(rule, p32, x, y, key, network)
+        chosen = SITES[int(jax.random.randint(jax.random.fold_in(key, 1), (), 0, len(SITES)))]
+        drawn.add(chosen)
+        noise = _alone(_mlp_noise(key, initial, len(x), sigma), chosen)
+        expected = np_node_perturbation(initial, x.astype(np.float64), y, noise, sigma)[chosen]
+        scaled = {chosen: jax.tree.map(lambda g: len(SITES) * g, expected)}
+        base.assert_tree_close({chosen: grads[chosen]}, scaled, rtol=2e-3, atol=1e-5)
+        for site in set(SITES) - {chosen}:
+            for k in "wb":
+                np.testing.assert_array_equal(grads[site][k], 0.0)
+    assert drawn == set(SITES)
+
+
+def test_node_perturbation_options_are_validated():
+    with pytest.raises(ValueError, match="samples"):
+        NodePerturbation(samples=0)
+    with pytest.raises(ValueError, match="perturb"):
+        NodePerturbation(perturb="layers")
+    with pytest.raises(ValueError, match="normalization"):
+        Hebbian(normalization="weights")
+
+
 def test_noise_and_hebbian_on_a_conv_layer_match_numpy():
     """Node perturbation and Oja's rule on a conv site (positions as samples), one batch."""
     network = Network(Conv1DSpec(channels=[2], kernel_size=3, stride=2, hidden=[]), base.N_CLASSES, "backprop")
@@ -256,7 +340,7 @@ def test_noise_and_hebbian_on_a_conv_layer_match_numpy():
         return h, h @ p["readout"]["w"] + p["readout"]["b"] + noise["readout"]
 
     sigma, key = 0.1, jax.random.key(11)
-    rule = make_rule("node_perturbation", NodePerturbation(noise_std=sigma))
+    rule = make_rule("node_perturbation", NodePerturbation(noise_std=sigma, perturb="all"))
     _, _, grads = rule.estimate(None, params, {}, jnp.asarray(x), jnp.asarray(y), key=key, network=network,
                                 objective=CROSS_ENTROPY)
     shapes = {"conv_0": (5, 4, 2), "readout": (5, base.N_CLASSES)}
@@ -271,7 +355,7 @@ def test_noise_and_hebbian_on_a_conv_layer_match_numpy():
     }
     base.assert_tree_close(jax.tree.map(np.asarray, grads), expected, rtol=2e-3, atol=1e-5)
 
-    hebbian = make_rule("hebbian")
+    hebbian = make_rule("hebbian", Hebbian(normalization="none"))
     _, _, grads = hebbian.estimate(None, params, {}, jnp.asarray(x), jnp.asarray(y), network=network,
                                    objective=CROSS_ENTROPY)
     w = p["conv_0"]["w"]
@@ -303,6 +387,47 @@ def test_hebbian_readout_gets_exactly_the_true_gradient():
         assert not np.allclose(grads[site]["w"], true[site]["w"], atol=1e-4)
 
 
+def np_patch_power(x, width, stride):
+    """Mean over (example, output position) of the squared norm of the SAME-padded patch."""
+    n, length, _ = x.shape
+    out_length, before = same_padding(length, width, stride)
+    total = 0.0
+    for b in range(n):
+        for o in range(out_length):
+            for w in range(width):
+                pos = o * stride + w - before
+                if 0 <= pos < length:
+                    total += np.sum(x[b, pos] ** 2)
+    return total / (n * out_length)
+
+
+def test_input_power_normalized_oja_matches_numpy():
+    """normalization="input_power": each hidden layer's Oja gradient divided by the mean
+    squared norm of its samples: the examples' inputs for dense layers (MLP), the patches for
+    a conv layer (counted by hand, padding excluded); the readout keeps its true gradient."""
+    _, network, initial, p32, _, x, y = _tiny_setup("hebb")
+    rule = make_rule("hebbian", Hebbian(normalization="input_power"))
+    grads = _np_estimate(rule, p32, x, y, None, network)
+    expected = np_hebbian(initial, x.astype(np.float64), y)
+    _, inputs, _ = np_forward(initial, x.astype(np.float64))
+    for site in SITES[:-1]:
+        power = np.mean(np.sum(inputs[site] ** 2, axis=1))
+        expected[site]["w"] = expected[site]["w"] / power
+    base.assert_tree_close(grads, expected, rtol=1e-4, atol=1e-7)
+
+    network = Network(Conv1DSpec(channels=[2], kernel_size=3, stride=2, hidden=[]), base.N_CLASSES, "backprop")
+    rng = np.random.default_rng(5)
+    xc = (3.0 * rng.standard_normal((5, 7, 2))).astype(np.float32)
+    params, _ = network.init(jax.random.key(2), xc)
+    grads = _np_estimate(rule, params, xc, y[:5], None, network)
+    w, x64 = np.asarray(params["conv_0"]["w"], np.float64), xc.astype(np.float64)
+    flat = np_conv(x64, w, 2).reshape(-1, 2)
+    oja = ((w.reshape(-1, 2) @ (flat.T @ flat)).reshape(w.shape) - np_conv_kernel_grad(x64, np_conv(x64, w, 2), 2, 3)) / 20
+    power = np_patch_power(x64, 3, 2)
+    assert 9.0 * 2 < power < 9.0 * 6  # about 2 or 3 of the 3 positions of 2 channels at variance 9
+    np.testing.assert_allclose(grads["conv_0"]["w"], oja / power, rtol=1e-4, atol=1e-7)
+
+
 def _inputs(network, params, x):
     return {name: site.input for name, site in network.apply(params, {}, x)[1].items()}
 
@@ -316,7 +441,7 @@ def test_oja_finds_the_principal_subspace():
     x = ((rng.standard_normal((2000, 8)) * scales) @ basis.T).astype(np.float32)
     y = rng.integers(0, 2, 2000).astype(np.int32)
     task = TaskData("correlated", x[:, :, None], y, x[:16, :, None], y[:16], 2)
-    rule = make_rule("hebbian", Hebbian(hebbian_learning_rate=0.01, momentum=0.0))
+    rule = make_rule("hebbian", Hebbian(hebbian_learning_rate=0.01, momentum=0.0, normalization="none"))
     network = Network(MLPSpec(hidden=[3]), 2, rule.credit)
     result = train_population(network, rule, task, 32, 1500, [0, 1500], [0], "loop")
     w = result.params["dense_0"]["w"][0, -1].astype(np.float64)
