@@ -320,6 +320,8 @@ def test_record_poisson_states_every_rig_setting(tiny_run_copy, capsys):
         "rate_gain": 20.0,
         "count_window": 0.5,
         "seed": protocol_rig.seed,
+        "percentiles": "nearest",
+        "noise_placement": "terms",
         "schedule": {"window": [0.0, 1.0], "every": 1, "count": None, "spacing": "linear"},
         "stimuli": None,
         "keep_units": False,
