@@ -199,7 +199,8 @@ scaled by a power of two near max|x| (exact in floating point), so squares and f
 powers neither overflow nor underflow before the answer itself would. Where all values
 are equal the variance is exactly 0 (float32 rounding of the mean would otherwise leave a
 tiny positive variance and make skew rounding noise), and skew and kurtosis are NaN.
-Non-finite results are returned as NaN, never inf. ``xp``: jax.numpy (default) or numpy.
+Non-finite results are returned as NaN, never inf. ``xp``: jax.numpy (default) or numpy;
+``percentiles``: ``nearest`` (default, the reference's) or ``linear``.
 """
 weight_observables = _on_either_backend(_weight_observables)
 weight_observables.__doc__ = """Weight observables: ``w`` [..., n_synapses] -> [..., 21], ordered as
