@@ -45,6 +45,8 @@ RECORD_SETTINGS = {
     "rate_gain": ("rate_gain",),
     "count_window": ("count_window",),
     "seed": ("seed",),
+    "percentiles": ("percentiles",),
+    "noise_placement": ("noise_placement",),
     "sessions": ("schedule", "count"),
     "spacing": ("schedule", "spacing"),
     "window": ("schedule", "window"),
@@ -112,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--count-window", type=float, help="poisson: spike-counting window in seconds "
                        f"(default {default(RigSpec, 'count_window')})")
     noise.add_argument("--seed", type=int, help="the rig's seed for unit sampling and noise (default: the rig's)")
+    noise.add_argument("--noise-placement", choices=["terms", "total"], help="paired rig: noise on each input "
+                       "unit's term before the sum (terms, the reference's) or on the activity change (total) "
+                       f"(default {default(RigSpec, 'noise_placement')})")
+    stats = record.add_argument_group("statistics")
+    stats.add_argument("--percentiles", choices=["nearest", "linear"], help="median and third quartile: one of the "
+                       "values, as the reference's TensorFlow code (nearest), or linear interpolation "
+                       f"(default {default(RigSpec, 'percentiles')})")
     schedule = record.add_argument_group("schedule (which of the run's sessions)")
     schedule.add_argument("--sessions", type=int, help="record this many sessions (default: all)")
     schedule.add_argument("--spacing", choices=["linear", "log"], help="spacing of --sessions in training steps "

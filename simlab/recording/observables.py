@@ -7,10 +7,10 @@ float32 out, shape-polymorphic over leading batch axes, and works under ``jax.ji
 
 Definitions (reference/nayebi2020.md, DESIGN.md "Definitions"):
 
-- norm = sqrt(sum x^2); mean; median and thirdquartile are linear-interpolation quantiles 0.5
-  and 0.75 (numpy's default ``np.percentile``); var is the population variance (ddof 0);
-  skew is Pearson's second coefficient 3 (mean - median) / std; kurtosis is
-  E[(x - mean)^4] / var^2 (not excess kurtosis).
+- norm = sqrt(sum x^2); mean; median and thirdquartile are the percentiles 50 and 75 by the
+  rig's ``percentiles`` method (:func:`percentile_index`); var is the population variance
+  (ddof 0); skew is Pearson's second coefficient 3 (mean - median) / std, with that median;
+  kurtosis is E[(x - mean)^4] / var^2 (not excess kurtosis).
 - A statistic that is not finite is NaN: skew and kurtosis where all values are equal
   (std 0), and anything that overflows float32. A NaN anywhere in the input makes every
   statistic NaN.
@@ -24,6 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from simlab.specs.rigs import DEFAULT_PERCENTILES, PERCENTILE_METHODS
 
 MEASURES = ("weight", "activation", "activity_change")
 FUNCTIONS = ("raw", "abs", "sq")
@@ -75,9 +77,31 @@ def _all_functions(x, axis: int, xp):
     return xp.stack([apply_function(x, f, xp) for f in FUNCTIONS], axis=axis)
 
 
-def _quantile_sorted(xs, q: float, xp):
-    """Linear-interpolation quantile of values sorted along the last axis (numpy's default)."""
+def percentile_index(n: int, q: float) -> int:
+    """The rank (0-based, ascending) that the ``nearest`` method takes as quantile ``q`` of n values.
+
+    This is TensorFlow's ``tf.contrib.distributions.percentile`` with its default
+    ``interpolation="nearest"``, which the reference's observables code calls: it sorts in
+    descending order (``top_k``) and takes index ``round((n - 1) * (1 - q))``, where ``round``
+    is TensorFlow's, half to even. A value exactly between two ranks therefore goes to the
+    even descending index: for n = 4 the median is the lower middle value, for n = 6 the upper
+    one (numpy's ``method="nearest"``, which rounds the ascending position, picks the other
+    one whenever n is even). For q in {0.5, 0.75} the position is exact in floating point.
+    """
+    return n - 1 - round((n - 1) * (1.0 - q))  # Python's round is half to even, like tf.round
+
+
+def _quantile_sorted(xs, q: float, xp, method: str):
+    """Quantile ``q`` of values sorted (ascending) along the last axis.
+
+    ``linear``: interpolation between the two bracketing ranks (numpy's default
+    ``np.percentile``); ``nearest``: the reference's (:func:`percentile_index`).
+    """
     n = xs.shape[-1]
+    if method == "nearest":
+        return xs[..., percentile_index(n, q)]
+    if method != "linear":
+        raise ValueError(f"unknown percentile method {method!r}; expected one of {PERCENTILE_METHODS}")
     pos = q * (n - 1)
     lo = int(pos)  # floor: pos >= 0
     hi = min(lo + 1, n - 1)
@@ -86,7 +110,7 @@ def _quantile_sorted(xs, q: float, xp):
     return a + t * (b - a)
 
 
-def _statistics(x, xp):
+def _statistics(x, xp, percentiles: str = DEFAULT_PERCENTILES):
     x = xp.asarray(x, dtype=xp.float32)
     n = x.shape[-1]
     if n == 0:
@@ -109,8 +133,8 @@ def _statistics(x, xp):
     std_n = xp.sqrt(var_n)
     defined = std_n > 0
     safe_std = xp.where(defined, std_n, xp.float32(1.0))
-    median = _quantile_sorted(xs, 0.5, xp)
-    third = _quantile_sorted(xs, 0.75, xp)
+    median = _quantile_sorted(xs, 0.5, xp, percentiles)
+    third = _quantile_sorted(xs, 0.75, xp, percentiles)
     skew = xp.where(defined, 3.0 * (mean_n - median / scale) / safe_std, nan)
     z2 = xp.square(dev / safe_std[..., None])
     kurtosis = xp.where(defined, xp.mean(xp.square(z2), axis=-1), nan)
@@ -122,22 +146,23 @@ def _statistics(x, xp):
     return xp.where(xp.isfinite(out), out, nan)
 
 
-def _weight_observables(w, xp):
+def _weight_observables(w, xp, percentiles: str = DEFAULT_PERCENTILES):
     w = xp.asarray(w, dtype=xp.float32)
-    stats = _statistics(_all_functions(w, -2, xp), xp)  # [..., 3, 7]
+    stats = _statistics(_all_functions(w, -2, xp), xp, percentiles)  # [..., 3, 7]
     return stats.reshape(stats.shape[:-2] + (len(FUNCTIONS) * len(STATISTICS),))
 
 
-def _activation_observables(a, xp):
+def _activation_observables(a, xp, percentiles: str = DEFAULT_PERCENTILES):
     a = xp.asarray(a, dtype=xp.float32)
     if a.ndim < 2:
         raise ValueError(f"activations need shape [..., n_stimuli, n_units], got {a.shape}")
-    stats = _statistics(_all_functions(a, -3, xp), xp)  # [..., 3, n_stimuli, 7]
+    stats = _statistics(_all_functions(a, -3, xp), xp, percentiles)  # [..., 3, n_stimuli, 7]
     stats = xp.mean(stats, axis=-2)  # [..., 3, 7]
     return stats.reshape(stats.shape[:-2] + (len(FUNCTIONS) * len(STATISTICS),))
 
 
-def _activity_change_observables(v, xp):
+def _activity_change_observables(v, xp, percentiles: str = DEFAULT_PERCENTILES):
+    del percentiles  # no percentile among them: the value itself, averaged over stimuli
     v = xp.asarray(v, dtype=xp.float32)
     if v.ndim < 1:
         raise ValueError(f"activity changes need shape [..., n_stimuli], got {v.shape}")
@@ -148,15 +173,20 @@ def _activity_change_observables(v, xp):
 def _on_either_backend(implementation):
     """Public form of an implementation: jitted JAX by default, plain numpy with ``xp=np``.
 
-    Both run the same code. The numpy form exists for speed on CPU hosts: XLA's CPU sort is
-    about 200x slower than numpy's (1.4 s vs 7 ms for 21x256x320 float32 values, measured on
-    2 cores), and statistics are mostly sorting.
+    Both run the same code; ``percentiles`` names the percentile method (``nearest``, the
+    reference's and the default, or ``linear``). The numpy form exists for speed on CPU
+    hosts: XLA's CPU sort is about 200x slower than numpy's (1.4 s vs 7 ms for 21x256x320
+    float32 values, measured on 2 cores), and statistics are mostly sorting.
     """
-    jitted = jax.jit(functools.partial(implementation, xp=jnp))
+    jitted = {
+        method: jax.jit(functools.partial(implementation, xp=jnp, percentiles=method)) for method in PERCENTILE_METHODS
+    }
 
     @functools.wraps(implementation)
-    def observe(x, xp=jnp):
-        return implementation(x, xp=np) if xp is np else jitted(x)
+    def observe(x, xp=jnp, percentiles: str = DEFAULT_PERCENTILES):
+        if percentiles not in PERCENTILE_METHODS:
+            raise ValueError(f"unknown percentile method {percentiles!r}; expected one of {PERCENTILE_METHODS}")
+        return implementation(x, xp=np, percentiles=percentiles) if xp is np else jitted[percentiles](x)
 
     return observe
 
@@ -169,7 +199,8 @@ scaled by a power of two near max|x| (exact in floating point), so squares and f
 powers neither overflow nor underflow before the answer itself would. Where all values
 are equal the variance is exactly 0 (float32 rounding of the mean would otherwise leave a
 tiny positive variance and make skew rounding noise), and skew and kurtosis are NaN.
-Non-finite results are returned as NaN, never inf. ``xp``: jax.numpy (default) or numpy.
+Non-finite results are returned as NaN, never inf. ``xp``: jax.numpy (default) or numpy;
+``percentiles``: ``nearest`` (default, the reference's) or ``linear``.
 """
 weight_observables = _on_either_backend(_weight_observables)
 weight_observables.__doc__ = """Weight observables: ``w`` [..., n_synapses] -> [..., 21], ordered as

@@ -18,8 +18,10 @@ the recording's layout come from the base class and from what the class declares
 Imperfections: a seeded subset of units (synapses for the synapse rig; pre- and
 post-synaptic units drawn independently for the paired rig), the same units at every session
 (``chronic``) or new ones each session (``acute``), and measurement noise on each measured
-value (synapse, unit response, or per-stimulus activity change; models in
-:mod:`simlab.recording.noise`). Sampling is seeded by (rig seed, subject index in the cohort,
+term (synapse, unit response, or each pre-synaptic unit's term of the activity change, as
+the reference; ``noise_placement: total`` puts it on the per-stimulus activity change instead;
+models in :mod:`simlab.recording.noise`). Median and third quartile use the rig's
+``percentiles`` method (the reference's ``nearest`` by default). Sampling is seeded by (rig seed, subject index in the cohort,
 layer, pre/post[, session]) and noise by (rig seed, subject, layer, session), so
 re-recording gives the same numbers, a schedule that keeps a session gives it the same values,
 and another rig seed gives other draws.
@@ -127,13 +129,21 @@ class Rig:
     - ``shows_stimuli``: whether it presents stimuli (a rig that reads parameters shows none).
     - ``samples_inputs``: whether it also samples pre-synaptic units (``inputs`` below).
     - ``counts_spikes``: whether its values are firing rates, so Poisson noise applies.
+    - ``sums_terms``: whether its measured values are sums of terms (the paired rig's, one
+      term per pre-synaptic unit): it then writes ``measure_terms`` and ``sum_terms`` (below)
+      and ``noise_placement`` chooses where noise goes; ``term_dims`` names the terms' axes.
     - ``available_units(network, input_shape)``: per site, (units it can reach, pre-synaptic
       units it can reach); by default the layer's output units and input units.
     - ``measure_session(network, params, stimuli, units, inputs)``: a pure JAX function of one
       session's parameters (site -> {"w", "b"}), the stimuli [stimulus, ...] and the recorded
       indices per site (``units[site]`` [k] into what ``available_units`` counts first,
       ``inputs[site]`` into what it counts second); returns site -> the measured values
-      (axes ``unit_response_dims``). Noise, sampling and statistics are the base class's.
+      (axes ``unit_response_dims``). Noise, sampling and statistics are the base class's;
+      ``observe`` is called with the rig's ``percentiles`` method by keyword.
+    - ``measure_terms(...)`` (same arguments) and ``sum_terms(terms, units, inputs)``: for a
+      rig that ``sums_terms``, the terms before the sum (axes ``term_dims``) and the sum that
+      makes them the measured values, so that ``measure_session`` is ``sum_terms`` of
+      ``measure_terms`` and noise can be added to each term first (``noise_placement: terms``).
 
     ``record(network, params, stimuli, subjects, sessions)`` records the replicates of a
     population: ``params`` has leading axes [replicate, session] (the sessions to record, in
@@ -152,6 +162,8 @@ class Rig:
     shows_stimuli: ClassVar[bool] = True
     samples_inputs: ClassVar[bool] = False
     counts_spikes: ClassVar[bool] = False
+    sums_terms: ClassVar[bool] = False
+    term_dims: ClassVar[tuple[str, ...]] = ()
 
     def __new__(cls, spec: RigSpec):
         return super().__new__(RIGS.get_entry(spec.type) if cls is Rig else cls)
@@ -174,6 +186,17 @@ class Rig:
     def measure_session(self, network: Network, params, stimuli, units, inputs) -> dict:
         """Site -> measured values of one session (a pure JAX function; see the class)."""
         raise NotImplementedError(f"{type(self).__name__} does not say how it measures a session")
+
+    def measure_terms(self, network: Network, params, stimuli, units, inputs) -> dict:
+        """Site -> the terms a ``sums_terms`` rig sums into its measured values (see the class)."""
+        raise NotImplementedError(f"{type(self).__name__} does not measure terms (it does not sum any)")
+
+    def sum_terms(self, terms: dict, units, inputs) -> dict:
+        """Site -> measured values from the terms of :meth:`measure_terms` (see the class)."""
+        raise NotImplementedError(f"{type(self).__name__} does not sum terms")
+
+    def _observe(self, values, xp):
+        return self.observe(values, xp=xp, percentiles=self.spec.percentiles)
 
     def sample(self, network: Network, available: dict, subjects, sessions) -> tuple[dict, dict]:
         """Recorded unit indices per site, [replicate, session, k]: (post, pre), out of the
@@ -222,7 +245,7 @@ class Rig:
                 for layer, name in enumerate(network.site_names)
             }
         per_site = [
-            np.asarray(observed[name]) if observe_inside else self.observe(measured[name], xp=np)
+            np.asarray(observed[name]) if observe_inside else self._observe(measured[name], xp=np)
             for name in network.site_names
         ]
         return PopulationRecording(
@@ -243,9 +266,11 @@ class Rig:
                 noisy[r, s] = poisson_rates(rates[r, s], rng, self.spec.rate_gain, self.spec.count_window)
         return noisy
 
-    def _gain_shape(self, value) -> tuple[int, ...]:
-        """The shape of one draw of per-unit gains: the stimulus axis shared (size 1)."""
-        return tuple(1 if dim == "stimulus" else n for dim, n in zip(self.unit_response_dims, value.shape))
+    @staticmethod
+    def _gain_shape(value, dims: tuple[str, ...]) -> tuple[int, ...]:
+        """The shape of one draw of per-unit gains for values with axes ``dims``: the
+        stimulus axis shared (size 1)."""
+        return tuple(1 if dim == "stimulus" else n for dim, n in zip(dims, value.shape))
 
     def _program(self, network: Network, observe_inside: bool):
         """The compiled measuring function of this rig for one network (compiled once, reused).
@@ -257,15 +282,15 @@ class Rig:
         """
         spec = self.spec
         noisy = spec.noise > 0 and spec.noise_model != "poisson"
+        noisy_terms = noisy and self.sums_terms and spec.noise_placement == "terms"
         return_measured = not observe_inside or spec.keep_units
-        cache_key = (network, observe_inside, noisy, return_measured)
+        cache_key = (network, observe_inside, noisy, return_measured)  # noisy_terms follows from spec
         if cache_key not in self._programs:
 
             def one_session(params, stimuli, post, pre, subject, session, sigma):
-                values = self.measure_session(network, params, stimuli, post, pre)
-                if noisy:
+                def with_noise(values: dict, dims: tuple[str, ...]) -> dict:
                     base = jax.random.fold_in(jax.random.fold_in(jax.random.key(spec.seed), subject), session)
-                    values = {
+                    return {
                         name: add_noise(
                             spec.noise_model,
                             values[name],
@@ -273,11 +298,19 @@ class Rig:
                             sigma,
                             spec.rate_gain,
                             spec.count_window,
-                            self._gain_shape(values[name]),
+                            self._gain_shape(values[name], dims),
                         )
                         for layer, name in enumerate(network.site_names)
                     }
-                observed = {name: self.observe(v) for name, v in values.items()} if observe_inside else {}
+
+                if noisy_terms:  # noise on each term, then the sum (the reference's paired rig)
+                    terms = self.measure_terms(network, params, stimuli, post, pre)
+                    values = self.sum_terms(with_noise(terms, self.term_dims), post, pre)
+                else:
+                    values = self.measure_session(network, params, stimuli, post, pre)
+                    if noisy:
+                        values = with_noise(values, self.unit_response_dims)
+                observed = {name: self._observe(v, jnp) for name, v in values.items()} if observe_inside else {}
                 return observed, (values if return_measured else {})
 
             def one_subject(params, stimuli, post, pre, subject, sessions, sigma):
@@ -339,6 +372,10 @@ def register_rig(rig_class: type[Rig], *, replace: bool = False) -> type[Rig]:
         raise SimlabError(f"{what}: measured values over stimuli need shows_stimuli = True")
     if rig_class.measure_session is Rig.measure_session:
         raise SimlabError(f"{what} does not define measure_session (see simlab.recording.rigs.Rig)")
+    if rig_class.sums_terms and (rig_class.measure_terms is Rig.measure_terms or rig_class.sum_terms is Rig.sum_terms):
+        raise SimlabError(f"{what} sums terms but does not define measure_terms and sum_terms (see simlab.recording.rigs.Rig)")
+    if rig_class.sums_terms and not set(rig_class.term_dims) <= set(UNIT_RESPONSE_DIMS):
+        raise SimlabError(f"{what}: term_dims {tuple(rig_class.term_dims)} are not axes of {UNIT_RESPONSE_DIMS}")
     return RIGS.register(rig_class.name, rig_class, replace=replace)
 
 
@@ -388,8 +425,11 @@ class PairedRig(Rig):
     unit_response_dims = ("stimulus",)
     samples_inputs = True
 
-    def measure_session(self, network, params, stimuli, units, inputs):
-        """Per stimulus and site: (1/N_post) sum_{i in pre} sum_{j in post} dy_j / dx_i."""
+    sums_terms = True
+    term_dims = ("stimulus", "unit")  # one term per stimulus and recorded pre-synaptic unit
+
+    def measure_terms(self, network, params, stimuli, units, inputs):
+        """Per stimulus, site and recorded pre-synaptic unit i: sum_{j in post} dy_j / dx_i."""
         _, sites = network.apply(params, {}, stimuli)
         probes = {name: jnp.zeros_like(site.input) for name, site in sites.items()}
 
@@ -400,7 +440,12 @@ class PairedRig(Rig):
             )
 
         sensitivity = jax.grad(recorded_output)(probes)
-        return {
-            name: jnp.sum(sensitivity[name].reshape(len(stimuli), -1)[:, inputs[name]], axis=-1) / units[name].shape[0]
-            for name in network.site_names
-        }
+        return {name: sensitivity[name].reshape(len(stimuli), -1)[:, inputs[name]] for name in network.site_names}
+
+    def sum_terms(self, terms, units, inputs):
+        """(1/N_post) times the sum over the recorded pre-synaptic units, per stimulus."""
+        return {name: jnp.sum(value, axis=-1) / units[name].shape[0] for name, value in terms.items()}
+
+    def measure_session(self, network, params, stimuli, units, inputs):
+        """Per stimulus and site: (1/N_post) sum_{i in pre} sum_{j in post} dy_j / dx_i."""
+        return self.sum_terms(self.measure_terms(network, params, stimuli, units, inputs), units, inputs)

@@ -13,7 +13,7 @@ import optax
 
 from simlab.ops.feedback import alignment_primitives
 from simlab.ops.linear import LinearOp
-from simlab.rules.rules import FeedbackUpdate, LearningRule, register_rule, weight_optimizer
+from simlab.rules.rules import FeedbackUpdate, LearningRule, autodiff_estimate, register_rule, weight_optimizer
 from simlab.specs.rules import (
     FeedbackAlignment,
     InformationAlignment,
@@ -113,7 +113,8 @@ def sign_symmetry_update() -> FeedbackUpdate:
 
     ``init`` keeps |B_0| (the network's random initial feedback kernels) as the update's state;
     W_{t+1} = W_t + the optimizer's update of this step, so the kernel used on step t+1 has
-    the signs of the W used on step t+1. (Step 0 runs with the initial B_0.)
+    the signs of the W used on step t+1. Step 0 runs with the B the trainer starts from: the
+    initial B_0, or sign(W_0) * |B_0| under :func:`sign_concordant_estimate`.
     """
 
     def init(state):
@@ -127,6 +128,20 @@ def sign_symmetry_update() -> FeedbackUpdate:
         return _with_feedback(state, kernels), opt_state
 
     return FeedbackUpdate(init=init, update=update)
+
+
+def sign_concordant_estimate(loss, params, state, inputs, targets, **kwargs):
+    """The gradient with B = sign(W) * |B| on this forward pass (BioTorch's frSF, every pass).
+
+    On the first step this turns the random initial B_0 into sign(W_0) * |B_0|; afterwards B
+    already is sign(W_t) * |B_0| (:func:`sign_symmetry_update`) and this changes no bit.
+    """
+    signed = {
+        site: {**value, "feedback": jnp.sign(params[site]["w"]).astype(value["feedback"].dtype) * jnp.abs(value["feedback"])}
+        if "feedback" in value else value
+        for site, value in state.items()
+    }
+    return autodiff_estimate(loss, params, signed, inputs, targets, **kwargs)
 
 
 def _kernel_mask(params):
@@ -185,5 +200,7 @@ def symmetric_alignment(hyper: SymmetricAlignment) -> LearningRule:
 
 @register_rule("sign_symmetry", SignSymmetry)
 def sign_symmetry(hyper: SignSymmetry) -> LearningRule:
-    """B = sign(W) * |B_0| (Liao et al. 2016; Moskovitz et al. 2018)."""
-    return LearningRule("sign_symmetry", "feedback", weight_optimizer(hyper), sign_symmetry_update())
+    """B = sign(W) * |B_0| (Liao et al. 2016; Moskovitz et al. 2018); from the first step on
+    with ``first_step: signs``, from the second with ``random``."""
+    estimate = sign_concordant_estimate if hyper.first_step == "signs" else autodiff_estimate
+    return LearningRule("sign_symmetry", "feedback", weight_optimizer(hyper), sign_symmetry_update(), estimate)

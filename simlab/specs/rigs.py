@@ -23,6 +23,9 @@ from simlab.registry import RIGS, unknown_name_message
 RIG_TYPES = RIGS.keys()  # a live view: a rig type registered later is a rig type here too
 DEFAULT_RIG_TYPES = ("synapse", "electrophysiology", "paired")  # a protocol without ``rigs:``: one of each
 NOISE_MODELS = ("gaussian", "gain", "lognormal", "poisson")
+PERCENTILE_METHODS = ("nearest", "linear")  # how median and third quartile pick a value
+DEFAULT_PERCENTILES = "nearest"  # the reference's (TensorFlow contrib's default)
+NOISE_PLACEMENTS = ("terms", "total")  # where a rig that sums measured terms adds its noise
 
 
 class _Strict(BaseModel):
@@ -75,6 +78,16 @@ class RigSpec(_Strict):
     for the equations); Poisson spike counts use ``rate_gain`` (firing rate per unit of
     activation, Hz) and ``count_window`` (seconds). ``seed``: the rig's own seed for unit
     sampling and noise.
+
+    Two settings choose between the reference's definitions and simlab's earlier ones:
+    ``percentiles`` (median, third quartile and skew's median): ``nearest``, the reference's
+    (TensorFlow contrib's ``percentile``, one of the values, see
+    :func:`simlab.recording.observables.percentile_index`), or ``linear`` (numpy's default
+    interpolation). ``noise_placement``: ``terms``, the reference's, adds noise to every
+    measured term before the rig sums anything (for the paired rig each pre-synaptic unit's
+    term sum_j dy_j/dx_i, so the activity change carries sd * sqrt(N_pre) / N_post), or
+    ``total``: once on the paired rig's per-stimulus activity change (sd). Rigs that sum
+    nothing (synapse, electrophysiology) measure the same either way and take ``terms``.
     """
 
     type: str
@@ -85,6 +98,8 @@ class RigSpec(_Strict):
     rate_gain: PositiveFloat = 20.0
     count_window: PositiveFloat = 0.5
     seed: int = Field(0, ge=0)
+    noise_placement: Literal["terms", "total"] = "terms"
+    percentiles: Literal["nearest", "linear"] = DEFAULT_PERCENTILES
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     stimuli: Optional[StimulusSpec] = None
     keep_units: bool = False
@@ -116,6 +131,12 @@ class RigSpec(_Strict):
             raise ValueError(f"noise_model poisson counts spikes: it needs a spiking rig ({spiking}), not {self.type}")
         if self.noise_model == "poisson" and self.noise != 0.0:
             raise ValueError("noise_model poisson is set by rate_gain and count_window; leave noise at 0")
+        if self.noise_placement == "total" and not rig.sums_terms:
+            summing = " or ".join(name for name, other in RIGS.items() if other.sums_terms) or "none registered"
+            raise ValueError(
+                f"noise_placement total is for rigs that sum measured terms ({summing}); "
+                f"a {self.type} rig's values are its terms: leave noise_placement at terms"
+            )
         if self.stimuli is not None and not rig.shows_stimuli:
             raise ValueError(f"a {self.type} rig reads {rig.measure}s and shows no stimuli; remove 'stimuli'")
         return self

@@ -99,9 +99,16 @@ class SymmetricAlignment(_LocalAlignment):
 
 
 class SignSymmetry(SGDMomentum):
-    """Error through sign(W) * |B_0|: fixed random magnitudes, signs following W."""
+    """Error through sign(W) * |B_0|: fixed random magnitudes, signs following W.
+
+    ``first_step``: the feedback kernel of the very first step. ``signs`` (the default):
+    sign(W_0) * |B_0|, as BioTorch's frSF, which sets B from W on every forward pass, the
+    first included; ``random``: the network's random initial B_0 (simlab before this
+    setting). From the second step on both are sign(W_t) * |B_0|.
+    """
 
     learning_rate: PositiveFloat = 0.005
+    first_step: Literal["signs", "random"] = "signs"
 
 
 class DirectFeedbackAlignment(SGDMomentum):

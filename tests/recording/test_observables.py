@@ -1,4 +1,9 @@
-"""Observables against numpy/scipy computed independently, in float64 from the same inputs."""
+"""Observables against numpy/scipy computed independently, in float64 from the same inputs.
+
+Percentiles both ways: ``nearest`` (the default) re-implements what the reference's
+TensorFlow code does (``tf.contrib.distributions.percentile``: a descending sort, index
+``round((n - 1) * (1 - q / 100))`` rounded half to even), ``linear`` is ``np.percentile``.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +20,7 @@ from simlab.recording.observables import (
     activity_change_observables,
     apply_function,
     observables_for,
+    percentile_index,
     statistics,
     weight_observables,
 )
@@ -24,11 +30,22 @@ ATOL = 2e-6
 SHAPE = (4, 11)  # most tests share one shape: every new shape is a new XLA compile
 
 
-def reference_statistics(x):
+def tf_nearest_percentile(x, q):
+    """TensorFlow contrib's ``percentile(x, q)`` (interpolation "nearest") over the last axis."""
+    descending = -np.sort(-x, axis=-1)  # what top_k returns
+    index = int(np.round((x.shape[-1] - 1) * (1.0 - q / 100.0)))  # np.round: half to even, as tf.round
+    return descending[..., index]
+
+
+def reference_percentile(x, q, percentiles):
+    return tf_nearest_percentile(x, q) if percentiles == "nearest" else np.percentile(x, q, axis=-1)
+
+
+def reference_statistics(x, percentiles="nearest"):
     """The seven statistics over the last axis, by their textbook definitions (float64)."""
     x = np.asarray(x, dtype=np.float64)
     mean = x.mean(-1)
-    median = np.percentile(x, 50, axis=-1)
+    median = reference_percentile(x, 50, percentiles)
     std = x.std(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack(
@@ -36,7 +53,7 @@ def reference_statistics(x):
                 np.sqrt((x**2).sum(-1)),
                 mean,
                 median,
-                np.percentile(x, 75, axis=-1),
+                reference_percentile(x, 75, percentiles),
                 np.var(x, axis=-1),
                 3.0 * (mean - median) / std,
                 sps.kurtosis(x, axis=-1, fisher=False),
@@ -61,13 +78,15 @@ def close(got, want):
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("n", [1, 2, 11, 64])
-def test_statistics_match_numpy_and_scipy_for_odd_and_even_lengths(n):
+@pytest.mark.parametrize("percentiles", ["nearest", "linear"])
+@pytest.mark.parametrize("n", [1, 2, 6, 11, 64])
+def test_statistics_match_numpy_and_scipy_for_odd_and_even_lengths(n, percentiles):
     x = sample((4, n), seed=n)
-    got = statistics(x)
+    got = statistics(x, percentiles=percentiles)
     assert got.shape == (4, 7)
     assert got.dtype == jnp.float32
-    want = reference_statistics(x)
+    want = reference_statistics(x, percentiles)
+    close(statistics(x, xp=np, percentiles=percentiles)[:, :5], want[:, :5])
     if n == 1:  # std 0: skew and kurtosis undefined
         close(got[:, :5], want[:, :5])
         assert np.isnan(np.asarray(got[:, 5:])).all()
@@ -89,15 +108,53 @@ def test_statistics_under_jit_and_vmap():
     close(jax.vmap(statistics)(x), want)
 
 
+# Worked by hand from TensorFlow's rule (descending order, index round((n - 1)(1 - q)), half
+# to even): n -> (median, third quartile) of a shuffled 1..n. The median of an even count is
+# the lower middle value when n is a multiple of 4 and the upper one otherwise (n = 2, 6).
+NEAREST_BY_HAND = {2: (2, 2), 3: (2, 3), 4: (2, 3), 5: (3, 4), 6: (4, 5), 7: (4, 5), 8: (4, 6)}
+LINEAR_BY_HAND = {2: (1.5, 1.75), 3: (2, 2.5), 4: (2.5, 3.25), 5: (3, 4), 6: (3.5, 4.75), 7: (4, 5.5), 8: (4.5, 6.25)}
+
+
+@pytest.mark.parametrize("n", sorted(NEAREST_BY_HAND))
+def test_percentiles_by_hand(n):
+    x = np.random.default_rng(n).permutation(np.arange(1, n + 1)).astype(np.float32)
+    for method, by_hand in (("nearest", NEAREST_BY_HAND), ("linear", LINEAR_BY_HAND)):
+        for xp in (jnp, np):
+            got = np.asarray(statistics(x, xp=xp, percentiles=method))
+            assert (got[2], got[3]) == by_hand[n], (method, xp.__name__)
+    assert [percentile_index(n, 0.5) + 1 for n in sorted(NEAREST_BY_HAND)] == [m for m, _ in NEAREST_BY_HAND.values()]
+
+
+def test_unknown_percentile_method_is_an_error():
+    with pytest.raises(ValueError, match="unknown percentile method 'midpoint'"):
+        statistics(np.ones(3, np.float32), percentiles="midpoint")
+
+
+def test_nearest_skew_uses_the_nearest_median():
+    """Skew is 3 (mean - median) / std with the same median: ReLU-like values, most zero."""
+    x = np.array([0, 0, 0, 0, 0, 0, 1, 3], dtype=np.float32)  # median: 0 (nearest) or 0 (linear)
+    y = np.array([0, 0, 0, 2, 4, 4, 5, 9], dtype=np.float32)  # median: 2 (nearest), 3 (linear)
+    mean, std = y.mean(), y.std()
+    assert np.asarray(statistics(y))[5] == pytest.approx(3 * (mean - 2) / std, rel=1e-6)
+    assert np.asarray(statistics(y, percentiles="linear"))[5] == pytest.approx(3 * (mean - 3) / std, rel=1e-6)
+    assert np.asarray(statistics(x))[2] == 0.0
+
+
 def test_statistics_order_is_STATISTICS():
     x = np.array([1.0, 2.0, 3.0, 10.0], dtype=np.float32)
-    got = dict(zip(STATISTICS, np.asarray(statistics(x)).tolist()))
+    got = dict(zip(STATISTICS, np.asarray(statistics(x, percentiles="linear")).tolist()))
     assert got["median"] == pytest.approx(2.5)
     assert got["thirdquartile"] == pytest.approx(4.75)  # 3 + 0.25 * (10 - 3)
     assert got["mean"] == pytest.approx(4.0)
     assert got["var"] == pytest.approx(12.5)
     assert got["norm"] == pytest.approx(np.sqrt(114.0))
     assert got["skew"] == pytest.approx(3 * 1.5 / np.sqrt(12.5), rel=1e-6)
+    nearest = dict(zip(STATISTICS, np.asarray(statistics(x)).tolist()))  # the default
+    assert (nearest["median"], nearest["thirdquartile"]) == (2.0, 3.0)
+    assert nearest["skew"] == pytest.approx(3 * 2.0 / np.sqrt(12.5), rel=1e-6)
+    assert {k: v for k, v in nearest.items() if k not in ("median", "thirdquartile", "skew")} == {
+        k: v for k, v in got.items() if k not in ("median", "thirdquartile", "skew")
+    }
 
 
 @pytest.mark.parametrize("value", [0.0, 0.1, -3.7, 1e-3])
@@ -145,31 +202,35 @@ def test_unknown_function_is_an_error():
         apply_function(np.zeros(3), "log")
 
 
-def test_weight_observables_are_each_function_then_statistics_over_synapses():
+@pytest.mark.parametrize("percentiles", ["nearest", "linear"])
+def test_weight_observables_are_each_function_then_statistics_over_synapses(percentiles):
     w = sample((2, 3, 50), seed=2)  # two leading batch dims
-    got = weight_observables(w)
+    got = weight_observables(w, percentiles=percentiles)
     assert got.shape == (2, 3, 21)
     assert got.dtype == jnp.float32
     got = np.asarray(got)
-    want = np.concatenate([reference_statistics(reference_function(w, f)) for f in FUNCTIONS], -1)
+    want = np.concatenate([reference_statistics(reference_function(w, f), percentiles) for f in FUNCTIONS], -1)
     close(got, want)
-    close(jax.jit(jax.vmap(weight_observables))(w), want)
+    if percentiles == "nearest":  # the default
+        close(jax.jit(jax.vmap(weight_observables))(w), want)
     for i, obs in enumerate(observables_for("weight")):
         stat = STATISTICS.index(obs.statistic)
-        close(got[..., i], reference_statistics(reference_function(w, obs.function))[..., stat])
+        close(got[..., i], reference_statistics(reference_function(w, obs.function), percentiles)[..., stat])
 
 
-def test_activation_observables_are_statistics_over_units_then_mean_over_stimuli():
+@pytest.mark.parametrize("percentiles", ["nearest", "linear"])
+def test_activation_observables_are_statistics_over_units_then_mean_over_stimuli(percentiles):
     a = sample((3, 8, 20), seed=3)  # [subject, stimulus, unit]
-    got = activation_observables(a)
+    got = activation_observables(a, percentiles=percentiles)
     assert got.shape == (3, 21)
     want = np.empty((3, 21))
     for s in range(3):
         for fi, f in enumerate(FUNCTIONS):
-            per_stimulus = [reference_statistics(reference_function(a[s, k], f)) for k in range(8)]
+            per_stimulus = [reference_statistics(reference_function(a[s, k], f), percentiles) for k in range(8)]
             want[s, fi * 7 : (fi + 1) * 7] = np.mean(per_stimulus, axis=0)
     close(got, want)
-    close(jax.jit(jax.vmap(activation_observables))(a), want)
+    if percentiles == "nearest":  # the default
+        close(jax.jit(jax.vmap(activation_observables))(a), want)
 
 
 def test_activation_observables_nan_for_one_stimulus_makes_the_site_nan():

@@ -87,14 +87,20 @@ def calcium_run(calcium_rig, tmp_path_factory):
     return RunDirectory(folder / "run")
 
 
+def nearest_percentile(x: np.ndarray, q: float) -> np.ndarray:
+    """The rigs' default percentile, the reference's (TensorFlow contrib's "nearest"): the
+    value at index round((n - 1) (1 - q / 100)), half to even, of the descending sort."""
+    return -np.sort(-x, axis=-1)[..., int(np.round((x.shape[-1] - 1) * (1 - q / 100)))]
+
+
 def numpy_statistics(x: np.ndarray) -> np.ndarray:
     """norm, mean, median, third quartile, var, skew, kurtosis over the last axis (float64)."""
-    mean, median, std = x.mean(-1), np.median(x, -1), x.std(-1)
+    mean, median, std = x.mean(-1), nearest_percentile(x, 50), x.std(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         skew = np.where(std > 0, 3 * (mean - median) / std, np.nan)
         kurtosis = np.where(std > 0, ((x - mean[..., None]) ** 4).mean(-1) / std**4, np.nan)
     return np.stack(
-        [np.sqrt((x**2).sum(-1)), mean, median, np.percentile(x, 75, axis=-1), x.var(-1), skew, kurtosis], axis=-1
+        [np.sqrt((x**2).sum(-1)), mean, median, nearest_percentile(x, 75), x.var(-1), skew, kurtosis], axis=-1
     )
 
 

@@ -13,6 +13,7 @@ per setting (``rig()``) and noise-free where noise is not the point.
 from __future__ import annotations
 
 import functools
+import math
 import hashlib
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from simlab.recording.observables import (
 )
 from simlab.recording.rigs import POST, PRE, Rig, sample_units
 from simlab.specs.rigs import RigSpec, ScheduleSpec
-from simlab.rundir import RunDirectory
+from simlab.rundir import RunDirectory, recording_name
 from simlab.subjects.architectures import Network
 from simlab.specs.subjects import MLPSpec
 
@@ -272,6 +273,48 @@ def test_observables_of_the_kept_responses_are_the_recorded_observation(settings
     assert record(rig(type=kind, units=UNITS, sampling="acute", seed=SEED)).responses is None
 
 
+@pytest.mark.parametrize("kind", ["synapse", "electrophysiology"])
+def test_noise_placement_total_is_only_for_rigs_that_sum_terms(kind):
+    with pytest.raises(ValueError, match=f"noise_placement total is for rigs that sum measured terms \\(paired\\); a {kind} rig"):
+        RigSpec(type=kind, noise_placement="total")
+    assert RigSpec(type="paired", noise_placement="total").noise_placement == "total"
+    with pytest.raises(ValueError, match="percentiles"):
+        RigSpec(type=kind, percentiles="midpoint")
+
+
+def test_the_reference_settings_by_default_rename_no_recording():
+    """The new fields at their defaults leave ``<rig>.nc`` as it was; set, they name the file."""
+    base = RigSpec(type="paired", seed=2)
+    assert recording_name("paired", RigSpec(type="paired", seed=2, noise_placement="terms", percentiles="nearest"), base) == "paired"
+    assert recording_name("paired", RigSpec(type="paired", seed=2, noise_placement="total"), base) == "paired-noise_placementtotal"
+    assert recording_name("synapse", RigSpec(type="synapse", percentiles="linear"), RigSpec(type="synapse")) == "synapse-percentileslinear"
+
+
+def test_linear_percentiles_observe_the_same_responses_with_numpy_interpolation():
+    nearest = record(rig(type="electrophysiology", units=UNITS, seed=SEED, keep_units=True))
+    linear = record(rig(type="electrophysiology", units=UNITS, seed=SEED, keep_units=True, percentiles="linear"))
+    for layer, name in enumerate(MLP.site_names):
+        np.testing.assert_array_equal(nearest.responses[name], linear.responses[name])
+        np.testing.assert_allclose(
+            linear.observation[:, layer], OBSERVE["electrophysiology"](linear.responses[name], xp=np, percentiles="linear"),
+            rtol=1e-5, atol=1e-6, equal_nan=True,
+        )
+    assert not np.allclose(nearest.observation, linear.observation, equal_nan=True)
+
+
+def test_paired_noise_on_the_total_keeps_the_noiseless_terms_summed():
+    """``total``: kept activity changes minus the noiseless ones are i.i.d. N(0, sd^2) per
+    stimulus; ``terms``: their sd is sd sqrt(N_pre) / N_post. 48 draws per site: the sample
+    sd is within 35% (3.5 standard errors) of the true one."""
+    clean = record(rig(type="paired", seed=SEED, keep_units=True))
+    for placement in ("total", "terms"):
+        noisy = record(rig(type="paired", seed=SEED, keep_units=True, noise=0.3, noise_placement=placement))
+        for name, (n_pre, n_post) in SIZES.items():
+            scale = 1.0 if placement == "total" else math.sqrt(n_pre) / n_post
+            residual = noisy.responses[name] - clean.responses[name]
+            assert residual.std() == pytest.approx(0.3 * scale, rel=0.35), (placement, name)
+
+
 # --------------------------------------------------------------------------- simlab record
 
 
@@ -320,6 +363,8 @@ def test_record_poisson_states_every_rig_setting(tiny_run_copy, capsys):
         "rate_gain": 20.0,
         "count_window": 0.5,
         "seed": protocol_rig.seed,
+        "percentiles": "nearest",
+        "noise_placement": "terms",
         "schedule": {"window": [0.0, 1.0], "every": 1, "count": None, "spacing": "linear"},
         "stimuli": None,
         "keep_units": False,

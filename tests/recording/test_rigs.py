@@ -87,13 +87,13 @@ def site_outputs(network: Network, params, stimuli) -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=None)
-def _rig(kind: str, units, noise: float, seed: int) -> Rig:
-    return Rig(RigSpec(type=kind, units=units, noise=noise, seed=seed))
+def _rig(kind: str, units, noise: float, seed: int, **settings) -> Rig:
+    return Rig(RigSpec(type=kind, units=units, noise=noise, seed=seed, **settings))
 
 
-def rig(kind: str, units="all", noise: float = 0.0, seed: int = 0) -> Rig:
+def rig(kind: str, units="all", noise: float = 0.0, seed: int = 0, **settings) -> Rig:
     """One shared Rig per setting (a rig compiles once per network and shape)."""
-    return _rig(kind, units, float(noise), seed)
+    return _rig(kind, units, float(noise), seed, **settings)
 
 
 def record(rig: Rig, network: Network, replicates, stimuli, subjects):
@@ -109,18 +109,25 @@ def record(rig: Rig, network: Network, replicates, stimuli, subjects):
 # --------------------------------------------------------------------------- numpy references
 
 
+def np_percentile(x, q: float) -> np.ndarray:
+    """The reference's percentile (TensorFlow contrib, interpolation "nearest"): sort in
+    descending order, take index round((n - 1) (1 - q / 100)), rounded half to even."""
+    index = int(np.round((x.shape[-1] - 1) * (1 - q / 100)))
+    return -np.sort(-x, axis=-1)[..., index]
+
+
 def np_statistics(x) -> np.ndarray:
     """norm, mean, median, thirdquartile, var, skew, kurtosis over the last axis (float64)."""
     x = np.asarray(x, np.float64)
     mean = x.mean(-1)
-    median = np.percentile(x, 50, axis=-1)
+    median = np_percentile(x, 50)
     var = x.var(-1)
     std = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
         skew = np.where(std > 0, 3 * (mean - median) / std, np.nan)
         kurtosis = np.where(std > 0, ((x - mean[..., None]) ** 4).mean(-1) / var**2, np.nan)
     return np.stack(
-        [np.sqrt((x**2).sum(-1)), mean, median, np.percentile(x, 75, axis=-1), var, skew, kurtosis], -1
+        [np.sqrt((x**2).sum(-1)), mean, median, np_percentile(x, 75), var, skew, kurtosis], -1
     )
 
 
@@ -529,15 +536,23 @@ def test_electrophysiology_noise_adds_its_variance_to_each_unit_response():
         assert abs(shift) < 5 * sd / math.sqrt(200 * 64)
 
 
-def test_paired_noise_is_added_to_each_per_stimulus_activity_change():
+MLP_PRE_POST = {"dense_0": (20, 12), "dense_1": (12, 12), "readout": (12, N_CLASSES)}
+
+
+@pytest.mark.parametrize("placement", ["terms", "total"])
+def test_paired_noise_is_added_to_each_input_term_or_to_the_activity_change(placement):
+    """``terms`` (the reference's): sd on each of the N_pre terms sum_j dy_j/dx_i, then the sum
+    and the division by N_post, so the activity change carries sd sqrt(N_pre) / N_post;
+    ``total``: sd on each per-stimulus activity change."""
     stimuli = stimuli_for(MLP, n=2000, seed=1)
     params = session_params(MLP)
-    sd = 0.4
-    noisy = record(rig("paired", "all", sd, 1), MLP, [params], stimuli, [0]).observation[0]
+    noisy = record(rig("paired", "all", 0.4, 1, noise_placement=placement), MLP, [params], stimuli, [0]).observation[0]
     n = len(stimuli)
     for s in range(N_SESSIONS):
         changes = mlp_activity_changes(at_session(params, s), stimuli)
         for layer, name in enumerate(MLP.site_names):
+            n_pre, n_post = MLP_PRE_POST[name]
+            sd = 0.4 * math.sqrt(n_pre) / n_post if placement == "terms" else 0.4
             clean = np_activity_change_observables(changes[name])
             # raw: mean(v + e) - mean(v) = mean(e);
             # sq: mean((v + e)^2) - mean(v^2) = sd^2 + mean(e^2 - sd^2) + 2 mean(v e)

@@ -8,7 +8,8 @@ test_rules (forward pass, errors through B, optax's SGD written out), with B's u
   input's shape (the noise is drawn with JAX from the step's key: an input, like the batch
   indices, not the thing under test);
 - symmetric_alignment: g_B = 2 alpha B - beta W;
-- sign_symmetry: B_{t+1} = sign(W_{t+1}) |B_0|.
+- sign_symmetry: B_{t+1} = sign(W_{t+1}) |B_0|; on the first step the error goes through
+  sign(W_0) |B_0| (``first_step: signs``, the default, as BioTorch) or B_0 itself (``random``).
 Then the known behaviours (B aligns with W; signs follow W), no task-loss gradient reaching
 B, and vmap/loop training of a small conv net (conv and dense sites).
 """
@@ -42,6 +43,7 @@ CASES = {
         SymmetricAlignment(learning_rate=0.1, alpha=0.4, beta=0.6, feedback_learning_rate=0.05),
     ),
     "ss": ("sign_symmetry", SignSymmetry(learning_rate=0.1)),
+    "ss_random": ("sign_symmetry", SignSymmetry(learning_rate=0.1, first_step="random")),
 }
 STEPS = 3
 KEY_SEED = 4
@@ -78,7 +80,10 @@ def np_run(name, hyper, initial, key, steps, site_order):
     magnitudes = {site: np.abs(feedback[site]["feedback"]) for site in base.SITES}
     snapshots, losses = [(params, feedback)], []
     for t, batch in enumerate(base._batches(key, steps)):
-        loss, grads, inputs = base.np_forward_backward(params, feedback, x[batch], y[batch])
+        used = feedback
+        if name == "sign_symmetry" and t == 0 and hyper.first_step == "signs":
+            used = {site: {"feedback": np.sign(params[site]["w"]) * magnitudes[site]} for site in base.SITES}
+        loss, grads, inputs = base.np_forward_backward(params, used, x[batch], y[batch])
         losses.append(loss)
         if name == "kolen_pollack":
             grads = {site: {"w": grads[site]["w"] + hyper.weight_decay * params[site]["w"], "b": grads[site]["b"]}
@@ -122,6 +127,19 @@ def test_training_steps_match_numpy(case):
     # B changed (the check above is not vacuous)
     for site in base.SITES:
         assert not np.allclose(state[site]["feedback"][STEPS], state[site]["feedback"][0])
+
+
+def test_sign_symmetry_first_step_is_the_only_difference_between_signs_and_random():
+    """Both start from the same B_0 with signs independent of W_0; only step 0's error differs,
+    so step 1's W differs, and the loss of step 0 (the forward pass) is the same."""
+    _, _, (p_signs, s_signs), l_signs = run_case("ss")
+    _, _, (p_random, s_random), l_random = run_case("ss_random")
+    B0, W0 = s_signs["dense_0"]["feedback"][0], p_signs["dense_0"]["w"][0]
+    np.testing.assert_array_equal(B0, s_random["dense_0"]["feedback"][0])
+    assert 0.2 < np.mean(np.sign(B0) == np.sign(W0)) < 0.8  # random signs at the start
+    assert l_signs[0] == l_random[0]
+    assert not np.allclose(p_signs["dense_0"]["w"][1], p_random["dense_0"]["w"][1])
+    np.testing.assert_array_equal(p_signs["readout"]["w"][1], p_random["readout"]["w"][1])  # readout: its own error
 
 
 def test_kolen_pollack_difference_follows_decay_only():
