@@ -122,3 +122,26 @@ def test_the_spread_draws_every_subject_its_rate_from_the_overlap_of_its_rules()
     fa = [s.hyperparameters.learning_rate for s in without.subjects if s.learning_rule == "feedback_alignment"]
     assert min(fa) < 0.01 / 3  # its own range reaches below the shared one
     assert "spread: each subject draws learning_rate log-uniformly from" in describe(protocol, plan)
+
+
+def test_with_overlapping_ranges_the_rate_alone_does_not_name_the_rule():
+    """The control of the spread: a classifier given only each subject's learning rate and
+    batch size names the rule at chance without a spread's overlap gone, far above without it."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import cross_val_score
+
+    def accuracy(spread: str) -> float:
+        protocol = parse_protocol(textwrap.dedent(f"""\
+            name: s
+            cohort: {{architecture: [mlp, conv1d], task: mnist1d, batch_size: [32, 128], replicates: 30,
+                      learning_rule: [feedback_alignment, information_alignment, kolen_pollack, sign_symmetry]}}
+            training: {{steps: 10{spread}}}
+            """))
+        subjects = plan_cohort(protocol).subjects
+        X = np.array([[np.log10(s.hyperparameters.learning_rate), s.batch_size] for s in subjects])
+        y = np.array([s.learning_rule for s in subjects])
+        return cross_val_score(RandomForestClassifier(100, random_state=0), X, y, cv=5).mean()
+
+    # defaults 0.005, 0.01, 0.01, 0.005: two rates, so the rate halves the choice (0.5); chance 0.25
+    assert accuracy("") == pytest.approx(0.5, abs=0.02)
+    assert accuracy(", spread: {over: factor, factor: 3.0}") < 0.25 + 0.15
