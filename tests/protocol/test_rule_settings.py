@@ -126,7 +126,7 @@ def test_the_spread_draws_every_subject_its_rate_from_the_overlap_of_its_rules()
 
 def test_with_overlapping_ranges_the_rate_alone_does_not_name_the_rule():
     """The control of the spread: a classifier given only each subject's learning rate and
-    batch size names the rule at chance without a spread's overlap gone, far above without it."""
+    batch size names the rule at chance under a spread whose ranges overlap, far above chance without one."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import cross_val_score
 
@@ -135,7 +135,7 @@ def test_with_overlapping_ranges_the_rate_alone_does_not_name_the_rule():
             name: s
             cohort: {{architecture: [mlp, conv1d], task: mnist1d, batch_size: [32, 128], replicates: 30,
                       learning_rule: [feedback_alignment, information_alignment, kolen_pollack, sign_symmetry]}}
-            training: {{steps: 10{spread}}}
+            training: {{steps: 100{spread}}}
             """))
         subjects = plan_cohort(protocol).subjects
         X = np.array([[np.log10(s.hyperparameters.learning_rate), s.batch_size] for s in subjects])
