@@ -235,8 +235,8 @@ def subject_table(run: RunDirectory, protocol: Protocol, plan: CohortPlan) -> xr
                 {
                     "long_name": "training step at which the subject diverged",
                     "units": "1",
-                    "comment": "-1: it did not; a loss first non-finite or above "
-                    f"{EXPLOSION_FACTOR:g} times its starting level (simlab.training.population.divergence_step)",
+                    "comment": "-1: it did not; its first non-finite loss, or the start of an explosion it never came back from (ending above "
+                    f"{EXPLOSION_FACTOR:g} times its starting level: simlab.training.population.divergence_step)",
                 },
             ),
             "feedback_angle": (

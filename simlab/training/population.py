@@ -228,19 +228,24 @@ def train_population(
 
 
 EXPLOSION_FACTOR = 10.0
-"""A loss this many times its starting level (the median of the first steps' losses, at least
-1) has exploded: the subject diverged, though its numbers may still be finite."""
+"""A loss that ends this many times its starting level (the first step's loss, that of the
+untrained network, at least 1) has exploded: the subject diverged, though its numbers may still be finite. A
+spike it recovers from is not a divergence."""
 
 
 def divergence_step(losses: np.ndarray, snapshots) -> int:
-    """The training step (1-based) at which a subject diverged, -1 if it did not: its loss
-    first non-finite or above ``EXPLOSION_FACTOR`` times its starting level. A subject whose
-    snapshots hold non-finite values but whose losses never showed it diverged at its last step."""
-    head = losses[:10]
-    start = max(float(np.median(head)), 1.0) if np.isfinite(head).all() else 1.0
-    bad = ~np.isfinite(losses) | (np.abs(losses) > EXPLOSION_FACTOR * start)
-    if bad.any():
-        return int(np.argmax(bad)) + 1
+    """The training step (1-based) at which a subject diverged, -1 if it did not: its first
+    non-finite loss, else, for a loss that ends (median of the last 10 steps) above
+    ``EXPLOSION_FACTOR`` times its starting level, the first step of the explosion it never
+    came back from. A subject whose snapshots hold non-finite values but whose losses never
+    showed it diverged at its last step."""
+    finite = np.isfinite(losses)
+    if not finite.all():
+        return int(np.argmin(finite)) + 1
+    limit = EXPLOSION_FACTOR * max(float(losses[0]), 1.0)
+    if np.median(losses[-10:]) > limit:
+        below = np.flatnonzero(losses <= limit)
+        return int(below[-1]) + 2 if below.size else 1
     if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(snapshots)):
         return len(losses)
     return -1

@@ -36,12 +36,17 @@ analyses: {}
 
 
 def _first_bad_step(losses: np.ndarray) -> int:
-    """By hand: 1 + the first index where the loss is non-finite or 10x its start (>= 1)."""
-    start = max(np.median(losses[:10]), 1.0) if np.isfinite(losses[:10]).all() else 1.0
+    """By hand: 1 + the first index where the loss is non-finite, else, where the last 10
+    losses' median is above 10x the first loss (>= 1), 1 + the index after the last loss
+    under that limit, else -1."""
     for t, value in enumerate(losses):
-        if not np.isfinite(value) or abs(value) > 10 * start:
+        if not np.isfinite(value):
             return t + 1
-    return -1
+    limit = 10 * max(losses[0], 1.0)
+    if np.median(losses[-10:]) <= limit:
+        return -1
+    last_below = max(t for t, value in enumerate(losses) if value <= limit)
+    return last_below + 2
 
 
 def test_a_planted_diverging_population_is_marked_at_its_step_and_the_run_completes(tmp_path):
@@ -68,8 +73,12 @@ def test_divergence_step_by_hand():
     finite = np.array([2.3, 2.2, 2.0, 1.9])
     assert divergence_step(finite, {"w": np.ones(3)}) == -1
     assert divergence_step(np.array([2.3, 2.2, np.nan, 1.0]), {"w": np.ones(3)}) == 3
-    exploding = np.array([2.3, 2.2, 2.1, 2.2 * EXPLOSION_FACTOR + 1])
-    assert divergence_step(exploding, {"w": np.ones(3)}) == 4
+    limit = 2.3 * EXPLOSION_FACTOR  # 10x the first loss
+    # exploded from step 13 on (index 12), after a spike at step 6 that it came back from
+    exploding = np.array([2.3, 2.2, 2.1, 2.2, 2.0, limit + 5, 2.0, 1.9, 1.8, 1.7, 1.8, 1.7] + [limit + 1] * 12)
+    assert divergence_step(exploding, {"w": np.ones(3)}) == 13
+    spike = np.array([2.3, 2.2, 2.1, 2.2, 2.0, limit * 5] + [2.0] * 12)  # recovered: not diverged
+    assert divergence_step(spike, {"w": np.ones(3)}) == -1
     # losses that never showed it, parameters that did: the last step
     assert divergence_step(finite, {"w": np.array([1.0, np.inf])}) == 4
 
