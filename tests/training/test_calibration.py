@@ -56,8 +56,8 @@ cohort:
 architectures:
   mlp: {{type: mlp, hidden: [16]}}
 training:
-  steps: 60
-  calibrate: {{steps: 40, seeds: 2, points: 5, span: 10.0}}
+  steps: 30
+  calibrate: {{steps: 20, seeds: 2, points: 5, span: 10.0}}
 recording: {{sessions: 2, stimuli: 8}}
 rigs:
   synapse: {{}}
