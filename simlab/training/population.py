@@ -229,8 +229,8 @@ def train_population(
 
 EXPLOSION_FACTOR = 10.0
 """A loss that ends this many times its starting level (the first step's loss, that of the
-untrained network, at least 1) has exploded: the subject diverged, though its numbers may still be finite. A
-spike it recovers from is not a divergence."""
+untrained network, at least 1) has exploded: the subject diverged, though its numbers may
+still be finite. A spike it recovers from is not a divergence."""
 
 
 def divergence_step(losses: np.ndarray, snapshots) -> int:
