@@ -49,6 +49,7 @@ from simlab.specs.rules import (
     RULE_HYPERPARAMETERS,
     CalibratedRates,
     default_hyperparameters,
+    is_rate,
     defined_rule_model,
 )
 from simlab.specs.subjects import PRESET_ARCHITECTURES, PRESET_TASKS, TaskSpec, architecture_layout, input_layout_conflict
@@ -416,6 +417,18 @@ def _cohort_blocks(value: Any, handler: Callable) -> Any:
         _raise_all("cohort", _rebased(exc, ()))
 
 
+def _rate_names(names: list[str] | None) -> list[str] | None:
+    """Only rates are searched and spread: settings named ``*learning_rate``."""
+    wrong = [name for name in names or () if not is_rate(name)]
+    if wrong:
+        raise ValueError(f"{', '.join(map(repr, wrong))}: not a rate (expected learning_rate, "
+                         "feedback_learning_rate, hebbian_learning_rate or another *learning_rate setting)")
+    return names
+
+
+_Rates = Annotated[list[_Str], AfterValidator(_rate_names)]
+
+
 class Calibrate(_Section):
     """``training.calibrate``: search each population's rates before training (a log-spaced
     grid around the population's setting, one rate field after the other) on seeds of its own,
@@ -425,7 +438,7 @@ class Calibrate(_Section):
     seeds: Annotated[StrictInt, Field(ge=1, le=10)] = 2
     points: Annotated[StrictInt, Field(ge=2, le=25)] = 5
     span: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 10.0  # grid from value/span to value*span
-    rates: list[_Str] | None = None  # the rate fields searched; None: every rate of the rule
+    rates: _Rates | None = None  # the rate fields searched; None: every rate of the rule
     validation_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     min_gain: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.05  # every seed must beat the untrained net by this
     keep: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8  # healthy range: rates reaching keep x the best gain
@@ -438,7 +451,7 @@ class Spread(_Section):
     ``factor``); with ``overlap`` the rules of one architecture, task and batch size whose
     ranges overlap all draw from the overlap."""
 
-    rates: list[_Str] = Field(default_factory=lambda: ["learning_rate"])
+    rates: _Rates = Field(default_factory=lambda: ["learning_rate"])
     over: Literal["healthy", "factor"] = "healthy"
     factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 3.0
     overlap: bool = True

@@ -145,3 +145,10 @@ def test_with_overlapping_ranges_the_rate_alone_does_not_name_the_rule():
     # defaults 0.005, 0.01, 0.01, 0.005: two rates, so the rate halves the choice (0.5); chance 0.25
     assert accuracy("") == pytest.approx(0.5, abs=0.02)
     assert accuracy(", spread: {over: factor, factor: 3.0}") < 0.25 + 0.15
+
+
+def test_only_rates_can_be_searched_or_spread():
+    with pytest.raises(ProtocolError, match="'momentum': not a rate"):
+        _protocol("spread: {rates: [learning_rate, momentum]}\n")
+    with pytest.raises(ProtocolError, match="'alpha': not a rate"):
+        _protocol("calibrate: {rates: [alpha]}\n")
