@@ -111,12 +111,21 @@ def test_draws_are_log_uniform_deterministic_and_within_the_range():
 def test_the_spread_draws_every_subject_its_rate_from_the_overlap_of_its_rules():
     protocol = _protocol("spread: {over: factor, factor: 3.0}\n")
     plan = plan_cohort(protocol)
-    # FA 0.005 and IA 0.01 at factor 3: [0.00167, 0.015] and [0.00333, 0.03] share [0.00333, 0.015]
+    # on mlp FA 0.005 and IA 0.01 at factor 3: [0.00167, 0.015] and [0.00333, 0.03] share
+    # [0.00333, 0.015]; on each architecture the two rules share [max(v) / 3, min(v) * 3]
     rates = {s.id: s.hyperparameters.learning_rate for s in plan.subjects}
-    assert all(0.01 / 3 * 0.999 <= r <= 0.005 * 3 * 1.001 for r in rates.values())
+    for s in plan.subjects:
+        values = [protocol.rule_hyperparameters(rule, s.architecture, s.task, s.batch_size).learning_rate
+                  for rule in ("feedback_alignment", "information_alignment")]
+        assert max(values) / 3 * 0.999 <= rates[s.id] <= min(values) * 3 * 1.001, s.id
+    mlp = [rates[s.id] for s in plan.subjects if s.architecture == "mlp"]
+    assert 0.01 / 3 * 0.999 <= min(mlp) and max(mlp) <= 0.005 * 3 * 1.001
     assert len(set(rates.values())) > 0.9 * len(rates)  # every subject draws its own (4 digits: rare ties)
     # IA's feedback rate is not spread (only learning_rate by default)
-    assert {s.hyperparameters.feedback_learning_rate for s in plan.subjects if s.learning_rule == "information_alignment"} == {0.001}
+    for s in plan.subjects:
+        if s.learning_rule == "information_alignment":
+            population = protocol.rule_hyperparameters(s.learning_rule, s.architecture, s.task, s.batch_size)
+            assert s.hyperparameters.feedback_learning_rate == population.feedback_learning_rate
     assert plan_cohort(protocol).subjects[5].hyperparameters == plan.subjects[5].hyperparameters  # reproducible
     without = plan_cohort(_protocol("spread: {over: factor, factor: 3.0, overlap: false}\n"))
     fa = [s.hyperparameters.learning_rate for s in without.subjects if s.learning_rule == "feedback_alignment"]
@@ -135,7 +144,12 @@ def test_with_overlapping_ranges_the_rate_alone_does_not_name_the_rule():
             name: s
             cohort: {{architecture: [mlp, conv1d], task: mnist1d, batch_size: [32, 128], replicates: 30,
                       learning_rule: [feedback_alignment, information_alignment, kolen_pollack, sign_symmetry]}}
-            training: {{steps: 100{spread}}}
+            training:
+              steps: 100
+              # pinned, so that the test does not follow the shipped defaults
+              rules: {{feedback_alignment: {{learning_rate: 0.005}}, information_alignment: {{learning_rate: 0.01}},
+                      kolen_pollack: {{learning_rate: 0.01}}, sign_symmetry: {{learning_rate: 0.005}}}}
+              {spread}
             """))
         subjects = plan_cohort(protocol).subjects
         X = np.array([[np.log10(s.hyperparameters.learning_rate), s.batch_size] for s in subjects])
@@ -144,7 +158,7 @@ def test_with_overlapping_ranges_the_rate_alone_does_not_name_the_rule():
 
     # defaults 0.005, 0.01, 0.01, 0.005: two rates, so the rate halves the choice (0.5); chance 0.25
     assert accuracy("") == pytest.approx(0.5, abs=0.02)
-    assert accuracy(", spread: {over: factor, factor: 3.0}") < 0.25 + 0.15
+    assert accuracy("spread: {over: factor, factor: 3.0}") < 0.25 + 0.15
 
 
 def test_only_rates_can_be_searched_or_spread():
