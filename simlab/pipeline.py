@@ -63,17 +63,26 @@ def prepare_run_directory(protocol: Protocol, out: Path | None, force: bool) -> 
 def calibrate_run(run: RunDirectory, protocol: Protocol, force: bool, progress: bool, echo: Callable) -> Protocol:
     """The calibration stage: every population's search (cached in the run directory), its
     tables written, and the protocol as run, with the chosen rates, stored and returned."""
+    tables, calibrated, text = search_and_write_calibration(run, protocol, force, progress, echo)
+    if not tables:
+        return protocol
+    write_text_atomic(run.protocol_file, calibrated.to_yaml(), force=True)
+    echo(text)
+    return calibrated
+
+
+def search_and_write_calibration(run: RunDirectory, protocol: Protocol, force: bool, progress: bool, echo: Callable):
+    """Every population's search (cached in the run directory) and its tables written
+    (``calibration.nc``/``.txt``); returns the tables, the protocol with the choices and the
+    printed table (no tables, nothing written, where no population has a rate to search)."""
     from simlab.training.calibration import calibrate_cohort, calibrated_protocol, combined_table, format_calibration
 
     tables = calibrate_cohort(run, protocol, force=force, progress=progress, echo=echo)
     if not tables:
-        return protocol
+        return tables, protocol, ""
     text = format_calibration(tables.values())
     write_result_and_table(combined_table(tables.values()), text, run.calibration_table("nc"), force=True)
-    calibrated = calibrated_protocol(protocol, tables)
-    write_text_atomic(run.protocol_file, calibrated.to_yaml(), force=True)
-    echo(text)
-    return calibrated
+    return tables, calibrated_protocol(protocol, tables), text
 
 
 def write_stimuli(run: RunDirectory, protocol: Protocol, force: bool) -> None:
@@ -201,20 +210,15 @@ def calibrate_protocol(
     ``calibration.nc``/``.txt`` and ``protocol.calibrated.yaml`` (the protocol with the chosen
     rates pinned in ``training.calibrated``, no search) into the run directory; returns the
     run directory, the calibrated protocol and the tables."""
-    from simlab.training.calibration import calibrate_cohort, calibrated_protocol, combined_table, format_calibration
-
     protocol = path if isinstance(path, Protocol) else load_protocol(path)
     spec = settings if settings is not None else protocol.training.calibrate
     searching = protocol.model_copy(update={"training": protocol.training.model_copy(update={"calibrate": spec})})
     run = RunDirectory(Path(out) if out is not None else Path("runs") / protocol.name)
     run.path.mkdir(parents=True, exist_ok=True)
     enable_compilation_cache()
-    tables = calibrate_cohort(run, searching, force=force, progress=progress, echo=echo)
+    tables, pinned, text = search_and_write_calibration(run, searching, force, progress, echo)
     if not tables:
         raise SimlabError(f"protocol {protocol.name}: no population has a rate to calibrate")
-    text = format_calibration(tables.values())
-    write_result_and_table(combined_table(tables.values()), text, run.calibration_table("nc"), force=True)
-    pinned = calibrated_protocol(searching, tables)
     pinned = pinned.model_copy(update={"training": pinned.training.model_copy(update={"calibrate": None})})
     write_text_atomic(run.calibrated_protocol_file, pinned.to_yaml(), force=True)
     run.log(f"calibrate: {len(tables)} population(s) -> {run.calibration_table('nc')}")
