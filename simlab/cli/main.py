@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--rates", nargs="+", metavar="RATE", help="the rate settings searched (default: every "
                            "rate of each rule: learning_rate, feedback_learning_rate, hebbian_learning_rate)")
     calibrate.add_argument("--write-defaults", type=Path, metavar="FILE",
-                           help="also write the choices per rule and architecture family as a table of defaults "
-                           "(the form of simlab/specs/rule_defaults.yaml)")
+                           help="also write the choices per rule and architecture family (and per net, where a "
+                           "family had several) as a table of defaults (the form of simlab/specs/rule_defaults.yaml)")
     calibrate.add_argument("--force", action="store_true", help="search again where a population is cached")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -245,7 +245,7 @@ def cmd_calibrate(args) -> int:
     if args.write_defaults is not None:
         from simlab.fileio import write_text_atomic
         from simlab.protocol import parse_protocol
-        from simlab.training.calibration import family_defaults_table
+        from simlab.training.calibration import defaults_table_from
 
         pinned = parse_protocol(table.attrs["protocol"], source=str(out / "protocol.calibrated.yaml"))
         provenance = {
@@ -255,7 +255,7 @@ def cmd_calibrate(args) -> int:
             "training_seconds": round(float(table.attrs["seconds"]), 1),
         }
         choices = json.loads(table.attrs["choices"])
-        text = yaml.safe_dump(family_defaults_table(pinned, choices, provenance), sort_keys=False, default_flow_style=None)
+        text = yaml.safe_dump(defaults_table_from(pinned, choices, provenance), sort_keys=False, default_flow_style=None)
         write_text_atomic(args.write_defaults, text, force=True)
         print(f"defaults table: {args.write_defaults}")
     return 0

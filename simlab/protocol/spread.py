@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from simlab.specs.protocol import Protocol
-from simlab.specs.rules import family_defaults, rate_fields
+from simlab.specs.rules import rate_fields
 
 Range = tuple[float, float]
 
@@ -30,8 +30,7 @@ def population_range(protocol: Protocol, population, hyper, rate: str) -> Range:
     calibrated = protocol.training.calibrated.get(population.id)
     healthy = calibrated.healthy.get(rate) if calibrated is not None else None
     if healthy is None and population.learning_rule not in protocol.learning_rules:
-        family = getattr(protocol.architecture_spec(population.architecture), "type", None)
-        entry = family_defaults(population.learning_rule, family)
+        entry = protocol.shipped_defaults(population.learning_rule, population.architecture)
         healthy = None if entry is None else entry.healthy.get(rate)
     if healthy is None or not healthy[0] <= value <= healthy[1] or healthy[0] == healthy[1]:
         return factor_range

@@ -49,6 +49,7 @@ from simlab.specs.rules import (
     RULE_HYPERPARAMETERS,
     CalibratedRates,
     default_hyperparameters,
+    table_defaults,
     is_rate,
     defined_rule_model,
 )
@@ -560,7 +561,7 @@ class Protocol(_Section):
             raise SimlabError(unknown_name_message("learning rule", name, {*RULE_HYPERPARAMETERS, *self.learning_rules}))
         else:
             spec = None if architecture is None else self.architecture_spec(architecture)
-            hyper = default_hyperparameters(name, architecture_layout(spec), getattr(spec, "type", None))
+            hyper = default_hyperparameters(name, architecture_layout(spec), *self._table_keys(architecture))
             if name in self.training.rules:
                 hyper = self.training.rules[name].apply(hyper, architecture, task, batch_size)
         if None not in (architecture, task, batch_size):
@@ -568,6 +569,20 @@ class Protocol(_Section):
             if calibrated is not None:
                 hyper = hyper.model_copy(update=calibrated.rates)
         return hyper
+
+    def shipped_defaults(self, name: str, architecture: str) -> CalibratedRates | None:
+        """The shipped table's entry (:func:`simlab.specs.rules.table_defaults`) for the
+        registered rule ``name`` on ``architecture``."""
+        return table_defaults(name, *self._table_keys(architecture))
+
+    def _table_keys(self, architecture: str | None) -> tuple[str | None, str | None]:
+        """(family, preset) under which the shipped table may hold ``architecture``: a
+        protocol's own definition is looked up by its family only, even if it reuses a
+        preset's name."""
+        if architecture is None:
+            return None, None
+        family = getattr(self.architecture_spec(architecture), "type", None)
+        return family, (None if architecture in self.architectures else architecture)
 
     def session_steps(self) -> np.ndarray:
         """Training steps of the sessions: evenly spread, first step 0 and last step ``steps``."""

@@ -176,8 +176,9 @@ IMAGE_LEARNING_RATE_SCALE = 0.1
 
 DEFAULTS_FILE = Path(__file__).with_name("rule_defaults.yaml")
 """The calibrated defaults that ship: per learning rule and architecture family (the
-architecture's ``type``), the chosen rates and the range of rates under which calibration
-found every seed healthy. Written by ``simlab calibrate --write-defaults`` (docs/rules.md says
+architecture's ``type``), and per calibrated preset architecture where its family has several
+(a preset's own entry wins over its family's), the chosen rates and the range of rates under
+which calibration found every seed healthy. Written by ``simlab calibrate --write-defaults`` (docs/rules.md says
 how each entry was measured)."""
 
 
@@ -205,13 +206,15 @@ class CalibratedRates(BaseModel):
 
 
 class DefaultsTable(BaseModel):
-    """The file :data:`DEFAULTS_FILE`: where its entries came from, and the entries
-    (rule -> architecture family -> :class:`CalibratedRates`)."""
+    """The file :data:`DEFAULTS_FILE`: where its entries came from, and the entries (rule ->
+    architecture family -> :class:`CalibratedRates`; ``by_architecture``: rule -> preset
+    architecture -> its own entry, which wins over its family's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provenance: dict[str, Any] = Field(default_factory=dict)
     defaults: dict[str, dict[str, CalibratedRates]] = Field(default_factory=dict)
+    by_architecture: dict[str, dict[str, CalibratedRates]] = Field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,18 +225,24 @@ def defaults_table(path: Path = DEFAULTS_FILE) -> DefaultsTable:
     return DefaultsTable.model_validate(yaml.safe_load(path.read_text()) or {})
 
 
-def family_defaults(name: str, family: str | None) -> CalibratedRates | None:
-    """The table's entry for rule ``name`` on architecture family ``family``, if any."""
-    return defaults_table().defaults.get(name, {}).get(family) if family is not None else None
+def table_defaults(name: str, family: str | None, preset: str | None = None) -> CalibratedRates | None:
+    """The table's entry for rule ``name`` on the preset architecture ``preset`` (None for an
+    architecture a protocol defines), else on its family ``family``, if any."""
+    table = defaults_table()
+    own = table.by_architecture.get(name, {}).get(preset) if preset is not None else None
+    return own or (table.defaults.get(name, {}).get(family) if family is not None else None)
 
 
-def default_hyperparameters(name: str, layout: str | None = None, family: str | None = None) -> RuleHyperparameters:
-    """The defaults of a registered rule on an architecture of type ``family`` reading
-    ``layout`` ("image" for the image conv nets; None or "signal" otherwise): the calibrated
-    rates of the shipped table where it has the pair, else the model's defaults, with the
-    SGD-based rules' rates scaled by ``IMAGE_LEARNING_RATE_SCALE`` on image nets."""
+def default_hyperparameters(
+    name: str, layout: str | None = None, family: str | None = None, preset: str | None = None
+) -> RuleHyperparameters:
+    """The defaults of a registered rule on an architecture of type ``family`` (the preset
+    ``preset``, if it is one) reading ``layout`` ("image" for the image conv nets; None or
+    "signal" otherwise): the calibrated rates of the shipped table where it has the pair, else
+    the model's defaults, with the SGD-based rules' rates scaled by ``IMAGE_LEARNING_RATE_SCALE``
+    on image nets."""
     defaults = RULE_HYPERPARAMETERS[name]()
-    entry = family_defaults(name, family)
+    entry = table_defaults(name, family, preset)
     if entry is not None:
         return defaults.model_copy(update={k: v for k, v in entry.rates.items() if k in type(defaults).model_fields})
     if layout != "image" or isinstance(defaults, Adam):

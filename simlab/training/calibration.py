@@ -296,31 +296,47 @@ def format_calibration(tables: Iterable[xr.Dataset]) -> str:
     return "\n".join(lines)
 
 
-def family_defaults_table(protocol: Protocol, choices: dict[str, dict | None], provenance: dict) -> dict:
+def defaults_table_from(protocol: Protocol, choices: dict[str, dict | None], provenance: dict) -> dict:
     """The shipped table's form (:class:`simlab.specs.rules.DefaultsTable`) from calibrated
     populations: per rule and architecture family (type), each rate the geometric mean of its
-    populations' choices, and the healthy range all of them share (left out where they share
-    none). ``choices``: population id -> its choice (``CalibratedRates`` fields), None if none."""
+    populations' choices and the healthy range all of them share (left out where they share
+    none), which serves the family's nets that were not calibrated; and, where a family had
+    several calibrated preset nets, each net's own entry the same way (one rate per family does
+    not suit both knet and knet4). ``choices``: population id -> its choice
+    (``CalibratedRates`` fields), None if none."""
     plan = {pop.id: pop for pop in plan_cohort(protocol).populations}
-    members: dict[tuple[str, str], list[CalibratedRates]] = {}
+    members: dict[tuple[str, str], list[tuple[str | None, CalibratedRates]]] = {}
     for pid, data in choices.items():
         choice = None if data is None else CalibratedRates.model_validate(data)
         if choice is None or not choice.rates:
             continue
         pop = plan[pid]
         family = protocol.architecture_spec(pop.architecture).type
-        members.setdefault((pop.learning_rule, family), []).append(choice)
+        preset = None if pop.architecture in protocol.architectures else pop.architecture
+        members.setdefault((pop.learning_rule, family), []).append((preset, choice))
     defaults: dict[str, dict[str, dict]] = {}
-    for (rule, family), choices in sorted(members.items()):
-        rates, healthy = {}, {}
-        for name in dict.fromkeys(name for c in choices for name in c.rates):
-            values = [c.rates[name] for c in choices if name in c.rates]
-            low = max(c.healthy[name][0] for c in choices if name in c.healthy)
-            high = min(c.healthy[name][1] for c in choices if name in c.healthy)
-            value = float(f"{np.exp(np.mean(np.log(values))):.3g}")
-            if low <= high:
-                value = float(min(max(value, low), high))
-                healthy[name] = [float(low), float(high)]
-            rates[name] = value
-        defaults.setdefault(rule, {})[family] = {"rates": rates, "healthy": healthy}
-    return {"provenance": provenance, "defaults": defaults}
+    by_architecture: dict[str, dict[str, dict]] = {}
+    for (rule, family), entries in sorted(members.items()):
+        defaults.setdefault(rule, {})[family] = _pooled_entry([choice for _, choice in entries])
+        presets = {preset for preset, _ in entries if preset is not None}
+        if len(presets) > 1:
+            for preset in sorted(presets):
+                own = _pooled_entry([choice for p, choice in entries if p == preset])
+                by_architecture.setdefault(rule, {})[preset] = own
+    return {"provenance": provenance, "defaults": defaults, "by_architecture": by_architecture}
+
+
+def _pooled_entry(choices: list[CalibratedRates]) -> dict:
+    """One table entry from several choices: each rate's geometric mean, clipped into the
+    healthy range all of them share, and that range (absent where they share none)."""
+    rates, healthy = {}, {}
+    for name in dict.fromkeys(name for c in choices for name in c.rates):
+        values = [c.rates[name] for c in choices if name in c.rates]
+        low = max((c.healthy[name][0] for c in choices if name in c.healthy), default=np.inf)
+        high = min((c.healthy[name][1] for c in choices if name in c.healthy), default=-np.inf)
+        value = float(f"{np.exp(np.mean(np.log(values))):.3g}")
+        if low <= high:
+            value = float(min(max(value, low), high))
+            healthy[name] = [float(low), float(high)]
+        rates[name] = value
+    return {"rates": rates, "healthy": healthy}

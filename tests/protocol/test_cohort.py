@@ -116,14 +116,31 @@ def test_a_single_block_list_plans_like_the_mapping():
     assert [s.id for s in plan_cohort(listed).subjects] == [s.id for s in plan_cohort(single).subjects]
 
 
+def test_a_preset_architectures_own_table_entry_wins_over_its_familys(monkeypatch):
+    from simlab.specs import rules
+
+    planted = rules.DefaultsTable.model_validate({
+        "defaults": {"feedback_alignment": {"knet": {"rates": {"learning_rate": 0.004}}}},
+        "by_architecture": {"feedback_alignment": {"knet4": {"rates": {"learning_rate": 0.02}}}},
+    })
+    monkeypatch.setattr(rules, "defaults_table", lambda path=rules.DEFAULTS_FILE: planted)
+    protocol = parse_protocol(BLOCKS)
+    assert protocol.rule_hyperparameters("feedback_alignment", "knet4").learning_rate == 0.02
+    assert protocol.rule_hyperparameters("feedback_alignment", "knet").learning_rate == 0.004
+    assert protocol.rule_hyperparameters("feedback_alignment", "knet_lrn").learning_rate == 0.004  # family's
+    # A protocol's own architecture named like a preset is not that preset: its family's entry.
+    own = parse_protocol(BLOCKS + "architectures:\n  knet4: {type: knet, channels: [8, 8]}\n")
+    assert own.rule_hyperparameters("feedback_alignment", "knet4").learning_rate == 0.004
+
+
 def test_image_nets_get_the_calibrated_table_or_a_tenth_of_the_sgd_learning_rates_unless_overridden():
-    from simlab.specs.rules import family_defaults
+    from simlab.specs.rules import table_defaults
 
     protocol = parse_protocol(BLOCKS.replace("learning_rule: sgdm\n", "learning_rule: [sgdm, adam, feedback_alignment]\n"))
     assert protocol.rule_hyperparameters("sgdm", "mlp").learning_rate == 0.05
-    assert family_defaults("sgdm", "knet") is None  # not in the shipped table: a tenth of 0.05
+    assert table_defaults("sgdm", "knet") is None  # not in the shipped table: a tenth of 0.05
     assert protocol.rule_hyperparameters("sgdm", "knet").learning_rate == 0.005
-    table = family_defaults("feedback_alignment", "knet").rates["learning_rate"]  # the shipped table's
+    table = table_defaults("feedback_alignment", "knet", "knet").rates["learning_rate"]  # the shipped table's
     assert protocol.rule_hyperparameters("feedback_alignment", "knet").learning_rate == table
     assert protocol.rule_hyperparameters("adam", "knet") == protocol.rule_hyperparameters("adam", "mlp")
     assert protocol.rule_hyperparameters("sgdm", "knet").momentum == 0.9

@@ -145,3 +145,31 @@ def test_the_best_accepted_setting_and_its_healthy_range():
     assert healthy_range(trials, 2, "learning_rate", keep=0.8) == (0.1, 1.0)
     assert healthy_range(trials, 2, "learning_rate", keep=0.6) == (0.01, 1.0)
     assert choose([_trial(0.1, [0.1, 0.1]) | {"accepted": False}]) is None
+
+
+def test_the_defaults_table_pools_a_family_and_keeps_each_calibrated_net_of_it():
+    from simlab.protocol.loader import parse_protocol
+    from simlab.specs.rules import DefaultsTable
+
+    protocol = parse_protocol(
+        "name: t\nseed: 0\ncohort:\n  architecture: [knet, knet4, resnet18]\n  task: [digits_image]\n"
+        "  learning_rule: [feedback_alignment]\n  batch_size: [64]\n  replicates: 1\n"
+        "training: {steps: 10}\nrecording: {sessions: 2, stimuli: 8}\nrigs: {synapse: {units: all}}\nanalyses: {}\n"
+    )
+    choices = {
+        "knet-digits_image-feedback_alignment-b64": {"rates": {"learning_rate": 0.002},
+                                                     "healthy": {"learning_rate": [0.002, 0.02]}},
+        "knet4-digits_image-feedback_alignment-b64": {"rates": {"learning_rate": 0.02},
+                                                      "healthy": {"learning_rate": [0.006, 0.06]}},
+        "resnet18-digits_image-feedback_alignment-b64": {"rates": {"learning_rate": 0.01}, "healthy": {}},
+    }
+    table = DefaultsTable.model_validate(calibration.defaults_table_from(protocol, choices, {}))
+    fa = table.defaults["feedback_alignment"]
+    # knet family: geometric mean sqrt(0.002 * 0.02) = 0.00632, inside the shared range [0.006, 0.02].
+    assert fa["knet"].rates == {"learning_rate": 0.00632}
+    assert fa["knet"].healthy == {"learning_rate": (0.006, 0.02)}
+    own = table.by_architecture["feedback_alignment"]
+    assert own["knet4"].rates == {"learning_rate": 0.02} and own["knet"].rates == {"learning_rate": 0.002}
+    assert own["knet"].healthy == {"learning_rate": (0.002, 0.02)}
+    assert fa["resnet"].rates == {"learning_rate": 0.01} and fa["resnet"].healthy == {}
+    assert "resnet18" not in own  # the family's only calibrated net: its entry is the family's
