@@ -606,14 +606,15 @@ def generalize(recordings, factor: str = "architecture", *, matrix: bool = True,
     ----------
     recordings : Dataset, path, sequence of them, or Run
     factor : str
-        A subject coordinate: ``architecture``, ``task``, ``batch_size``, a hyperparameter.
+        A subject coordinate: ``architecture``, ``task``, ``batch_size``, a hyperparameter
+        (``learning_rate``: held out by quantile bins, ``bins=3`` by default).
     matrix : bool
         Also train on each single level and test on each other one.
     rigs : list of str, optional
     progress : bool
     n_jobs : int, optional
     **settings
-        Identification settings, as for :func:`identify`.
+        ``bins`` (of a real-valued factor), and identification settings, as for :func:`identify`.
 
     Returns
     -------
@@ -627,7 +628,7 @@ def generalize(recordings, factor: str = "architecture", *, matrix: bool = True,
     from simlab.analysis.generalization import generalization
 
     spec = settings_model(GeneralizationSpec, {"factors": [factor], "matrix": matrix, **settings}, nested="identify")
-    return generalization(_recording(recordings, rigs), factor, spec.identify, spec.matrix, progress, n_jobs)
+    return generalization(_recording(recordings, rigs), factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins)
 
 
 def trajectory(recordings, schedules: Mapping[str, Any] | None = None, *, rigs: Sequence[str] | None = None,
