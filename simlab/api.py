@@ -742,7 +742,7 @@ def plan(grid: xr.Dataset | str | Path | RunDirectory, target: float = 0.9, *, r
         Rigs of the grid (default: all).
     classifier : str, optional
         Classifier of the grid (default: per rig, the best on average).
-    criterion : {"wilson", "split", "mean"}
+    criterion : {"wilson", "bootstrap", "split", "mean"}
         Which lower bound of the accuracy must reach the target.
 
     Returns

@@ -162,9 +162,10 @@ def add_analysis_commands(commands) -> None:
     plan.add_argument("--rig", action="append", dest="rigs", metavar="RIG", help="repeatable; rigs of the grid "
                       "(default: all)")
     plan.add_argument("--classifier", help="classifier of the grid (default: per rig, the best on average)")
-    plan.add_argument("--criterion", choices=["wilson", "split", "mean"], default="wilson",
-                      help="wilson: lower 95%% Wilson bound, n = test sites of one split (default); split: lower "
-                      "95%% t bound of the mean over splits; mean: the point estimate")
+    plan.add_argument("--criterion", choices=["wilson", "bootstrap", "split", "mean"], default="wilson",
+                      help="wilson: lower 95%% Wilson bound, n = test sites of one split (default); bootstrap: lower "
+                      "95%% subject bootstrap bound (tested subjects resampled); split: lower 95%% t bound of the "
+                      "mean over splits; mean: the point estimate")
     plan.add_argument("--quiet", action="store_true", help="no progress bars while computing a missing grid")
 
     figs = commands.add_parser(

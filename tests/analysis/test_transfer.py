@@ -259,3 +259,18 @@ def test_cli_flags_parse():
     assert args.bins == 4 and args.transform == ["log_ratio"] and args.factors == ["learning_rate"]
     with pytest.raises(SystemExit):
         parser.parse_args(["generalize", "run", "--transform", "logratio"])
+
+
+def test_importance_names_each_channel_by_its_transform(recording):
+    from simlab.analysis.importance import feature_importance, format_importance
+
+    spec = IdentifySpec(splits=2, transform=["raw", "diff"], bootstrap=0)
+    forest = {"name": "random_forest", "params": {"n_estimators": 20}}
+    result = feature_importance(recording, spec, forest, "weight", methods=("impurity",), n_jobs=1)
+    by_transform = result["importance_by_transform"].sel(importance_type="impurity").mean("split")
+    assert set(by_transform["transform"].values) == {"raw", "diff", "depth_group"}
+    assert float(by_transform.sum()) == pytest.approx(1.0)  # impurity importances sum to 1
+    channels = set(result["importance_by_channel"]["channel"].values)
+    assert "weight_raw_mean" in channels and "diff(weight_raw_mean)" in channels
+    assert "diff(weight_raw_mean)@1" in set(result["feature_name"].values)
+    assert "by transform" in format_importance(result)
