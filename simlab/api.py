@@ -614,7 +614,8 @@ def generalize(recordings, factor: str = "architecture", *, matrix: bool = True,
     progress : bool
     n_jobs : int, optional
     **settings
-        ``bins`` (of a real-valued factor), and identification settings, as for :func:`identify`.
+        ``bins`` and ``bin_per_class`` (of a real-valued factor), and identification settings,
+        as for :func:`identify`.
 
     Returns
     -------
@@ -628,7 +629,8 @@ def generalize(recordings, factor: str = "architecture", *, matrix: bool = True,
     from simlab.analysis.generalization import generalization
 
     spec = settings_model(GeneralizationSpec, {"factors": [factor], "matrix": matrix, **settings}, nested="identify")
-    return generalization(_recording(recordings, rigs), factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins)
+    return generalization(_recording(recordings, rigs), factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins,
+                          spec.bin_per_class)
 
 
 def trajectory(recordings, schedules: Mapping[str, Any] | None = None, *, rigs: Sequence[str] | None = None,

@@ -24,7 +24,8 @@ __all__ = ["binned_levels", "format_generalization", "generalization", "leave_on
 SCHEMA = "simlab.generalization/1"
 
 
-def binned_levels(values: np.ndarray, usable: np.ndarray, bins: int) -> tuple[np.ndarray, list[str]]:
+def binned_levels(values: np.ndarray, usable: np.ndarray, bins: int,
+                  classes: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Quantile bins of a real-valued factor: the level name of every subject and the levels
     in increasing order.
 
@@ -34,6 +35,10 @@ def binned_levels(values: np.ndarray, usable: np.ndarray, bins: int) -> tuple[np
     and a bin can be empty (it is then no level). A level is named by the smallest and largest
     value among its usable subjects (``0.001-0.005``; one value: that value). Unusable subjects
     keep the level of their value's bin.
+
+    With ``classes`` (each subject's target), the edges are each class's own quantiles, so
+    every band holds subjects of every class, at that class's low, middle or high rates; the
+    levels are named ``band 1 of 3`` (lowest) and so on.
     """
     values = np.asarray(values, dtype=np.float64)
     if np.isnan(values[usable]).any():
@@ -41,22 +46,35 @@ def binned_levels(values: np.ndarray, usable: np.ndarray, bins: int) -> tuple[np
     scale = np.log if (values[usable] > 0).all() else (lambda v: v)
     with np.errstate(invalid="ignore", divide="ignore"):
         scaled = scale(values)
-    edges = np.quantile(scaled[usable], np.arange(1, bins) / bins)
-    bin_of = np.searchsorted(edges, scaled, side="left")
+
+    def bin_of(among: np.ndarray) -> np.ndarray:
+        edges = np.quantile(scaled[usable & among], np.arange(1, bins) / bins)
+        return np.searchsorted(edges, scaled, side="left")
+
+    if classes is not None:
+        classes = np.asarray(classes)
+        band = np.zeros(len(values), dtype=int)
+        for c in np.unique(classes[usable]):
+            band[classes == c] = bin_of(classes == c)[classes == c]
+        names = {b: f"band {b + 1} of {bins}" for b in range(bins)}
+        level_of = np.array([names[b] for b in band], dtype=str)
+        return level_of, [names[b] for b in sorted(set(band[usable]))]
+    band = bin_of(np.ones(len(values), bool))
     names = {}
-    for b in np.unique(bin_of[usable]):
-        members = values[usable & (bin_of == b)]
+    for b in np.unique(band[usable]):
+        members = values[usable & (band == b)]
         low, high = members.min(), members.max()
         names[b] = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}"
-    level_of = np.array([names.get(b, f"bin{b}") for b in bin_of], dtype=str)
+    level_of = np.array([names.get(b, f"bin{b}") for b in band], dtype=str)
     return level_of, [names[b] for b in sorted(names)]
 
 
-def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int = 3) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int = 3,
+                    per_class: bool = False) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Level of every subject, the levels among usable subjects, and which subjects are usable.
 
     A real-valued factor with more than ``bins`` distinct values among usable subjects is
-    binned (:func:`binned_levels`)."""
+    binned (:func:`binned_levels`; ``per_class``: within each class of the target)."""
     sites = select_sites(ds, spec.target, spec.health)
     if len(sites.labels) == 0:
         raise SimlabError("no sites: every subject diverged" + (" or did not learn" if spec.health.excludes else "")
@@ -69,7 +87,8 @@ def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int =
     values = ds.coords[factor].values
     if np.issubdtype(values.dtype, np.floating) and len(np.unique(values[usable])) > bins:
         try:
-            return (*binned_levels(values, usable, bins), usable)
+            classes = ds.coords[spec.target].values if per_class else None
+            return (*binned_levels(values, usable, bins, classes), usable)
         except SimlabError as exc:
             raise SimlabError(f"factor {factor!r}: {exc}") from None
     uniq, inv = np.unique(values, return_inverse=True)  # numbers sort as numbers
@@ -79,10 +98,11 @@ def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int =
     return level_of, levels, usable
 
 
-def leave_one_level_out(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int = 3) -> tuple[list, list[str], list[str]]:
+def leave_one_level_out(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int = 3,
+                        per_class: bool = False) -> tuple[list, list[str], list[str]]:
     """Subject splits (train: every other level, test: the level), their level names, and the
     levels left out because the other levels hold fewer than 2 classes to train on."""
-    level_of, levels, usable = _subject_levels(ds, factor, spec, bins)
+    level_of, levels, usable = _subject_levels(ds, factor, spec, bins, per_class)
     if len(levels) < 2:
         raise SimlabError(f"factor {factor!r} has {len(levels)} level(s) among usable subjects; need at least 2")
     labels = ds.coords[spec.target].values
@@ -102,7 +122,7 @@ def leave_one_level_out(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: i
 
 def generalization(
     ds: xr.Dataset, factor: str, spec: IdentifySpec = IdentifySpec(), matrix: bool = True,
-    progress: bool = False, n_jobs: int | None = None, bins: int = 3,
+    progress: bool = False, n_jobs: int | None = None, bins: int = 3, bin_per_class: bool = False,
 ) -> xr.Dataset:
     """Identification of ``spec.target`` on each held-out level of ``factor``, trained on the
     other levels (all leave-one-level-out folds).
@@ -126,6 +146,9 @@ def generalization(
     bins : int
         A real-valued factor (``learning_rate``) with more distinct values than ``bins`` is
         held out by quantile bins of its (log) value (:func:`binned_levels`).
+    bin_per_class : bool
+        Bin within each class of the target (each rule's own low, middle and high rates), so
+        every held-out band holds every class.
 
     Returns
     -------
@@ -146,7 +169,7 @@ def generalization(
     """
     if factor == spec.target:
         raise SimlabError(f"factor {factor!r} is the identification target; generalize over another factor")
-    splits, names, skipped = leave_one_level_out(ds, factor, spec, bins)
+    splits, names, skipped = leave_one_level_out(ds, factor, spec, bins, bin_per_class)
     labels = ds.coords[spec.target].values.astype(str)
     unseen = {name: sorted(set(labels[test]) - set(labels[train])) for (train, test), name in zip(splits, names)}
     results = identify(ds, spec, progress=progress, n_jobs=n_jobs, subject_splits=splits, split_names=names)
@@ -156,23 +179,24 @@ def generalization(
         "title": f"generalization of {spec.target} identification over held-out {factor}",
         "factor": factor,
         "skipped_levels": ",".join(skipped),
-        "binned_levels": int(_binned(ds, factor, spec, bins)),
+        "binned_levels": int(_binned(ds, factor, spec, bins, bin_per_class)),
+        "bin_per_class": int(bin_per_class),
         "classes_not_trained": "; ".join(f"{name}: {', '.join(c)}" for name, c in unseen.items() if c),
         "bins": int(bins),
     })
     if matrix:
-        results["matrix_accuracy"] = _matrix(ds, factor, spec, results, progress, n_jobs, bins)
+        results["matrix_accuracy"] = _matrix(ds, factor, spec, results, progress, n_jobs, bins, bin_per_class)
     return results
 
 
-def _binned(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int) -> bool:
+def _binned(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int, per_class: bool) -> bool:
     """Whether the factor's levels are quantile bins rather than its values."""
-    level_of, _, _ = _subject_levels(ds, factor, spec, bins)
+    level_of, _, _ = _subject_levels(ds, factor, spec, bins, per_class)
     return len(np.unique(level_of)) < len(np.unique(ds.coords[factor].values))
 
 
-def _matrix(ds, factor, spec, results, progress, n_jobs, bins) -> xr.DataArray:
-    level_of, levels, usable = _subject_levels(ds, factor, spec, bins)
+def _matrix(ds, factor, spec, results, progress, n_jobs, bins, per_class) -> xr.DataArray:
+    level_of, levels, usable = _subject_levels(ds, factor, spec, bins, per_class)
     labels = ds.coords[spec.target].values
     clfs, sets = results["classifier"].values, results["feature_set"].values
     grid = xr.DataArray(
@@ -231,7 +255,8 @@ def format_generalization(results: xr.Dataset) -> str:
         lines.append("held-out levels with classes no training subject has (those sites cannot be named "
                      f"right): {a['classes_not_trained']}")
     if a.get("binned_levels"):
-        lines.append(f"levels: {a['factor']} in {a['bins']} quantile bins across subjects (of its log when positive)")
+        among = f"each {a['target']}'s subjects" if a.get("bin_per_class") else "subjects"
+        lines.append(f"levels: {a['factor']} in {a['bins']} quantile bins across {among} (of its log when positive)")
     if a.get("transform") or a.get("group_by"):
         lines.append(f"features transformed: {str(a.get('transform', 'raw')).replace(',', ' + ')}; "
                      f"inner cross-validation grouped by {a.get('group_by')}")
@@ -284,7 +309,8 @@ def _of_each_factor(
 ) -> dict[str, xr.Dataset]:
     """:func:`generalization` over each of ``spec.factors``, by output stem."""
     return {
-        _stem(factor): generalization(recording, factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins)
+        _stem(factor): generalization(recording, factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins,
+                                       spec.bin_per_class)
         for factor in spec.factors
     }
 

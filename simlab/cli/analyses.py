@@ -94,6 +94,8 @@ def add_analysis_commands(commands) -> None:
     gen.add_argument("--bins", type=int, help="a real-valued factor (learning_rate) with more distinct values is "
                      "held out by this many quantile bins of its log value "
                      f"(default {default(GeneralizationSpec, 'bins')})")
+    gen.add_argument("--bin-per-class", action="store_true", default=None,
+                     help="bin each rule's subjects by its own quantiles, so every held-out band holds every rule")
     add_identify_options(gen)
 
     traj = commands.add_parser(
@@ -201,7 +203,7 @@ def _analyze(args, name: str, settings: dict) -> int:
 
 def cmd_generalize(args) -> int:
     return _analyze(args, "generalization", {"factors": args.factors, "rigs": args.rigs, "matrix": args.matrix,
-                                             "bins": args.bins})
+                                             "bins": args.bins, "bin_per_class": args.bin_per_class})
 
 
 def cmd_trajectory(args) -> int:

@@ -140,11 +140,17 @@ class GeneralizationSpec(_RunAnalysisSpec):
     A factor of real numbers with more than ``bins`` distinct values among the usable subjects
     (``learning_rate`` under a spread of rates, a health metric) is binned into ``bins``
     quantile bins across subjects, of its logarithm when every value is positive, so holding
-    out a level holds out a band of rates (terciles by default)."""
+    out a level holds out a band of rates (terciles by default). Where the rules train at
+    rates of their own, a band of the cohort's rates holds out whole rules (the table says
+    which classes no training subject has); ``bin_per_class`` bins each class of the target by
+    its own quantiles instead, so every band holds every rule at that rule's lowest, middle or
+    highest rates, and the held-out band asks whether identification carries to rates outside
+    those each rule was trained at."""
 
     factors: list[str] = Field(default_factory=lambda: ["architecture"], min_length=1)
     matrix: bool = True
     bins: int = Field(3, ge=2)
+    bin_per_class: bool = False
 
 
 def _default_access() -> dict[str, "ScheduleSpec"]:

@@ -228,6 +228,18 @@ def test_learning_rates_binned_into_terciles_of_their_log():
         binned_levels(np.array([0.1, np.nan, 0.2, 0.3]), np.ones(4, bool), 3)
 
 
+def test_rates_binned_per_class_put_every_class_in_every_band():
+    # class a trains at 1e-3..6e-3, class b at 0.1..0.6: cohort terciles would split them apart
+    rates = np.concatenate([np.arange(1, 7) * 1e-3, np.arange(1, 7) * 1e-1])
+    classes = np.repeat(["a", "b"], 6)
+    level_of, levels = binned_levels(rates, np.ones(12, bool), 3)
+    assert set(level_of[classes == "a"]).isdisjoint(level_of[classes == "b"][-2:])
+    level_of, levels = binned_levels(rates, np.ones(12, bool), 3, classes)
+    # each class's own log terciles: edges between its 2nd and 3rd, and 4th and 5th rates
+    assert levels == ["band 1 of 3", "band 2 of 3", "band 3 of 3"]
+    assert list(level_of) == [f"band {b} of 3" for b in (1, 1, 2, 2, 3, 3)] * 2
+
+
 def test_leave_one_rate_band_out():
     ds = make_recording(n_per_rule=6, n_sessions=S)
     rates = np.geomspace(1e-3, 1e-1, ds.sizes["subject"])
@@ -255,8 +267,9 @@ def test_cli_flags_parse():
     assert settings["transform"] == ["raw", "diff"] and settings["group_by"] == "population"
     assert IdentifySpec(**settings).bootstrap == 100
     args = parser.parse_args(["generalize", "run", "--factor", "learning_rate", "--bins", "4",
-                              "--transform", "log_ratio"])
+                              "--transform", "log_ratio", "--bin-per-class"])
     assert args.bins == 4 and args.transform == ["log_ratio"] and args.factors == ["learning_rate"]
+    assert args.bin_per_class is True
     with pytest.raises(SystemExit):
         parser.parse_args(["generalize", "run", "--transform", "logratio"])
 
