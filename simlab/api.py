@@ -606,14 +606,16 @@ def generalize(recordings, factor: str = "architecture", *, matrix: bool = True,
     ----------
     recordings : Dataset, path, sequence of them, or Run
     factor : str
-        A subject coordinate: ``architecture``, ``task``, ``batch_size``, a hyperparameter.
+        A subject coordinate: ``architecture``, ``task``, ``batch_size``, a hyperparameter
+        (``learning_rate``: held out by quantile bins, ``bins=3`` by default).
     matrix : bool
         Also train on each single level and test on each other one.
     rigs : list of str, optional
     progress : bool
     n_jobs : int, optional
     **settings
-        Identification settings, as for :func:`identify`.
+        ``bins`` and ``bin_per_class`` (of a real-valued factor), and identification settings,
+        as for :func:`identify`.
 
     Returns
     -------
@@ -627,7 +629,8 @@ def generalize(recordings, factor: str = "architecture", *, matrix: bool = True,
     from simlab.analysis.generalization import generalization
 
     spec = settings_model(GeneralizationSpec, {"factors": [factor], "matrix": matrix, **settings}, nested="identify")
-    return generalization(_recording(recordings, rigs), factor, spec.identify, spec.matrix, progress, n_jobs)
+    return generalization(_recording(recordings, rigs), factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins,
+                          spec.bin_per_class)
 
 
 def trajectory(recordings, schedules: Mapping[str, Any] | None = None, *, rigs: Sequence[str] | None = None,
@@ -741,7 +744,7 @@ def plan(grid: xr.Dataset | str | Path | RunDirectory, target: float = 0.9, *, r
         Rigs of the grid (default: all).
     classifier : str, optional
         Classifier of the grid (default: per rig, the best on average).
-    criterion : {"wilson", "split", "mean"}
+    criterion : {"wilson", "bootstrap", "split", "mean"}
         Which lower bound of the accuracy must reach the target.
 
     Returns

@@ -15,17 +15,66 @@ import xarray as xr
 
 from simlab.analysis.analyses import register_analysis
 from simlab.analysis.health import format_health
-from simlab.analysis.identify import identify, select_sites
+from simlab.analysis.identify import format_shares, identify, select_sites
 from simlab.errors import SimlabError
 from simlab.specs.analyses import GeneralizationSpec, IdentifySpec
 
-__all__ = ["format_generalization", "generalization", "leave_one_level_out"]
+__all__ = ["binned_levels", "format_generalization", "generalization", "leave_one_level_out"]
 
 SCHEMA = "simlab.generalization/1"
 
 
-def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Level of every subject, the levels among usable subjects, and which subjects are usable."""
+def binned_levels(values: np.ndarray, usable: np.ndarray, bins: int,
+                  classes: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """Quantile bins of a real-valued factor: the level name of every subject and the levels
+    in increasing order.
+
+    The edges are the ``1/bins, 2/bins, ...`` quantiles over the usable subjects, of the
+    logarithm when every usable value is positive (rates spread log-uniformly); a subject
+    falls in the first bin whose upper edge it does not exceed, so equal values share a bin
+    and a bin can be empty (it is then no level). A level is named by the smallest and largest
+    value among its usable subjects (``0.001-0.005``; one value: that value). Unusable subjects
+    keep the level of their value's bin.
+
+    With ``classes`` (each subject's target), the edges are each class's own quantiles, so
+    every band holds subjects of every class, at that class's low, middle or high rates; the
+    levels are named ``band 1 of 3`` (lowest) and so on.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values[usable]).any():
+        raise SimlabError(f"{int(np.isnan(values[usable]).sum())} usable subjects have no value (NaN) of the factor")
+    scale = np.log if (values[usable] > 0).all() else (lambda v: v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = scale(values)
+
+    def bin_of(among: np.ndarray) -> np.ndarray:
+        edges = np.quantile(scaled[usable & among], np.arange(1, bins) / bins)
+        return np.searchsorted(edges, scaled, side="left")
+
+    if classes is not None:
+        classes = np.asarray(classes)
+        band = np.zeros(len(values), dtype=int)
+        for c in np.unique(classes[usable]):
+            band[classes == c] = bin_of(classes == c)[classes == c]
+        names = {b: f"band {b + 1} of {bins}" for b in range(bins)}
+        level_of = np.array([names[b] for b in band], dtype=str)
+        return level_of, [names[b] for b in sorted(set(band[usable]))]
+    band = bin_of(np.ones(len(values), bool))
+    names = {}
+    for b in np.unique(band[usable]):
+        members = values[usable & (band == b)]
+        low, high = members.min(), members.max()
+        names[b] = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}"
+    level_of = np.array([names.get(b, f"bin{b}") for b in band], dtype=str)
+    return level_of, [names[b] for b in sorted(names)]
+
+
+def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int = 3,
+                    per_class: bool = False) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Level of every subject, the levels among usable subjects, and which subjects are usable.
+
+    A real-valued factor with more than ``bins`` distinct values among usable subjects is
+    binned (:func:`binned_levels`; ``per_class``: within each class of the target)."""
     sites = select_sites(ds, spec.target, spec.health)
     if len(sites.labels) == 0:
         raise SimlabError("no sites: every subject diverged" + (" or did not learn" if spec.health.excludes else "")
@@ -33,19 +82,27 @@ def _subject_levels(ds: xr.Dataset, factor: str, spec: IdentifySpec) -> tuple[np
     if factor not in ds.coords or ds.coords[factor].dims != ("subject",):
         known = sorted(str(k) for k, c in ds.coords.items() if c.dims == ("subject",))
         raise SimlabError(f"factor {factor!r} is not a subject coordinate of the recording; known: {', '.join(known)}")
-    uniq, inv = np.unique(ds.coords[factor].values, return_inverse=True)  # numbers sort as numbers
-    text = np.array([str(u) for u in uniq], dtype=str)
-    level_of = text[inv.reshape(-1)]
     usable = np.zeros(ds.sizes["subject"], bool)
     usable[sites.subject_index] = True
+    values = ds.coords[factor].values
+    if np.issubdtype(values.dtype, np.floating) and len(np.unique(values[usable])) > bins:
+        try:
+            classes = ds.coords[spec.target].values if per_class else None
+            return (*binned_levels(values, usable, bins, classes), usable)
+        except SimlabError as exc:
+            raise SimlabError(f"factor {factor!r}: {exc}") from None
+    uniq, inv = np.unique(values, return_inverse=True)  # numbers sort as numbers
+    text = np.array([str(u) for u in uniq], dtype=str)
+    level_of = text[inv.reshape(-1)]
     levels = [str(t) for t in text if t in set(level_of[usable])]
     return level_of, levels, usable
 
 
-def leave_one_level_out(ds: xr.Dataset, factor: str, spec: IdentifySpec) -> tuple[list, list[str], list[str]]:
+def leave_one_level_out(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int = 3,
+                        per_class: bool = False) -> tuple[list, list[str], list[str]]:
     """Subject splits (train: every other level, test: the level), their level names, and the
     levels left out because the other levels hold fewer than 2 classes to train on."""
-    level_of, levels, usable = _subject_levels(ds, factor, spec)
+    level_of, levels, usable = _subject_levels(ds, factor, spec, bins, per_class)
     if len(levels) < 2:
         raise SimlabError(f"factor {factor!r} has {len(levels)} level(s) among usable subjects; need at least 2")
     labels = ds.coords[spec.target].values
@@ -65,7 +122,7 @@ def leave_one_level_out(ds: xr.Dataset, factor: str, spec: IdentifySpec) -> tupl
 
 def generalization(
     ds: xr.Dataset, factor: str, spec: IdentifySpec = IdentifySpec(), matrix: bool = True,
-    progress: bool = False, n_jobs: int | None = None,
+    progress: bool = False, n_jobs: int | None = None, bins: int = 3, bin_per_class: bool = False,
 ) -> xr.Dataset:
     """Identification of ``spec.target`` on each held-out level of ``factor``, trained on the
     other levels (all leave-one-level-out folds).
@@ -86,6 +143,12 @@ def generalization(
         Show progress bars.
     n_jobs : int, optional
         Worker processes, as for :func:`~simlab.analysis.identify.identify`.
+    bins : int
+        A real-valued factor (``learning_rate``) with more distinct values than ``bins`` is
+        held out by quantile bins of its (log) value (:func:`binned_levels`).
+    bin_per_class : bool
+        Bin within each class of the target (each rule's own low, middle and high rates), so
+        every held-out band holds every class.
 
     Returns
     -------
@@ -106,7 +169,9 @@ def generalization(
     """
     if factor == spec.target:
         raise SimlabError(f"factor {factor!r} is the identification target; generalize over another factor")
-    splits, names, skipped = leave_one_level_out(ds, factor, spec)
+    splits, names, skipped = leave_one_level_out(ds, factor, spec, bins, bin_per_class)
+    labels = ds.coords[spec.target].values.astype(str)
+    unseen = {name: sorted(set(labels[test]) - set(labels[train])) for (train, test), name in zip(splits, names)}
     results = identify(ds, spec, progress=progress, n_jobs=n_jobs, subject_splits=splits, split_names=names)
     results = results.drop_vars("split_name").rename({"split": "level"}).assign_coords(level=np.array(names, dtype=str))
     results.attrs.update({
@@ -114,14 +179,24 @@ def generalization(
         "title": f"generalization of {spec.target} identification over held-out {factor}",
         "factor": factor,
         "skipped_levels": ",".join(skipped),
+        "binned_levels": int(_binned(ds, factor, spec, bins, bin_per_class)),
+        "bin_per_class": int(bin_per_class),
+        "classes_not_trained": "; ".join(f"{name}: {', '.join(c)}" for name, c in unseen.items() if c),
+        "bins": int(bins),
     })
     if matrix:
-        results["matrix_accuracy"] = _matrix(ds, factor, spec, results, progress, n_jobs)
+        results["matrix_accuracy"] = _matrix(ds, factor, spec, results, progress, n_jobs, bins, bin_per_class)
     return results
 
 
-def _matrix(ds, factor, spec, results, progress, n_jobs) -> xr.DataArray:
-    level_of, levels, usable = _subject_levels(ds, factor, spec)
+def _binned(ds: xr.Dataset, factor: str, spec: IdentifySpec, bins: int, per_class: bool) -> bool:
+    """Whether the factor's levels are quantile bins rather than its values."""
+    level_of, _, _ = _subject_levels(ds, factor, spec, bins, per_class)
+    return len(np.unique(level_of)) < len(np.unique(ds.coords[factor].values))
+
+
+def _matrix(ds, factor, spec, results, progress, n_jobs, bins, per_class) -> xr.DataArray:
+    level_of, levels, usable = _subject_levels(ds, factor, spec, bins, per_class)
     labels = ds.coords[spec.target].values
     clfs, sets = results["classifier"].values, results["feature_set"].values
     grid = xr.DataArray(
@@ -165,26 +240,54 @@ def _within(level_ds: xr.Dataset, spec: IdentifySpec, n_jobs) -> xr.DataArray | 
 
 
 def format_generalization(results: xr.Dataset) -> str:
-    """Held-out accuracy [95% Wilson CI] per level, one block per classifier, a column per feature set."""
+    """Held-out accuracy [95% Wilson CI] (subject bootstrap 95% CI) per level and pooled over
+    levels, one block per classifier, a column per feature set; then the shares of predictions
+    of each class per held-out level."""
     a = results.attrs
     sets = [str(f) for f in results["feature_set"].values]
+    boot = "accuracy_boot_ci" in results and not bool(results["accuracy_boot_ci"].isnull().all())
     lines = [
         f"generalization of {a['target']} over held-out {a['factor']} "
         f"(chance {float(a['chance']):.3f}; each level tested after training on all the others)",
     ]
     lines += format_health(results)
-    if a.get("skipped_levels"):
-        lines.append(f"not held out (the others hold fewer than 2 classes): {a['skipped_levels']}")
+    if a.get("classes_not_trained"):
+        lines.append("held-out levels with classes no training subject has (those sites cannot be named "
+                     f"right): {a['classes_not_trained']}")
+    if a.get("binned_levels"):
+        among = f"each {a['target']}'s subjects" if a.get("bin_per_class") else "subjects"
+        lines.append(f"levels: {a['factor']} in {a['bins']} quantile bins across {among} (of its log when positive)")
+    if a.get("transform") or a.get("group_by"):
+        lines.append(f"features transformed: {str(a.get('transform', 'raw')).replace(',', ' + ')}; "
+                     f"inner cross-validation grouped by {a.get('group_by')}")
+    lines.append("accuracy [Wilson 95% over the level's sites]"
+                 + (" (subject bootstrap 95%: the level's subjects resampled)" if boot else ""))
+    width = 36 if boot else 22
+
+    def text(acc, wilson, subjects) -> str:
+        out = f"{float(acc):.3f} [{wilson[0]:.2f}, {wilson[1]:.2f}]"
+        return out + (f" ({subjects[0]:.2f}, {subjects[1]:.2f})" if boot else "")
+
     for clf in results["classifier"].values:
-        lines += ["", f"{clf}:", "  " + f"{'held out':<16}{'sites':>6}  " + "  ".join(f"{f:>22}" for f in sets)]
+        lines += ["", f"{clf}:", "  " + f"{'held out':<16}{'sites':>6}  " + "  ".join(f"{f:>{width}}" for f in sets)]
         for level in results["level"].values:
             cell = results.sel(level=level, classifier=clf)
-            values = []
-            for f in sets:
-                low, high = cell["accuracy_ci"].sel(feature_set=f).values
-                values.append(f"{float(cell['accuracy'].sel(feature_set=f)):.3f} [{low:.2f}, {high:.2f}]")
+            values = [text(cell["accuracy"].sel(feature_set=f), cell["accuracy_ci"].sel(feature_set=f).values,
+                           cell["accuracy_boot_ci"].sel(feature_set=f).values if boot else None) for f in sets]
             n = int(cell["n_test"].isel(feature_set=0))
-            lines.append("  " + f"{str(level):<16}{n:>6}  " + "  ".join(f"{v:>22}" for v in values))
+            lines.append("  " + f"{str(level):<16}{n:>6}  " + "  ".join(f"{v:>{width}}" for v in values))
+        if "accuracy_mean_ci" in results and results.sizes["level"] > 1:
+            cell = results.sel(classifier=clf)
+            pooled = cell["correct"].sum("level") / cell["n_test"].sum("level")
+            values = [text(pooled.sel(feature_set=f), cell["accuracy_mean_ci"].sel(feature_set=f).values,
+                           cell["accuracy_mean_boot_ci"].sel(feature_set=f).values if boot else None) for f in sets]
+            n = int(cell["n_test"].isel(feature_set=0).sum())
+            lines.append("  " + f"{'pooled':<16}{n:>6}  " + "  ".join(f"{v:>{width}}" for v in values))
+    if "prediction_share" in results:
+        lines += ["", "predicted shares per held-out level (fraction of its sites named as each class):"]
+        for level in results["level"].values:
+            share = results["prediction_share"].sel(level=level)
+            lines += [f"  {level}:", *format_shares(share, sets if len(sets) <= 4 else sets[-1:], indent="    ")]
     if "matrix_accuracy" in results:
         best = sets[-1]
         clf = str(results["classifier"].values[0])
@@ -206,7 +309,8 @@ def _of_each_factor(
 ) -> dict[str, xr.Dataset]:
     """:func:`generalization` over each of ``spec.factors``, by output stem."""
     return {
-        _stem(factor): generalization(recording, factor, spec.identify, spec.matrix, progress, n_jobs)
+        _stem(factor): generalization(recording, factor, spec.identify, spec.matrix, progress, n_jobs, spec.bins,
+                                       spec.bin_per_class)
         for factor in spec.factors
     }
 

@@ -27,6 +27,8 @@ from simlab.analysis.analyses import register_analysis, write_results
 from simlab.analysis.classifiers import Layout, classifier_label, fit_predict, parse_classifier
 from simlab.errors import SimlabError
 from simlab.analysis.health import assess, copy_health, format_health
+from simlab.analysis.transforms import channel_name, transform_names, transformed
+from simlab.protocol.cohort import FACTORS as POPULATION_FACTORS
 from simlab.specs.analyses import HealthSpec, IdentifySpec
 
 __all__ = [
@@ -35,12 +37,15 @@ __all__ = [
     "balanced_splits",
     "build_features",
     "feature_sets",
+    "format_shares",
     "format_table",
     "identify",
     "map_units",
     "per_class_metrics",
     "results_dataset",
     "select_sites",
+    "site_groups",
+    "subject_bootstrap",
     "write_results",  # kept importable from here; it lives in simlab.analysis.analyses
 ]
 
@@ -119,6 +124,41 @@ class Sites:
     measures: np.ndarray  # (observable,) str
     excluded_diverged: int
     health: xr.Dataset  # the health report (simlab.analysis.health.assess)
+    population: np.ndarray  # (site,) str, the subject's population; "" when unknown
+
+
+def _populations(ds: xr.Dataset, n_subject: int) -> np.ndarray:
+    """Each subject's population: the levels of the population factors (architecture, task,
+    learning rule, batch size) the recording has as subject coordinates, joined by '-' (the
+    run's population id when it has all four); "" when it has none."""
+    present = [f for f in POPULATION_FACTORS if f in ds.coords and ds.coords[f].dims == ("subject",)]
+    if not present:
+        return np.full(n_subject, "", dtype=str)
+    values = [ds.coords[f].values for f in present]
+    prefix = {"batch_size": "b"}
+    return np.array(["-".join(f"{prefix.get(f, '')}{v[i]}" for f, v in zip(present, values))
+                     for i in range(n_subject)], dtype=str)
+
+
+def site_groups(sites: Sites, group_by: str) -> np.ndarray:
+    """The group of each site that a split keeps on one side: its subject, its population
+    (replicates that differ only by seed), or itself (``layer``: splits over sites)."""
+    if group_by == "subject":
+        return sites.subject_index
+    if group_by == "layer":
+        return np.arange(len(sites.labels))
+    if group_by != "population":
+        raise SimlabError(f"group_by must be subject, population or layer; got {group_by!r}")
+    if (sites.population == "").any():
+        raise SimlabError("group_by population needs the subject coordinates of a population "
+                          f"({', '.join(POPULATION_FACTORS)}); the recording has none of them")
+    names, index = np.unique(sites.population, return_inverse=True)
+    for g, name in enumerate(names):
+        held = np.unique(sites.labels[index == g])
+        if len(held) > 1:
+            raise SimlabError(f"group_by population: population {name} holds subjects of several target "
+                              f"levels ({', '.join(held)}); group by subject for this target")
+    return index
 
 
 def _subject_coord(ds: xr.Dataset, name: str) -> np.ndarray:
@@ -195,6 +235,7 @@ def select_sites(ds: xr.Dataset, target: str, health: HealthSpec = HealthSpec())
         measures=measures,
         excluded_diverged=int(report["subjects_diverged"].sum()),
         health=report,
+        population=_populations(ds, n_subject)[s_idx],
     )
 
 
@@ -207,44 +248,77 @@ def feature_sets(sites: Sites) -> dict[str, np.ndarray]:
     return sets
 
 
-def build_features(sites: Sites, observable_idx) -> tuple[np.ndarray, list[str], list[str]]:
+def build_features(sites: Sites, observable_idx, transform="raw") -> tuple[np.ndarray, list[str], list[str]]:
     """Feature matrix of one feature set, and the observables kept and dropped.
 
     An observable is kept only if it is finite for every site at every session: imputing a
     statistic that could not be computed would invent data. Each kept observable contributes
-    its whole session trajectory; the depth group is appended one-hot, since the same
-    statistic differs between early and deep layers.
+    its whole session trajectory, after ``transform`` (per site; one name or a list, see
+    :mod:`simlab.analysis.transforms`): one channel per transform and observable,
+    transform-major. The depth group is appended one-hot, since the same statistic differs
+    between early and deep layers.
     """
     observable_idx = np.asarray(observable_idx, dtype=int)
     block = sites.observation[:, :, observable_idx]  # (site, session, obs)
     finite = np.isfinite(block).all(axis=(0, 1))
     kept = [str(n) for n in sites.observables[observable_idx[finite]]]
     dropped = [str(n) for n in sites.observables[observable_idx[~finite]]]
-    trajectories = block[:, :, finite].transpose(0, 2, 1).reshape(len(block), -1)
+    if not kept:
+        return np.empty((len(block), 0)), kept, dropped
+    channels, _, _ = transformed(block[:, :, finite], transform)
+    trajectories = channels.reshape(len(block), -1)
     present = set(sites.depth) - {""}
     groups = [d for d in DEPTH_ORDER if d in present] + sorted(present - set(DEPTH_ORDER))
     one_hot = (sites.depth[:, None] == np.array(groups, dtype=str)[None, :]).astype(np.float64)
-    if trajectories.shape[1] == 0:
-        return np.empty((len(block), 0)), kept, dropped
     return np.hstack([trajectories, one_hot]), kept, dropped
 
 
 # --------------------------------------------------------------------------- identify
 
 
+DEPTH_GROUP = "depth_group"  # the observable (and channel) name of the depth one-hot columns
+
+
 @dataclass(frozen=True)
 class FeatureSet:
-    """One feature matrix, its layout, and the observables kept and dropped."""
+    """One feature matrix, its layout, and the observables kept and dropped.
+
+    ``column_observable``, ``column_transform`` and ``column_session`` say what each column
+    is: an observable's value at a session after a transform (the session a difference
+    arrives at), or the depth one-hot (``depth_group``, transform "", session -1).
+    """
 
     X: np.ndarray
     layout: Layout
     kept: list[str]
     dropped: list[str]
     kind: str  # "measure", "observable" or "all"
+    column_observable: np.ndarray = None
+    column_transform: np.ndarray = None
+    column_session: np.ndarray = None
+
+    @property
+    def column_channel(self) -> np.ndarray:
+        """Each column's channel name: the observable for ``raw``, else ``transform(observable)``."""
+        return np.array([o if t == "" else channel_name(o, t)
+                         for o, t in zip(self.column_observable, self.column_transform)], dtype=str)
 
 
-def _feature_sets(sites: Sites, mode: str) -> tuple[dict[str, FeatureSet], dict[str, list[str]], list[str]]:
-    """Feature sets to evaluate, the observables each dropped, and the sets left empty."""
+def _columns(kept: list[str], transform, n_sessions: int, length: int, extra: int):
+    """Observable, transform and session of each column of :func:`build_features`."""
+    names = transform_names(transform)
+    observable = np.concatenate([np.repeat(np.array(kept, dtype=object), length)] * len(names)
+                                + [np.full(extra, DEPTH_GROUP, dtype=object)])
+    of_column = np.concatenate([np.full(len(kept) * length, n, dtype=object) for n in names]
+                               + [np.full(extra, "", dtype=object)])
+    session = np.concatenate([np.tile(np.arange(n_sessions - length, n_sessions), len(kept) * len(names)),
+                              np.full(extra, -1)])
+    return observable.astype(str), of_column.astype(str), session.astype(np.int64)
+
+
+def _feature_sets(sites: Sites, mode: str, transform="raw") -> tuple[dict[str, FeatureSet], dict[str, list[str]], list[str]]:
+    """Feature sets to evaluate (each observable's trajectory after ``transform``), the
+    observables each dropped, and the sets left empty."""
     if mode not in ("measures", "observables", "both"):
         raise SimlabError(f"features must be measures, observables or both; got {mode!r}")
     chosen: dict[str, tuple[np.ndarray, str]] = {}
@@ -258,14 +332,19 @@ def _feature_sets(sites: Sites, mode: str) -> tuple[dict[str, FeatureSet], dict[
             chosen[str(name)] = (np.array([i]), "observable")
     sets, dropped_by_set, empty = {}, {}, []
     n_sessions = sites.observation.shape[1]
+    n_transforms = len(transform_names(transform))
     for name, (idx, kind) in chosen.items():
-        X, kept, dropped = build_features(sites, idx)
+        X, kept, dropped = build_features(sites, idx, transform)
         dropped_by_set[name] = dropped
         if not kept:
             empty.append(name)
             continue
-        layout = Layout(n_sessions, len(kept), X.shape[1] - n_sessions * len(kept))
-        sets[name] = FeatureSet(X, layout, kept, dropped, kind)
+        n_depth = len(set(sites.depth) - {""})
+        channels = len(kept) * n_transforms
+        length = (X.shape[1] - n_depth) // channels
+        layout = Layout(length, channels, n_depth)
+        sets[name] = FeatureSet(X, layout, kept, dropped, kind,
+                                *_columns(kept, transform, n_sessions, length, n_depth))
     return sets, dropped_by_set, empty
 
 
@@ -404,14 +483,16 @@ def identify(
             f"identify needs at least 2 classes of {spec.target!r} among usable subjects; "
             f"got {len(classes)} ({', '.join(classes)})"
         )
-    groups = sites.subject_index if spec.group_by == "subject" else np.arange(len(sites.labels))
+    groups = site_groups(sites, spec.group_by)
     if subject_splits is None:
         try:
             splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
         except SimlabError as exc:
+            if spec.group_by != "subject":
+                exc = SimlabError(f"{exc} (splits grouped by {spec.group_by})")
             excluded = int(sites.health["subjects_excluded"].sum()) if "subjects_excluded" in sites.health else 0
             if not excluded:
-                raise
+                raise exc from None
             raise SimlabError(f"{exc}, after excluding {excluded} subjects that did not learn "
                               f"(health min_gain {spec.health.min_gain:g})") from None
     else:
@@ -420,7 +501,7 @@ def identify(
     if split_names is not None and len(split_names) != len(splits):
         raise SimlabError(f"{len(split_names)} split names for {len(splits)} splits")
 
-    sets, dropped_by_set, empty_sets = _feature_sets(sites, spec.features)
+    sets, dropped_by_set, empty_sets = _feature_sets(sites, spec.features, spec.transform)
     if not sets:
         raise SimlabError(
             "identify found no observable that is finite for every site and session; "
@@ -454,6 +535,35 @@ def _wilson(correct, total) -> np.ndarray:
     out = np.stack([low, high], axis=-1).astype(np.float64)
     out[total == 0] = np.nan
     return out
+
+
+BOOTSTRAP_STREAM = 4099  # seeds the subject bootstrap apart from the splits' streams
+
+
+def subject_bootstrap(correct, total, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Percentile 95% interval of accuracy when the tested subjects are resampled.
+
+    ``correct`` (..., subject) and ``total`` (subject,) count the correct and all test
+    predictions of each subject; subjects without a prediction are left out. Each of the
+    ``n_resamples`` draws takes as many subjects as were tested, with replacement, and scores
+    all their predictions together (a subject drawn twice counts twice), so the interval
+    reflects how much the accuracy depends on which networks were tested: the sites of one
+    subject are not independent. Returns (..., 2) lower and upper bounds (the 2.5th and
+    97.5th percentiles); NaN without a tested subject or with ``n_resamples`` 0.
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    tested = total > 0
+    out = np.full(correct.shape[:-1] + (2,), np.nan)
+    n = int(tested.sum())
+    if n == 0 or n_resamples == 0:
+        return out
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    weights = np.zeros((n_resamples, n))
+    np.add.at(weights, (np.arange(n_resamples)[:, None], draws), 1.0)  # times each subject is drawn
+    hits = correct[..., tested] @ weights.T  # (..., resample)
+    counts = weights @ total[tested]  # (resample,)
+    return np.moveaxis(np.quantile(hits / counts, [0.025, 0.975], axis=-1), 0, -1)
 
 
 def per_class_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -507,6 +617,11 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
     n_test = np.broadcast_to(np.array([len(t) for _, t in splits]), accuracy.shape)
     sem = accuracy.std(axis=2, ddof=1) / np.sqrt(n_s) if n_s > 1 else np.full((n_c, n_f), np.nan)
     metrics = per_class_metrics(confusion)
+    boot_split, boot_pooled = _bootstrap_intervals(sites, splits, prediction, spec)
+    predicted = np.stack([(prediction == c).sum(axis=2) for c in classes], axis=-1)  # (c, f, split, class)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = predicted / n_test[..., None]
+        share_pooled = predicted.sum(axis=2) / n_test.sum(axis=2)[..., None]
 
     attrs = {
         "schema": SCHEMA,
@@ -518,6 +633,7 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
         "n_subjects": int(len(np.unique(sites.subject_index))),
         "excluded_diverged": sites.excluded_diverged,
         "group_by": spec.group_by,
+        "transform": ",".join(spec.transforms),
         "splits": int(n_s),
         "split_kind": "explicit subject splits" if explicit else "category-balanced random",
         "test_fraction": float(spec.test_fraction),
@@ -528,13 +644,20 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
         "classifier_specs": json.dumps([parse_classifier(c).__dict__ for c in spec.classifiers],
                                        default=dict, sort_keys=True),
         "features": "session trajectory of every observable finite for all sites and sessions, "
-        "plus depth group one-hot; z-scored with training-split statistics",
+        f"transformed per site ({', '.join(spec.transforms)}), plus depth group one-hot; "
+        "z-scored with training-split statistics",
         "confidence_intervals": "Wilson 95% (statsmodels proportion_confint, method=wilson). "
         "accuracy_ci: over the test sites of each split (n_test). accuracy_mean_ci: over all "
         "test predictions pooled across splits (sum of n_test); a site tested in several "
         "splits counts each time and layers of one subject are not independent, so it is "
         "narrower than the uncertainty about new subjects",
         "empty_feature_sets": ",".join(empty_sets),
+        "bootstrap": f"subjects resampled with replacement, {int(spec.bootstrap)} resamples, percentile "
+        f"95% interval, seeded by [seed, {BOOTSTRAP_STREAM}, s] for split s and [seed, {BOOTSTRAP_STREAM}, splits] "
+        "for the pooled interval. "
+        "accuracy_boot_ci: over the subjects tested in the split; accuracy_mean_boot_ci: over every "
+        "test prediction pooled across splits, a subject's predictions of all splits together",
+        "bootstrap_resamples": int(spec.bootstrap),
     }
     if not explicit:
         attrs["n_test_groups_per_class"] = len(np.unique(groups[splits[0][1]])) // n_k
@@ -555,6 +678,15 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
         "accuracy_mean_ci": (per_result + ("bound",),
                              _wilson(correct.sum(axis=2), n_test.sum(axis=2)), {
             "long_name": "Wilson 95% interval over test predictions pooled across splits"}),
+        "accuracy_boot_ci": (per_split + ("bound",), boot_split, {
+            "long_name": "subject bootstrap 95% interval of test accuracy over the split's test subjects"}),
+        "accuracy_mean_boot_ci": (per_result + ("bound",), boot_pooled, {
+            "long_name": "subject bootstrap 95% interval over test predictions pooled across splits"}),
+        "prediction_share": (per_split + ("class",), share, {
+            "long_name": "fraction of the split's test sites predicted as each class", "units": "1"}),
+        "prediction_share_pooled": (per_class, share_pooled, {
+            "long_name": "fraction of test predictions pooled across splits that are each class",
+            "units": "1"}),
         "correct": (per_split, correct, {"long_name": "correct test predictions"}),
         "n_test": (per_split, np.ascontiguousarray(n_test, dtype=np.int64),
                    {"long_name": "test sites"}),
@@ -601,6 +733,26 @@ def results_dataset(sites, splits, predictions, clf_names, sets, dropped_by_set,
     return copy_health(sites.health, xr.Dataset(data_vars, coords=coords, attrs=attrs))
 
 
+def _bootstrap_intervals(sites, splits, prediction, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Subject bootstrap intervals per split (c, f, split, 2) and pooled over splits (c, f, 2)."""
+    subjects, subject_of_site = np.unique(sites.subject_index, return_inverse=True)
+    n_c, n_f, _, n_s = prediction.shape
+    correct = np.zeros((n_c, n_f, n_s, len(subjects)))
+    total = np.zeros((n_s, len(subjects)))
+    for s, (_, test) in enumerate(splits):
+        hit = prediction[:, :, test, s] == sites.labels[test]  # (c, f, test site)
+        np.add.at(correct[:, :, s], (slice(None), slice(None), subject_of_site[test]), hit)
+        np.add.at(total[s], subject_of_site[test], 1)
+    per_split = np.stack([
+        subject_bootstrap(correct[:, :, s], total[s], spec.bootstrap,
+                          np.random.default_rng([spec.seed, BOOTSTRAP_STREAM, s]))
+        for s in range(n_s)
+    ], axis=2)
+    pooled = subject_bootstrap(correct.sum(axis=2), total.sum(axis=0), spec.bootstrap,
+                               np.random.default_rng([spec.seed, BOOTSTRAP_STREAM, n_s]))
+    return per_split, pooled
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -612,6 +764,9 @@ def format_table(results: xr.Dataset) -> str:
     sets = [str(f) for f in results["feature_set"].values]
     mean, sem = results["accuracy_mean"], results["accuracy_sem"]
     ci = results.get("accuracy_mean_ci")
+    boot = results.get("accuracy_mean_boot_ci")
+    if boot is not None and bool(boot.isnull().all()):
+        boot = None  # bootstrap: 0
 
     def cell(f, c):
         text = (f"{float(mean.sel(classifier=c, feature_set=f)):.3f} ± "
@@ -619,6 +774,9 @@ def format_table(results: xr.Dataset) -> str:
         if ci is not None:
             low, high = ci.sel(classifier=c, feature_set=f).values
             text += f" [{low:.2f}, {high:.2f}]"
+        if boot is not None:
+            low, high = boot.sel(classifier=c, feature_set=f).values
+            text += f" ({low:.2f}, {high:.2f})"
         return text
 
     cells = {(f, c): cell(f, c) for f in sets for c in classifiers}
@@ -637,9 +795,11 @@ def format_table(results: xr.Dataset) -> str:
         *format_health(results),
         f"{a.get('splits')} splits grouped by {a.get('group_by')}, "
         f"test fraction {a.get('test_fraction')}"
-        + (f", preset {a['preset']}" if "preset" in a else ""),
+        + (f", preset {a['preset']}" if "preset" in a else "")
+        + (f", features transformed: {a['transform'].replace(',', ' + ')}" if "transform" in a else ""),
         *(["mean ± s.e.m. over splits [Wilson 95% interval over test predictions pooled "
-           "across splits]"] if ci is not None else []),
+           "across splits]" + (" (subject bootstrap 95% interval: tested subjects resampled)"
+                               if boot is not None else "")] if ci is not None else []),
         "",
         row("feature_set", classifiers, "features"),
     ]
@@ -647,6 +807,9 @@ def format_table(results: xr.Dataset) -> str:
         n_features = int(results["n_features"].sel(feature_set=f))
         lines.append(row(f, [cells[f, c] for c in classifiers], str(n_features)))
     lines.append(row("chance", [f"{float(a.get('chance', np.nan)):.3f}"] * len(classifiers)))
+    if "prediction_share_pooled" in results:
+        lines += ["", "predicted shares (fraction of test predictions, pooled across splits, named as each class):",
+                  *format_shares(results["prediction_share_pooled"], sets if len(sets) <= 8 else sets[-1:])]
     lines += ["", "dropped observables (not finite for every site and session):"]
     with_drops = [f for f in sets if a.get(f"dropped_{f}")]
     for f in with_drops if len(sets) > 8 else sets:  # per observable: only sets with drops
@@ -657,6 +820,20 @@ def format_table(results: xr.Dataset) -> str:
     if a.get("empty_feature_sets"):
         lines.append(f"  left out, no finite observable: {a['empty_feature_sets']}")
     return "\n".join(lines)
+
+
+def format_shares(share: xr.DataArray, sets, indent: str = "  ") -> list[str]:
+    """One line per classifier and feature set: the share of predictions of each class."""
+    classes = [str(c) for c in share["class"].values]
+    first = max(len(f"{c} {f}") for c in share["classifier"].values for f in sets)
+    head = indent + " " * first + "".join(f"  {c:>{max(6, len(c))}}" for c in classes)
+    lines = [head]
+    for clf in share["classifier"].values:
+        for f in sets:
+            values = share.sel(classifier=clf, feature_set=f).values
+            lines.append(indent + f"{f'{clf} {f}':<{first}}" + "".join(
+                f"  {v:>{max(6, len(c))}.2f}" for v, c in zip(values, classes)))
+    return lines
 
 
 register_analysis("identify", spec=IdentifySpec, compute=identify, table=format_table)

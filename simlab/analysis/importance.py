@@ -27,11 +27,13 @@ from sklearn.inspection import permutation_importance
 from simlab.analysis.classifiers import classifier_label, fit_predict, random_state
 from simlab.analysis.health import copy_health, format_health
 from simlab.analysis.identify import (
+    DEPTH_GROUP,
     _explicit_splits,
     _feature_sets,
     balanced_splits,
     map_units,
     select_sites,
+    site_groups,
 )
 from simlab.specs.analyses import IdentifySpec
 from simlab.errors import SimlabError
@@ -46,7 +48,9 @@ __all__ = [
 ]
 
 METHODS = ("impurity", "permutation")
-DEPTH = "depth_group"  # the name of the depth one-hot columns' group
+GROUPS = ("observable", "measure", "function", "statistic", "session", "transform", "channel")
+"""What column importances are summed by (``importance_by_<group>``)."""
+DEPTH = DEPTH_GROUP  # the name of the depth one-hot columns' group
 
 
 class _RowMixer(ClassifierMixin, BaseEstimator):
@@ -77,16 +81,6 @@ class _RowMixer(ClassifierMixin, BaseEstimator):
         for b, cols in enumerate(self.blocks):
             rows[:, cols] = self.X[index[:, b]][:, cols]
         return self.fitted.predict(rows)
-
-
-def _column_names(fs, sites) -> tuple[np.ndarray, np.ndarray]:
-    """Observable and session of each feature column (the depth one-hot: ``depth_group``)."""
-    n_sessions = fs.layout.sessions
-    observable = np.repeat(np.array(fs.kept, dtype=object), n_sessions)
-    session = np.tile(np.arange(n_sessions), len(fs.kept))
-    observable = np.concatenate([observable, np.full(fs.layout.extra, DEPTH, dtype=object)])
-    session = np.concatenate([session, np.full(fs.layout.extra, -1)])
-    return observable.astype(str), session.astype(np.int64)
 
 
 def _final_importances(estimator) -> np.ndarray | None:
@@ -132,7 +126,8 @@ def importance_on_split(fs, labels, groups, train, test, classifier, preset, see
 
 
 def _blocks(fs) -> list[np.ndarray]:
-    """Column indices of each observable's trajectory, then of the depth one-hot."""
+    """Column indices of each channel's trajectory (an observable after one transform), then
+    of the depth one-hot."""
     n = fs.layout.sessions
     blocks = [np.arange(i * n, (i + 1) * n) for i in range(fs.layout.channels)]
     if fs.layout.extra:
@@ -174,12 +169,12 @@ def feature_importance(
     sites = select_sites(ds, spec.target, spec.health)
     if len(np.unique(sites.labels)) < 2:
         raise SimlabError(f"importance needs at least 2 classes of {spec.target!r}")
-    groups = sites.subject_index if spec.group_by == "subject" else np.arange(len(sites.labels))
+    groups = site_groups(sites, spec.group_by)
     if subject_splits is None:
         splits = balanced_splits(sites.labels, groups, spec.splits, spec.test_fraction, spec.seed)
     else:
         splits = _explicit_splits(sites, list(subject_splits), ds.sizes["subject"])
-    sets, _, _ = _feature_sets(sites, "both")
+    sets, _, _ = _feature_sets(sites, "both", spec.transform)
     if feature_set not in sets:
         raise SimlabError(
             f"feature set {feature_set!r} is not available; choose one of {', '.join(sets)}"
@@ -197,23 +192,28 @@ def feature_importance(
         for m, method in enumerate(methods):
             if outcome.get(method) is not None:
                 values[m, s] = outcome[method]
-    observable, session = _column_names(fs, sites)
+    observable, session = fs.column_observable, fs.column_session
+    transform = np.where(fs.column_transform == "", DEPTH, fs.column_transform)
     coords = {
         "importance_type": np.array(list(methods), dtype=str),
         "split": np.arange(len(splits), dtype=np.int64),
         "observable": ("feature", observable),
         "session": ("feature", session),
+        "transform": ("feature", transform),
+        "channel": ("feature", fs.column_channel),
     }
     for name in ("measure", "function", "statistic"):
         coords[name] = ("feature", _observable_attribute(ds, sites, name, observable))
     importance = xr.DataArray(values, dims=("importance_type", "split", "feature"), coords=coords,
                               name="importance")
-    out = {"importance": importance.drop_vars(["observable", "session", "measure", "function",
-                                               "statistic"])}
-    for name in ("observable", "measure", "function", "statistic", "session"):
+    out = {"importance": importance.drop_vars(list(GROUPS))}
+    for name in GROUPS:
         out[f"importance_by_{name}"] = aggregate(importance, importance[name])
     result = xr.Dataset(out).assign_coords(
-        feature_observable=("feature", observable), feature_session=("feature", session)
+        feature_observable=("feature", observable), feature_session=("feature", session),
+        feature_transform=("feature", transform),
+        feature_name=("feature", np.array([f"{c}@{s}" if s >= 0 else c
+                                           for c, s in zip(fs.column_channel, session)], dtype=str)),
     )
     result.attrs = {
         "schema": "simlab.importance/1",
@@ -226,11 +226,15 @@ def feature_importance(
         "n_repeats": int(n_repeats),
         "splits": len(splits),
         "group_by": spec.group_by,
+        "transform": ",".join(spec.transforms),
         "seed": int(spec.seed),
         "preset": spec.preset,
-        "aggregation": "sum over feature columns of the group; permutation importance of an "
-        "observable block is spread equally over its columns, so its sum is the block's value. "
-        "Session -1 and observable/measure 'depth_group' are the depth one-hot columns",
+        "aggregation": "sum over feature columns of the group; permutation importance of a "
+        "channel block (an observable after one transform) is spread equally over its columns, so "
+        "its sum is the block's value. A channel is named as its observable for the raw "
+        "transform, else transform(observable); feature_name is channel@session (a difference "
+        "at the session it arrives at). Session -1 and observable/measure/transform "
+        "'depth_group' are the depth one-hot columns",
     }
     return copy_health(sites.health, result)
 
@@ -284,12 +288,17 @@ def format_importance(result: xr.Dataset, top: int = 10) -> str:
              f"{a.get('splits')} splits; mean over splits, summed over each group's columns)", *format_health(result)]
     for method in result["importance_type"].values.astype(str):
         lines.append(f"{method}:")
-        for group in ("measure", "function", "statistic", "observable"):
+        # with several transforms, the top list names channels (transform(observable))
+        several = "importance_by_transform" in result and len(set(result["transform"].values) - {DEPTH}) > 1
+        shown = ("measure", "function", "statistic", *(("transform",) if several else ()),
+                 "channel" if several and "importance_by_channel" in result else "observable")
+        for group in shown:
             values = result[f"importance_by_{group}"].sel(importance_type=method).mean("split")
+            label = "observable" if group == "channel" else group
             if bool(values.isnull().all()):
-                lines.append(f"  by {group}: not available for this classifier")
+                lines.append(f"  by {label}: not available for this classifier")
                 continue
-            order = np.argsort(-values.values)[: top if group == "observable" else None]
+            order = np.argsort(-values.values)[: top if group in ("observable", "channel") else None]
             text = ", ".join(f"{values[group].values[i]} {values.values[i]:.3f}" for i in order)
-            lines.append(f"  by {group}{' (top %d)' % top if group == 'observable' else ''}: {text}")
+            lines.append(f"  by {label}{' (top %d)' % top if group in ('observable', 'channel') else ''}: {text}")
     return "\n".join(lines)

@@ -7,6 +7,9 @@ a failing one is not the answer. "Clear the target" means its uncertainty does, 
 
 - ``wilson``: the lower end of the 95% Wilson interval of the mean split accuracy, with n the
   test sites of one split (``accuracy_low`` of the grid);
+- ``bootstrap``: the lower end of the subject bootstrap 95% interval of the test predictions
+  pooled across splits (``accuracy_boot_low``: tested subjects resampled, so it allows for
+  the sites of one network not being independent);
 - ``split``: the lower end of the 95% t interval of the mean over splits
   (mean - t(0.975, splits - 1) x s.e.m.);
 - ``mean``: the point estimate alone (no uncertainty; for comparison).
@@ -25,7 +28,7 @@ from simlab.errors import SimlabError, parameter
 
 __all__ = ["CRITERIA", "Choice", "RigPlan", "format_plan", "lower_bound", "plan_design"]
 
-CRITERIA = ("wilson", "split", "mean")
+CRITERIA = ("wilson", "bootstrap", "split", "mean")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ def lower_bound(grid: xr.Dataset, criterion: str, prefix: str = "accuracy") -> x
     mean = grid[f"{prefix}_mean"]
     if criterion == "wilson":
         return grid[f"{prefix}_low"]
+    if criterion == "bootstrap":
+        if f"{prefix}_boot_low" not in grid:
+            raise SimlabError("the robustness grid has no subject bootstrap bounds (made by an older simlab); "
+                              "recompute it with simlab robustness --force")
+        return grid[f"{prefix}_boot_low"]
     if criterion == "split":
         n = grid.attrs.get("splits") or grid.sizes.get("split")
         if not n or int(n) < 2:
@@ -201,7 +209,7 @@ def plan_design(
     classifier : str, optional
         A classifier of the grid (default: per rig, the one with the highest mean accuracy
         over the grid).
-    criterion : {"wilson", "split", "mean"}
+    criterion : {"wilson", "bootstrap", "split", "mean"}
         Which lower bound must reach the target (see :func:`lower_bound`).
 
     Returns
@@ -236,6 +244,7 @@ def format_plan(plans: list[RigPlan], target: float, criterion: str, grid: xr.Da
     """A short readable answer."""
     reading = {
         "wilson": "the lower end of the 95% Wilson interval (n = test sites of one split)",
+        "bootstrap": "the lower end of the subject bootstrap 95% interval (tested subjects resampled)",
         "split": "the lower end of the 95% t interval of the mean over splits",
         "mean": "the mean accuracy alone (no uncertainty)",
     }[criterion]

@@ -43,7 +43,8 @@ def _img(figure) -> str:
 
 
 def _accuracy_table(result: xr.Dataset) -> str:
-    """Mean ± s.e.m. [pooled Wilson CI] per feature set (rows) and classifier (columns)."""
+    """Mean ± s.e.m. [pooled Wilson CI] (subject bootstrap CI) per feature set (rows) and
+    classifier (columns)."""
     classifiers = [str(c) for c in result["classifier"].values]
     sets = [str(f) for f in result["feature_set"].values]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in classifiers)
@@ -57,6 +58,9 @@ def _accuracy_table(result: xr.Dataset) -> str:
             if "accuracy_mean_ci" in result:
                 lo, hi = result["accuracy_mean_ci"].sel(classifier=c, feature_set=f).values
                 ci = f" [{lo:.2f}, {hi:.2f}]"
+            if "accuracy_mean_boot_ci" in result:
+                lo, hi = result["accuracy_mean_boot_ci"].sel(classifier=c, feature_set=f).values
+                ci += f" ({lo:.2f}, {hi:.2f})" if np.isfinite(lo) else ""
             cells.append(f"<td>{m:.3f} ± {s:.3f}{ci}</td>")
         rows.append(f"<tr><td>{html.escape(f)}</td>{''.join(cells)}</tr>")
     return f"<table><tr><th>feature set</th>{head}</tr>{''.join(rows)}</table>"

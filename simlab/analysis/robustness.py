@@ -90,8 +90,8 @@ def split_interval(mean, n_test, alpha: float = 0.05) -> tuple[np.ndarray, np.nd
 
 def _cell(recording: xr.Dataset, spec: IdentifySpec, n_jobs) -> tuple[xr.DataArray, str, int, xr.Dataset]:
     """Per-split accuracy (classifier, split) on the rig's measure, the test sites, their count,
-    and the identification's results (for its health report); the chance level in the
-    accuracy's attrs."""
+    and the identification's results (for its health report and subject bootstrap bounds);
+    the chance level in the accuracy's attrs."""
     measure = _measure(recording)
     res = identify(recording, spec, n_jobs=n_jobs)
     acc = res["accuracy"].sel(feature_set=measure)
@@ -99,11 +99,17 @@ def _cell(recording: xr.Dataset, spec: IdentifySpec, n_jobs) -> tuple[xr.DataArr
     return acc, "|".join(res["test_sites"].values), int(res["n_test"].isel(split=0).max()), res
 
 
+def _boot(res: xr.Dataset, recording: xr.Dataset) -> np.ndarray:
+    """The subject bootstrap bounds (classifier, bound) of a cell's pooled test predictions."""
+    return res["accuracy_mean_boot_ci"].sel(feature_set=_measure(recording)).transpose("classifier", "bound").values
+
+
 @dataclass(frozen=True)
 class _Grid:
     """What the units x noise cells gave, rig by rig."""
 
     accuracy: np.ndarray  # (rig, units, noise, classifier, split)
+    boot: np.ndarray  # (rig, units, noise, classifier, bound): subject bootstrap 95% of pooled predictions
     recorded: np.ndarray  # (rig, units): median units (synapses) a site kept
     n_test: np.ndarray  # (rig,): test sites of one split
     test_sites: dict[str, set[str]]  # rig -> the test sites of its cells, one text per distinct set
@@ -124,30 +130,37 @@ def _units_noise_grid(run: RunDirectory, spec: RobustnessSpec, bar, echo: Callab
         if accuracy is None:
             classifiers, chance, health = acc["classifier"].values, acc.attrs["chance"], res
             accuracy = np.full((len(rigs), len(units), len(spec.noise), len(classifiers), acc.sizes["split"]), np.nan)
+            boot = np.full(accuracy.shape[:-1] + (2,), np.nan)
             recorded = np.zeros((len(rigs), len(units)))
         ri, ui, ni = rigs.index(r), units.index(str(u)), spec.noise.index(n)
         accuracy[ri, ui, ni] = acc.transpose("classifier", "split").values
+        boot[ri, ui, ni] = _boot(res, rec)
         real = rec["layer_name"].values.astype(str) != ""
         recorded[ri, ui] = float(np.median(rec["n_recorded"].values[real]))
         bar.update(1)
-    return _Grid(accuracy, recorded, np.array([n_test[r] for r in rigs], np.int64), test_sites, classifiers, chance,
+    return _Grid(accuracy, boot, recorded, np.array([n_test[r] for r in rigs], np.int64), test_sites, classifiers, chance,
                  health)
 
 
-def _session_sweep(run: RunDirectory, spec: RobustnessSpec, grid: _Grid, bar, echo: Callable, n_jobs) -> np.ndarray:
+def _session_sweep(run: RunDirectory, spec: RobustnessSpec, grid: _Grid, bar, echo: Callable,
+                   n_jobs) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy (rig, sessions, classifier, split) from each count of ``spec.sessions`` evenly
-    spaced sessions of each rig's recording at all units and no noise."""
+    spaced sessions of each rig's recording at all units and no noise, and its subject
+    bootstrap bounds (rig, sessions, classifier, bound)."""
     n_classifiers, n_splits = grid.accuracy.shape[-2:]
     accuracy = np.full((len(spec.rigs), len(spec.sessions), n_classifiers, n_splits), np.nan)
+    boot = np.full(accuracy.shape[:-1] + (2,), np.nan)
     for ri, r in enumerate(spec.rigs):
         full = grid_recording(run, r, "all", 0.0, spec.seed, echo=echo)
         for si, count in enumerate(spec.sessions):
             if count > full.sizes["session"]:
                 raise SimlabError(f"robustness sessions: {count} sessions asked, the run has {full.sizes['session']}")
-            acc, _, _, _ = _cell(select_access(full, ScheduleSpec(count=count)), spec.identify, n_jobs)
+            chosen = select_access(full, ScheduleSpec(count=count))
+            acc, _, _, res = _cell(chosen, spec.identify, n_jobs)
             accuracy[ri, si] = acc.transpose("classifier", "split").values
+            boot[ri, si] = _boot(res, chosen)
             bar.update(1)
-    return accuracy
+    return accuracy, boot
 
 
 def _over_splits(accuracy: np.ndarray, n_test: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -169,6 +182,10 @@ def _grid_variables(run: RunDirectory, spec: RobustnessSpec, grid: _Grid) -> tup
         "accuracy_sem": (dims[:-1], sem, {"long_name": "s.e.m. over splits", "units": "1"}),
         "accuracy_low": (dims[:-1], low, {"long_name": "95% Wilson lower bound (n = test sites of one split)"}),
         "accuracy_high": (dims[:-1], high, {"long_name": "95% Wilson upper bound (n = test sites of one split)"}),
+        "accuracy_boot_low": (dims[:-1], grid.boot[..., 0], {
+            "long_name": "subject bootstrap 95% lower bound of the test predictions pooled across splits"}),
+        "accuracy_boot_high": (dims[:-1], grid.boot[..., 1], {
+            "long_name": "subject bootstrap 95% upper bound of the test predictions pooled across splits"}),
         "units_recorded": (("rig", "units"), grid.recorded, {"long_name": "median units (synapses) recorded per site"}),
         "n_test": (("rig",), grid.n_test, {"long_name": "test sites per split"}),
     }
@@ -183,7 +200,8 @@ def _grid_variables(run: RunDirectory, spec: RobustnessSpec, grid: _Grid) -> tup
     return data, coords
 
 
-def _session_variables(spec: RobustnessSpec, accuracy: np.ndarray, grid: _Grid) -> tuple[dict, dict]:
+def _session_variables(spec: RobustnessSpec, sweep: tuple[np.ndarray, np.ndarray], grid: _Grid) -> tuple[dict, dict]:
+    accuracy, boot = sweep
     mean, sem, low, high = _over_splits(accuracy, grid.n_test)
     dims = ("rig", "sessions", "classifier")
     data = {
@@ -193,6 +211,8 @@ def _session_variables(spec: RobustnessSpec, accuracy: np.ndarray, grid: _Grid) 
         "session_accuracy_sem": (dims, sem),
         "session_accuracy_low": (dims, low),
         "session_accuracy_high": (dims, high),
+        "session_accuracy_boot_low": (dims, boot[..., 0]),
+        "session_accuracy_boot_high": (dims, boot[..., 1]),
     }
     return data, {"sessions": np.array(spec.sessions, np.int64)}
 
@@ -271,7 +291,9 @@ def robustness(
         "seed": int(spec.identify.seed),
         "rig_seed": "each rig's own" if spec.seed is None else int(spec.seed),
         "compared": ",".join(compared) if compared is not None else "",
-        "interval": "Wilson 95% with p = mean split accuracy and n = test sites of one split",
+        "interval": "Wilson 95% with p = mean split accuracy and n = test sites of one split; "
+        "accuracy_boot_low/high: subject bootstrap 95% of the test predictions pooled across splits "
+        "(identify's accuracy_mean_boot_ci)",
         "cache": f"recordings/{CACHE}/",
     }
     return copy_health(grid.health, result)

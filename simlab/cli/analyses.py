@@ -12,7 +12,14 @@ import argparse
 from pathlib import Path
 
 from simlab.cli import options
-from simlab.specs.analyses import DEFAULT_MARGIN, ConfoundSpec, IdentifySpec, RobustnessSpec
+from simlab.specs.analyses import (
+    DEFAULT_MARGIN,
+    TRANSFORMS,
+    ConfoundSpec,
+    GeneralizationSpec,
+    IdentifySpec,
+    RobustnessSpec,
+)
 
 __all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands", "add_identify_options"]
 
@@ -45,6 +52,16 @@ def add_identify_options(parser: argparse.ArgumentParser, analysis: bool = True,
                        help="leave out, before any split, subjects whose final accuracy (or probe accuracy) is less "
                        "than G above their own untrained value; the count excluded per rule is printed (default: "
                        f"exclude none, report who learned by {DEFAULT_MARGIN:g})")
+    group.add_argument("--transform", nargs="+", choices=list(TRANSFORMS), metavar="TRANSFORM",
+                       help="what of each site's observable trajectories the classifiers see: "
+                       f"{', '.join(TRANSFORMS)}; several concatenate (--transform raw diff) "
+                       f"(default {default(IdentifySpec, 'transform')})")
+    group.add_argument("--group-by", choices=["subject", "population", "layer"],
+                       help="keep each subject on one side of a split, each population (replicates that differ "
+                       "only by seed), or split over layers as the reference "
+                       f"(default {default(IdentifySpec, 'group_by')})")
+    group.add_argument("--bootstrap", type=int, metavar="N", help="resamples of the test subjects for the subject "
+                       f"bootstrap intervals; 0: none (default {default(IdentifySpec, 'bootstrap')})")
     if analysis and rigs:
         group.add_argument("--rigs", nargs="+", metavar="RIG", help="use the recordings of these rigs of the "
                            "protocol (default: all of them, combined)")
@@ -52,8 +69,6 @@ def add_identify_options(parser: argparse.ArgumentParser, analysis: bool = True,
         parser.add_argument("--force", action="store_true", help="recompute and overwrite existing results")
         parser.add_argument("--quiet", action="store_true", help="no progress bars or tables")
         return
-    group.add_argument("--group-by", choices=["subject", "layer"], help="keep each subject on one side of a split, "
-                       f"or split over layers as the reference (default {default(IdentifySpec, 'group_by')})")
     group.add_argument("--features", choices=["measures", "observables", "both"],
                        help="feature sets: one per measure and all together, one per observable, or both "
                        f"(default {default(IdentifySpec, 'features')})")
@@ -72,10 +87,15 @@ def add_analysis_commands(commands) -> None:
         "RUN_DIR/analyses/generalization-<factor>.nc and .txt.",
     )
     _run_dir(gen)
-    gen.add_argument("--factor", dest="factors", action="append", help="repeatable; a subject coordinate "
-                     "(default: the protocol's, else architecture)")
+    gen.add_argument("--factor", dest="factors", action="append", help="repeatable; a subject coordinate such as architecture, "
+                     "task, batch_size or learning_rate (binned) (default: the protocol's, else architecture)")
     gen.add_argument("--no-matrix", dest="matrix", action="store_false", default=None,
                      help="skip the train-level x test-level matrix")
+    gen.add_argument("--bins", type=int, help="a real-valued factor (learning_rate) with more distinct values is "
+                     "held out by this many quantile bins of its log value "
+                     f"(default {default(GeneralizationSpec, 'bins')})")
+    gen.add_argument("--bin-per-class", action="store_true", default=None,
+                     help="bin each rule's subjects by its own quantiles, so every held-out band holds every rule")
     add_identify_options(gen)
 
     traj = commands.add_parser(
@@ -144,9 +164,10 @@ def add_analysis_commands(commands) -> None:
     plan.add_argument("--rig", action="append", dest="rigs", metavar="RIG", help="repeatable; rigs of the grid "
                       "(default: all)")
     plan.add_argument("--classifier", help="classifier of the grid (default: per rig, the best on average)")
-    plan.add_argument("--criterion", choices=["wilson", "split", "mean"], default="wilson",
-                      help="wilson: lower 95%% Wilson bound, n = test sites of one split (default); split: lower "
-                      "95%% t bound of the mean over splits; mean: the point estimate")
+    plan.add_argument("--criterion", choices=["wilson", "bootstrap", "split", "mean"], default="wilson",
+                      help="wilson: lower 95%% Wilson bound, n = test sites of one split (default); bootstrap: lower "
+                      "95%% subject bootstrap bound (tested subjects resampled); split: lower 95%% t bound of the "
+                      "mean over splits; mean: the point estimate")
     plan.add_argument("--quiet", action="store_true", help="no progress bars while computing a missing grid")
 
     figs = commands.add_parser(
@@ -181,7 +202,8 @@ def _analyze(args, name: str, settings: dict) -> int:
 
 
 def cmd_generalize(args) -> int:
-    return _analyze(args, "generalization", {"factors": args.factors, "rigs": args.rigs, "matrix": args.matrix})
+    return _analyze(args, "generalization", {"factors": args.factors, "rigs": args.rigs, "matrix": args.matrix,
+                                             "bins": args.bins, "bin_per_class": args.bin_per_class})
 
 
 def cmd_trajectory(args) -> int:

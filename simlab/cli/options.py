@@ -81,8 +81,8 @@ def default(model, field: str) -> str:
 
 
 # identification flags shared by identify and every analysis of a run (dest = IdentifySpec field)
-IDENTIFY_SETTINGS = ("splits", "target", "group_by", "preset", "features", "importance", "seed", "classifiers",
-                     "health")
+IDENTIFY_SETTINGS = ("splits", "target", "group_by", "preset", "features", "transform", "bootstrap", "importance",
+                     "seed", "classifiers", "health")
 
 # parameters an error may name that no flag of the command sets by that name
 EXTRA_FLAGS: dict[str, dict[str, str]] = {

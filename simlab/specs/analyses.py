@@ -20,6 +20,11 @@ from simlab.specs.rigs import RigSpec, ScheduleSpec
 
 CLASSIFIERS = ("random_forest", "linear_svm")
 
+TRANSFORMS = ("raw", "diff", "diff_scaled", "log_ratio", "ranks")
+"""Feature transforms of a site's session trajectories (:mod:`simlab.analysis.transforms`)."""
+
+TransformName = Literal["raw", "diff", "diff_scaled", "log_ratio", "ranks"]
+
 DEFAULT_MARGIN = 0.05
 """The gain over the untrained network that health reports use when no ``min_gain`` is set."""
 
@@ -68,9 +73,11 @@ class IdentifySpec(BaseModel):
     classifiers: list[Any] = Field(default_factory=lambda: list(CLASSIFIERS), min_length=1)
     preset: Literal["fast", "reference"] = "fast"
     features: Literal["measures", "observables", "both"] = "measures"
+    transform: Union[TransformName, list[TransformName]] = "raw"
     splits: PositiveInt = 10
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    group_by: Literal["subject", "layer"] = "subject"
+    group_by: Literal["subject", "population", "layer"] = "subject"
+    bootstrap: int = Field(1000, ge=0)
     target: str = "learning_rule"
     importance: bool = False
     seed: int = 0
@@ -94,6 +101,23 @@ class IdentifySpec(BaseModel):
             )
         return entries
 
+    @field_validator("transform")
+    @classmethod
+    def _one_or_distinct(cls, value):
+        """A list of one transform is that transform; a list repeats none."""
+        if isinstance(value, str):
+            return value
+        if not value:
+            raise ValueError(f"transform lists none; give one or more of {', '.join(TRANSFORMS)}")
+        if len(set(value)) < len(value):
+            raise ValueError(f"transform {value} lists a transform twice")
+        return value[0] if len(value) == 1 else list(value)
+
+    @property
+    def transforms(self) -> tuple[str, ...]:
+        """The transforms, in order (one or more)."""
+        return (self.transform,) if isinstance(self.transform, str) else tuple(self.transform)
+
 
 
 # --------------------------------------------------------------------------- analyses of a run
@@ -111,10 +135,22 @@ class _RunAnalysisSpec(BaseModel):
 class GeneralizationSpec(_RunAnalysisSpec):
     """Train on some levels of a subject factor, test on the held-out level (every
     leave-one-level-out fold), per factor; ``matrix`` adds train-on-one-level x test-on-another
-    accuracies (the diagonal: within-level splits)."""
+    accuracies (the diagonal: within-level splits).
+
+    A factor of real numbers with more than ``bins`` distinct values among the usable subjects
+    (``learning_rate`` under a spread of rates, a health metric) is binned into ``bins``
+    quantile bins across subjects, of its logarithm when every value is positive, so holding
+    out a level holds out a band of rates (terciles by default). Where the rules train at
+    rates of their own, a band of the cohort's rates holds out whole rules (the table says
+    which classes no training subject has); ``bin_per_class`` bins each class of the target by
+    its own quantiles instead, so every band holds every rule at that rule's lowest, middle or
+    highest rates, and the held-out band asks whether identification carries to rates outside
+    those each rule was trained at."""
 
     factors: list[str] = Field(default_factory=lambda: ["architecture"], min_length=1)
     matrix: bool = True
+    bins: int = Field(3, ge=2)
+    bin_per_class: bool = False
 
 
 def _default_access() -> dict[str, "ScheduleSpec"]:

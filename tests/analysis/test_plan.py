@@ -69,6 +69,20 @@ def test_plan_split_criterion_is_the_t_bound():
     assert plan.fewest_units.setting == "16"
 
 
+def test_plan_bootstrap_criterion_reads_the_subject_bootstrap_bound():
+    grid = hand_grid()
+    with pytest.raises(SimlabError, match="no subject bootstrap bounds"):
+        lower_bound(grid, "bootstrap")
+    # the subject bootstrap is wider: 16 units at noise 0 now fails (0.88), so only 'all' clears
+    boot = grid["accuracy_low"].copy(data=grid["accuracy_low"].values - 0.04)
+    grid = grid.assign(accuracy_boot_low=boot,
+                       session_accuracy_boot_low=grid["session_accuracy_low"] - 0.04)
+    (plan,) = plan_design(grid, 0.9, criterion="bootstrap")
+    assert plan.fewest_units.setting == "all" and plan.fewest_units.bound == pytest.approx(0.91)
+    assert plan.fewest_sessions.setting == "3" and plan.fewest_sessions.bound == pytest.approx(0.91)
+    assert "subject bootstrap" in format_plan([plan], 0.9, "bootstrap", grid)
+
+
 def test_plan_reports_when_nothing_qualifies():
     (plan,) = plan_design(hand_grid(), 0.99)
     assert plan.fewest_units is None and plan.most_noise is None and plan.fewest_sessions is None
