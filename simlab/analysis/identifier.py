@@ -285,6 +285,7 @@ def fit_identifier(ds: xr.Dataset, spec: FitSpec = FitSpec(), source: str = "") 
         "transform": list(transform_names(spec.transform)),
         "observables": kept,
         "measures": used_measures,
+        "observable_measures": [measure_of[o] for o in kept],
         "dropped_observables": dropped,
         "depth_groups": groups_depth,
         "n_features": int(X.shape[1]),
@@ -421,11 +422,12 @@ def incompatibilities(manifest: dict, ds: xr.Dataset) -> list[str]:
     rigs = {r.get("measure", r.get("type")): r for r in manifest.get("rigs", [])}
     missing = [o for o in manifest["observables"] if o not in observables]
     if missing:
-        measures = sorted({m for m in manifest["measures"]})
+        measure_of = dict(zip(manifest["observables"], manifest.get("observable_measures", [])))
+        measures = sorted({measure_of[o] for o in missing if o in measure_of} or set(manifest["measures"]))
         how = "; ".join(_record_command(rigs[m], ("units", "noise")) for m in measures if m in rigs)
         problems.append(f"observables differ: the recording lacks {len(missing)} of the identifier's "
                         f"{len(manifest['observables'])} ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
-                        f"record the identifier's rigs ({how or ', '.join(measures)}) and combine them")
+                        f"record them ({how or ', '.join(measures)}) and pass every rig's recording (or the run)")
     sessions = manifest["sessions"]
     n = int(ds.sizes.get("session", 0))
     fraction = ds["fraction"].values.astype(float) if "fraction" in ds.coords else None
