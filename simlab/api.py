@@ -24,20 +24,23 @@ from simlab.errors import SimlabError, parameter
 from simlab.registry import unknown_name_message
 from simlab.protocol import Protocol, describe, load_protocol as _load_protocol, plan_cohort
 from simlab.rundir import RunDirectory
-from simlab.specs.analyses import ConfoundSpec, GeneralizationSpec, IdentifySpec, RobustnessSpec, TrajectorySpec
+from simlab.specs.analyses import ConfoundSpec, FitSpec, GeneralizationSpec, IdentifySpec, RobustnessSpec, TrajectorySpec
 
 __all__ = [
     "Run",
     "calibrate",
     "combine",
     "confound",
+    "fit",
     "generalize",
     "identify",
     "importance",
     "load_protocol",
+    "open_identifier",
     "open_recording",
     "open_run",
     "plan",
+    "predict",
     "record",
     "robustness",
     "run",
@@ -767,6 +770,120 @@ def plan(grid: xr.Dataset | str | Path | RunDirectory, target: float = 0.9, *, r
 
 
 # --------------------------------------------------------------------------- results
+
+
+# --------------------------------------------------------------------------- fitted identifiers
+
+
+def fit(recordings, *, out: str | Path | None = None, rigs: Sequence[str] | None = None, force: bool = False,
+        **settings: Any):
+    """Train one calibrated classifier on every usable site of a cohort, to apply to new
+    recordings: ``simlab fit``.
+
+    Parameters
+    ----------
+    recordings : Dataset, path, sequence of them, or Run
+        As for :func:`identify` (a run: all its rigs' recordings, or those of ``rigs``).
+    out : str or Path, optional
+        Also save it: a directory (``model.skops`` and ``manifest.json`` in it) or a
+        ``.skops`` file (the manifest beside it as ``.json``).
+    rigs : list of str, optional
+    force : bool
+        Overwrite an existing identifier.
+    **settings
+        :class:`simlab.specs.analyses.FitSpec`: ``classifier`` (default ``random_forest``),
+        ``observables`` (``["all"]``, measures or observable names), ``transform``, ``target``,
+        ``preset``, ``group_by``, ``calibration``, ``folds``, ``ood_quantile``,
+        ``ood_threshold``, ``seed``, ``health``.
+
+    Returns
+    -------
+    simlab.analysis.identifier.Identifier
+        ``.manifest`` says what it was fitted on and how it applies.
+
+    Examples
+    --------
+    >>> identifier = simlab.fit("runs/transfer_fit", transform="diff", out="runs/transfer_fit/identifier")   # doctest: +SKIP
+    """
+    from simlab.analysis.identifier import fit_identifier, save_identifier
+
+    spec = settings_model(FitSpec, settings)
+    if out is not None:
+        from simlab.fileio import refuse_overwrite
+
+        for path in _identifier_paths(out):
+            refuse_overwrite(path, force)  # before fitting: fail fast, lose nothing
+    source = str(recordings.path if isinstance(recordings, RunDirectory) else recordings) \
+        if not isinstance(recordings, xr.Dataset) else str(recordings.encoding.get("source", ""))
+    identifier = fit_identifier(_recording(recordings, rigs), spec, source=source)
+    if out is not None:
+        save_identifier(identifier, out, force=force)
+    return identifier
+
+
+def _identifier_paths(out) -> tuple[Path, Path]:
+    from simlab.analysis.identifier import _paths
+
+    return _paths(out)
+
+
+def open_identifier(path: str | Path, *, trust: bool = False):
+    """Load an identifier saved by :func:`fit`, checking its model file's sha256; a model
+    holding types simlab's identifiers do not contain is refused unless ``trust``.
+
+    Parameters
+    ----------
+    path : str, Path or Identifier
+        A directory made by :func:`fit`, its ``manifest.json`` or its ``.skops`` file.
+    trust : bool
+        Load types that simlab's identifiers do not contain (their code runs on loading).
+
+    Returns
+    -------
+    simlab.analysis.identifier.Identifier
+
+    Examples
+    --------
+    >>> identifier = simlab.open_identifier("runs/transfer_fit/identifier")   # doctest: +SKIP
+    >>> identifier.manifest["classes"]                                         # doctest: +SKIP
+    """
+    from simlab.analysis.identifier import Identifier, load_identifier
+
+    return path if isinstance(path, Identifier) else load_identifier(path, trust=trust)
+
+
+def predict(identifier, recordings, *, rigs: Sequence[str] | None = None, trust: bool = False) -> xr.Dataset:
+    """Name the class of each site and subject of a new recording: ``simlab predict``.
+
+    Parameters
+    ----------
+    identifier : Identifier or path
+        From :func:`fit` or a saved one (a directory, its ``manifest.json`` or ``.skops`` file).
+    recordings : Dataset, path, sequence of them, or Run
+        Recorded by the identifier's rigs at its sessions (else a SimlabError says what
+        differs and how to re-record).
+    rigs : list of str, optional
+    trust : bool
+        Load a model file that holds types simlab's identifiers do not contain.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per site ``probability`` (site, class), ``predicted``, ``ood_score`` and
+        ``out_of_distribution``; per subject the pooled ``subject_probability`` (the product of
+        its sites' probabilities, renormalized) and ``subject_sites``; with known labels,
+        accuracy (attrs), ``confusion``, shares and reliability.
+
+    Examples
+    --------
+    >>> result = simlab.predict("runs/transfer_fit/identifier", "runs/transfer_test")   # doctest: +SKIP
+    >>> print(simlab.summary(result))                                                  # doctest: +SKIP
+    """
+    from simlab.analysis.identifier import predict_recording
+
+    model = open_identifier(identifier, trust=trust)
+    source = "" if isinstance(recordings, xr.Dataset) else str(getattr(recordings, "path", recordings))
+    return predict_recording(model, _recording(recordings, rigs), source=source)
 
 
 def summary(result: xr.Dataset) -> str:

@@ -40,6 +40,10 @@ def describe_dataset(dataset: xr.Dataset, label: str = "") -> str:
         from simlab.analysis.identify import format_table
 
         return f"{where}identification results\n" + format_table(dataset)
+    if schema.startswith("simlab.predict"):
+        from simlab.analysis.identifier import format_predictions
+
+        return f"{where}{dataset.attrs.get('title', 'predictions')}\n" + format_predictions(dataset)
     if schema.startswith("simlab.importance"):
         from simlab.analysis.importance import format_importance
 

@@ -49,9 +49,11 @@ __all__ = [
     "plot_confusion",
     "plot_generalization",
     "plot_importance",
+    "plot_reliability",
     "plot_robustness",
     "plot_trajectories",
     "plot_trajectory_access",
+    "reliability_figure",
     "robustness_figure",
     "rule_color",
     "save_figure",
@@ -416,6 +418,55 @@ def plot_confusion(results: xr.Dataset, stem, classifier: str | None = None, tit
     """Save :func:`confusion_figure` under ``stem``."""
     record_title = title or f"Confusion matrices: {class_label(results.attrs.get('title', 'identification'))}"
     return save_figure(confusion_figure(results, classifier, title), stem, record_title)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+PROBABILITY_LABEL = "predicted probability (calibrated)"
+
+
+def reliability_figure(result: xr.Dataset, title: str = ""):
+    """Reliability diagrams of ``simlab predict``'s probabilities: per class (one-vs-rest:
+    the class's predicted probability vs the fraction of sites that are of the class, in the
+    rule's colour) and for the top class (confidence vs accuracy), each bin's point sized by
+    its sites; the diagonal is perfect calibration."""
+    classes = [str(c) for c in result["class"].values]
+    a = result.attrs
+    with plt.rc_context(STYLE):
+        fig, (per_class, top) = plt.subplots(1, 2, figsize=(9.6, 3.6), layout="constrained")
+        for ax in (per_class, top):
+            ax.plot([0, 1], [0, 1], **CHANCE_STYLE, label="perfectly calibrated")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel(PROBABILITY_LABEL)
+            ax.set_aspect("equal")
+        for k, c in enumerate(classes):
+            mean = result["class_reliability_mean"].values[k]
+            observed = result["class_reliability_observed"].values[k]
+            count = result["class_reliability_count"].values[k]
+            keep = count > 0
+            per_class.plot(mean[keep], observed[keep], "-o", color=rule_color(c), ms=3, lw=1.2, label=class_label(c))
+        per_class.set_ylabel("observed frequency of the class\n(fraction of sites)")
+        per_class.set_title("per class (one vs rest)")
+        _legend(per_class, per_class, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+        count = result["reliability_count"].values
+        keep = count > 0
+        top.plot(result["reliability_confidence"].values[keep], result["reliability_accuracy"].values[keep],
+                 "-", color="#333333", lw=1.0)
+        top.scatter(result["reliability_confidence"].values[keep], result["reliability_accuracy"].values[keep],
+                    s=10 + 90 * count[keep] / max(count.max(), 1), color="#333333", zorder=3, label="bin (area: sites)")
+        top.set_ylabel("accuracy (fraction of sites correct)")
+        top.set_title(f"top class: ECE {float(a.get('ece', np.nan)):.3f}, Brier {float(a.get('brier', np.nan)):.3f}")
+        _legend(top, top, loc="lower right", fontsize=7)
+        fig.suptitle(title or f"reliability of predicted {class_label(a.get('target', 'class'))} on "
+                     f"{int(a.get('n_scored', 0))} sites (accuracy {float(a.get('accuracy', np.nan)):.2f})")
+    return fig
+
+
+def plot_reliability(result: xr.Dataset, stem, title: str = "") -> Figure:
+    """Save :func:`reliability_figure` under ``stem``."""
+    return save_figure(reliability_figure(result, title), stem, title or "Reliability of predicted probabilities")
 
 
 # --------------------------------------------------------------------------- robustness

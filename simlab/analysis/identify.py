@@ -36,6 +36,8 @@ __all__ = [
     "Sites",
     "balanced_splits",
     "build_features",
+    "depth_groups",
+    "feature_matrix",
     "feature_sets",
     "format_shares",
     "format_table",
@@ -265,12 +267,28 @@ def build_features(sites: Sites, observable_idx, transform="raw") -> tuple[np.nd
     dropped = [str(n) for n in sites.observables[observable_idx[~finite]]]
     if not kept:
         return np.empty((len(block), 0)), kept, dropped
-    channels, _, _ = transformed(block[:, :, finite], transform)
-    trajectories = channels.reshape(len(block), -1)
+    return feature_matrix(sites, observable_idx[finite], transform), kept, dropped
+
+
+def depth_groups(sites: Sites) -> list[str]:
+    """The depth groups present among the sites, early to deep (unknown names after, sorted)."""
     present = set(sites.depth) - {""}
-    groups = [d for d in DEPTH_ORDER if d in present] + sorted(present - set(DEPTH_ORDER))
+    return [d for d in DEPTH_ORDER if d in present] + sorted(present - set(DEPTH_ORDER))
+
+
+def feature_matrix(sites: Sites, observable_idx, transform="raw", groups=None) -> np.ndarray:
+    """The features of exactly these observables, finite or not: their transformed
+    trajectories, then the depth one-hot over ``groups`` (default: the groups present).
+
+    A fitted identifier applies its own observables and depth groups to a new recording,
+    where a site of a depth group it never saw gets zeros and a non-finite value stays NaN.
+    """
+    block = sites.observation[:, :, np.asarray(observable_idx, dtype=int)]
+    channels, _, _ = transformed(block, transform)
+    trajectories = channels.reshape(len(block), -1)
+    groups = depth_groups(sites) if groups is None else list(groups)
     one_hot = (sites.depth[:, None] == np.array(groups, dtype=str)[None, :]).astype(np.float64)
-    return np.hstack([trajectories, one_hot]), kept, dropped
+    return np.hstack([trajectories, one_hot])
 
 
 # --------------------------------------------------------------------------- identify

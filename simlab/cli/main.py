@@ -19,6 +19,7 @@ from pathlib import Path
 from simlab._version import __version__
 from simlab.cli import options
 from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands, add_identify_options
+from simlab.cli.identifier import IDENTIFIER_COMMANDS, add_identifier_commands
 from simlab.errors import SimlabError
 from simlab.specs.analyses import DEFAULT_MARGIN, HealthSpec, IdentifySpec
 from simlab.specs.protocol import Calibrate
@@ -34,6 +35,8 @@ EPILOG = """examples:
   simlab robustness runs/quickstart --units 16 64 all --noise 0 0.3 1
   simlab plan runs/quickstart --target 0.9
   simlab report runs/quickstart
+  simlab fit runs/transfer_fit --transform diff
+  simlab predict runs/transfer_fit/identifier runs/transfer_test
 """
 
 # record's flags -> where each goes in the rig settings (RigSpec)
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "untrained value (default: the protocol's identify health min_gain, else "
                       f"{DEFAULT_MARGIN:g})")
     add_analysis_commands(commands)
+    add_identifier_commands(commands)
     return parser
 
 
@@ -378,6 +382,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "info": cmd_info,
     **ANALYSIS_COMMANDS,
+    **IDENTIFIER_COMMANDS,
 }
 
 

@@ -104,14 +104,72 @@ class IdentifySpec(BaseModel):
     @field_validator("transform")
     @classmethod
     def _one_or_distinct(cls, value):
-        """A list of one transform is that transform; a list repeats none."""
-        if isinstance(value, str):
-            return value
-        if not value:
-            raise ValueError(f"transform lists none; give one or more of {', '.join(TRANSFORMS)}")
-        if len(set(value)) < len(value):
-            raise ValueError(f"transform {value} lists a transform twice")
-        return value[0] if len(value) == 1 else list(value)
+        return _transform_setting(value)
+
+    @property
+    def transforms(self) -> tuple[str, ...]:
+        """The transforms, in order (one or more)."""
+        return (self.transform,) if isinstance(self.transform, str) else tuple(self.transform)
+
+
+def _transform_setting(value):
+    """A list of one transform is that transform; a list repeats none."""
+    if isinstance(value, str):
+        return value
+    if not value:
+        raise ValueError(f"transform lists none; give one or more of {', '.join(TRANSFORMS)}")
+    if len(set(value)) < len(value):
+        raise ValueError(f"transform {value} lists a transform twice")
+    return value[0] if len(value) == 1 else list(value)
+
+
+class FitSpec(BaseModel):
+    """A fitted identifier (``simlab fit``): one classifier trained on every usable site of a
+    cohort, with calibrated probabilities, to apply to new recordings (``simlab predict``).
+
+    ``classifier``: one entry as in :class:`IdentifySpec` (default ``random_forest``).
+    ``observables``: ``all``, measure names (``weight``) and observable names, whose
+    observables finite at every site and session are the features. ``transform``, ``target``,
+    ``preset``, ``seed`` and ``health``: as in :class:`IdentifySpec`. ``calibration``: the
+    map from scores to probabilities that sklearn's ``CalibratedClassifierCV`` fits on
+    out-of-fold scores (``sigmoid``, Platt's, suits a cohort of a few hundred sites;
+    ``isotonic`` needs more). ``folds``: its cross-validation folds, grouped by ``group_by``
+    (a subject's, or a population's, sites stay together) and stratified by class.
+    ``ood_quantile``: a feature of a new site is outside the training distribution when it
+    lies outside the training sites' [q, 1 - q] quantiles; a site is flagged when the
+    fraction of its features outside exceeds ``ood_threshold`` (None: the 99th percentile of
+    that fraction over the held-out sites of the folds, so about 1 in 100 new sites like the
+    training cohort's is flagged).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classifier: Any = "random_forest"
+    observables: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
+    transform: Union[TransformName, list[TransformName]] = "raw"
+    target: str = "learning_rule"
+    preset: Literal["fast", "reference"] = "fast"
+    group_by: Literal["subject", "population"] = "subject"
+    calibration: Literal["sigmoid", "isotonic"] = "sigmoid"
+    folds: int = Field(5, ge=2)
+    ood_quantile: float = Field(0.005, ge=0.0, lt=0.5)
+    ood_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
+    seed: int = Field(0, ge=0)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+
+    @field_validator("classifier")
+    @classmethod
+    def _known_classifier(cls, entry):
+        try:
+            parse_classifier(entry)
+        except SimlabError as exc:
+            raise ValueError(str(exc)) from None
+        return entry
+
+    @field_validator("transform")
+    @classmethod
+    def _one_or_distinct(cls, value):
+        return _transform_setting(value)
 
     @property
     def transforms(self) -> tuple[str, ...]:
