@@ -54,7 +54,23 @@ class HealthSpec(BaseModel):
         return self.min_gain is not None
 
 
-class IdentifySpec(BaseModel):
+class _TransformedFeatures(BaseModel):
+    """Settings whose features are transformed session trajectories: each declares its own
+    ``transform`` field (one transform or a list of distinct ones); this checks it and reads
+    it as a tuple."""
+
+    @field_validator("transform", check_fields=False)
+    @classmethod
+    def _one_or_distinct(cls, value):
+        return _transform_setting(value)
+
+    @property
+    def transforms(self) -> tuple[str, ...]:
+        """The transforms, in order (one or more)."""
+        return (self.transform,) if isinstance(self.transform, str) else tuple(self.transform)
+
+
+class IdentifySpec(_TransformedFeatures):
     """Identify the learning rule (or another subject factor) from session trajectories.
 
     ``classifiers``: names (``linear_svm``, ``random_forest``, ``conv1d``, an sklearn alias
@@ -101,16 +117,6 @@ class IdentifySpec(BaseModel):
             )
         return entries
 
-    @field_validator("transform")
-    @classmethod
-    def _one_or_distinct(cls, value):
-        return _transform_setting(value)
-
-    @property
-    def transforms(self) -> tuple[str, ...]:
-        """The transforms, in order (one or more)."""
-        return (self.transform,) if isinstance(self.transform, str) else tuple(self.transform)
-
 
 def _transform_setting(value):
     """A list of one transform is that transform; a list repeats none."""
@@ -123,7 +129,7 @@ def _transform_setting(value):
     return value[0] if len(value) == 1 else list(value)
 
 
-class FitSpec(BaseModel):
+class FitSpec(_TransformedFeatures):
     """A fitted identifier (``simlab fit``): one classifier trained on every usable site of a
     cohort, with calibrated probabilities, to apply to new recordings (``simlab predict``).
 
@@ -165,16 +171,6 @@ class FitSpec(BaseModel):
         except SimlabError as exc:
             raise ValueError(str(exc)) from None
         return entry
-
-    @field_validator("transform")
-    @classmethod
-    def _one_or_distinct(cls, value):
-        return _transform_setting(value)
-
-    @property
-    def transforms(self) -> tuple[str, ...]:
-        """The transforms, in order (one or more)."""
-        return (self.transform,) if isinstance(self.transform, str) else tuple(self.transform)
 
 
 
