@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 
 import simlab
 from simlab.analysis.generalization import generalization
@@ -234,3 +235,32 @@ def test_api_and_summary():
     assert "matched-learning_rate control" in simlab.summary(control)
     with pytest.raises(SimlabError, match="caliper"):
         simlab.identify(ds, matched_caliper=0.5)
+
+
+def test_a_protocol_setting_saves_the_control_with_the_run_s_identify_results(tiny_run_copy):
+    from simlab.analysis.analyses import load_result, run_analysis
+    from simlab.rundir import RunDirectory
+
+    run = RunDirectory(tiny_run_copy)
+    protocol = yaml.safe_load(run.protocol_file.read_text())
+    protocol["analyses"]["identify"] = {"splits": 3, "matched_control": True}
+    spec = load_protocol_text(yaml.safe_dump(protocol)).analyses["identify"]
+    assert spec.matched_control and spec.matched_caliper == 1.5
+    [path] = run_analysis(run, "identify", IdentifySpec(**{**spec.model_dump(), **FAST}), force=True,
+                          progress=False, echo=lambda *a, **k: None, n_jobs=1)
+    saved = load_result(path)
+    # the tiny run trains each rule at its one rate (no spread): one line says nothing matched
+    assert "no pair matches" in saved.attrs["matched_note"]
+    assert "no pair matches" in path.with_suffix(".txt").read_text()
+
+
+def load_protocol_text(text):
+    import tempfile
+    from pathlib import Path
+
+    from simlab.protocol import load_protocol
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "protocol.yaml"
+        path.write_text(text)
+        return load_protocol(path)
