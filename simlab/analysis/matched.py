@@ -334,8 +334,7 @@ def attach_matched(results: xr.Dataset, control: xr.Dataset) -> xr.Dataset:
     """identify's results with the matched control's variables (on identify's classifiers
     and feature sets) and settings added, so one file and one table hold both."""
     names = [v for v in control.data_vars if v.startswith("matched_")]
-    if control.sizes.get("pair", 0):
-        control = control.reindex(feature_set=results["feature_set"].values)
+    control = control.reindex(classifier=results["classifier"].values, feature_set=results["feature_set"].values)
     extra = control[names].drop_vars([c for c in ("classifier", "feature_set", "bound") if c in control.coords])
     out = results.assign({name: extra[name] for name in names})
     out.attrs.update({k: control.attrs[k] for k in MATCHED_ATTRS})

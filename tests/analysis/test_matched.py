@@ -160,6 +160,9 @@ def test_one_line_when_nothing_can_be_matched():
     assert len(text.splitlines()) == 2
     none = matched_control(same.drop_vars("learning_rate"), IdentifySpec(**FAST), n_jobs=1)
     assert "carry no learning_rate coordinate" in format_matched(none)
+    results = identify_with_controls(same.drop_vars("learning_rate"), IdentifySpec(**FAST, matched_control=True),
+                                     n_jobs=1)
+    assert format_table(results).endswith("the subjects carry no learning_rate coordinate: nothing to match on")
 
 
 def test_identify_prints_and_stores_the_control_beside_its_table(rate_only_cohort, tmp_path):
@@ -211,11 +214,15 @@ def test_transfer_table_leaves_out_a_factor_of_one_level_and_says_so(rate_only_c
     assert "architecture: one level (mlp)" in format_transfer(table)
 
 
-def test_identify_cli_prints_the_control_and_transfer_tables(rate_only_cohort, tmp_path, capsys):
+def test_identify_cli_prints_the_control_and_transfer_tables(tmp_path, capsys, monkeypatch):
     from simlab.cli.main import main
 
+    monkeypatch.setattr("simlab.analysis.identify._n_workers", lambda n_jobs: 1)  # no worker start-up
+
+    shared = np.geomspace(2e-3, 2e-2, 4)
+    small = planted([1e-4, 2e-4, 3e-4, 4e-4, *shared], [*(shared * 1.1), 0.2, 0.4, 0.6, 0.8])
     path = tmp_path / "rec.nc"
-    rate_only_cohort.to_netcdf(path)
+    small.to_netcdf(path)
     out = tmp_path / "res.nc"
     code = main(["identify", str(path), "--out", str(out), "--splits", "2", "--bootstrap", "50", "--quiet",
                  "--classifier", "random_forest:n_estimators=10", "--matched-control", "--matched-caliper", "1.3",
