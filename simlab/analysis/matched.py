@@ -20,8 +20,9 @@ from itertools import combinations
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
-from simlab.analysis.classifiers import Layout
+from simlab.analysis.classifiers import Layout, classifier_label
 from simlab.analysis.identify import (
     FeatureSet,
     _feature_sets,
@@ -187,7 +188,7 @@ def matched_control(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), caliper
     label_of = np.full(ds.sizes["subject"], "", dtype=object)
     label_of[sites.subject_index] = sites.labels
     strata, strata_factors = _strata(ds, spec.target)
-    clf_names = [str(c) for c in _labels(spec)]
+    clf_names = [classifier_label(c) for c in spec.classifiers]
     attrs = {
         "schema": SCHEMA,
         "title": f"matched-{RATE} control of {spec.target} identification",
@@ -209,11 +210,11 @@ def matched_control(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), caliper
     }
     if RATE not in ds.coords or ds.coords[RATE].dims != ("subject",):
         attrs["matched_note"] = f"the subjects carry no {RATE} coordinate: nothing to match on"
-        return _empty(clf_names, attrs)
+        return _dataset([], clf_names, [], attrs)
     rates = ds.coords[RATE].values.astype(np.float64)
     pairs = list(combinations(classes, 2))
     rows, feature_sets = [], []
-    for a, b in _progress(pairs, progress):
+    for a, b in tqdm(pairs, desc="matched control", unit="pair", disable=not progress):
         ia = np.flatnonzero(usable & (label_of == a))
         ib = np.flatnonzero(usable & (label_of == b))
         matches = match_rates(rates[ia], rates[ib], strata[ia], strata[ib], caliper)
@@ -223,8 +224,10 @@ def matched_control(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), caliper
                "gap": float(np.max(np.abs(np.log(rates[ma] / rates[mb])))) if matches else np.nan,
                "names": ",".join(f"{ds['subject'].values[i]}={ds['subject'].values[j]}" for i, j in zip(ma, mb)),
                "status": "ok", "observables": None, "rate": None, "unmatched": None}
+        rated = np.sort(np.concatenate([ia, ib]))
+        rated = rated[np.isfinite(rates[rated]) & (rates[rated] > 0)]
         try:
-            row["unmatched"] = _rate_before(ds.isel(subject=np.sort(np.concatenate([ia, ib]))), inner, n_jobs)
+            row["unmatched"] = _rate_before(ds.isel(subject=rated), inner, n_jobs)
         except SimlabError:
             pass  # too few subjects of the pair to split at all; the status below says so
         if len(matches) < MIN_MATCHED:
@@ -247,18 +250,6 @@ def matched_control(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), caliper
     return _dataset(rows, clf_names, [str(f) for f in feature_sets], attrs)
 
 
-def _labels(spec: IdentifySpec) -> list[str]:
-    from simlab.analysis.classifiers import classifier_label
-
-    return [classifier_label(c) for c in spec.classifiers]
-
-
-def _progress(pairs, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(pairs, desc="matched control", unit="pair", disable=not progress)
-
-
 def _no_match_note(rates, usable, label_of, classes, caliper, strata_factors) -> str:
     """One line: why no pair of classes has a single match."""
     per_class = {c: np.unique(rates[usable & (label_of == c)]) for c in classes}
@@ -268,10 +259,6 @@ def _no_match_note(rates, usable, label_of, classes, caliper, strata_factors) ->
                 f"a ratio of {caliper:g}: no pair matches")
     where = f" and the same {', '.join(strata_factors)}" if strata_factors else ""
     return f"no two subjects of different classes have {RATE}s within a ratio of {caliper:g}{where}: no pair matches"
-
-
-def _empty(clf_names, attrs) -> xr.Dataset:
-    return _dataset([], clf_names, [], attrs)
 
 
 def _dataset(rows, clf_names, feature_sets, attrs) -> xr.Dataset:
