@@ -23,6 +23,7 @@ from simlab.api import (
     identify,
     importance,
     load_protocol,
+    matched_control,
     open_identifier,
     open_recording,
     open_run,
@@ -34,6 +35,7 @@ from simlab.api import (
     save,
     summary,
     trajectory,
+    transfer_table,
     validate,
 )
 from simlab.errors import SimlabError
@@ -53,6 +55,7 @@ __all__ = [
     "identify",
     "importance",
     "load_protocol",
+    "matched_control",
     "open_identifier",
     "open_recording",
     "open_run",
@@ -68,6 +71,7 @@ __all__ = [
     "save",
     "summary",
     "trajectory",
+    "transfer_table",
     "validate",
 ]
 
