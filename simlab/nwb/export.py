@@ -305,3 +305,41 @@ def _add_rois(nwbfile, device, recording, i, sites, responses, trial_starts, rig
         module.add(RoiResponseSeries(name=site["name"], data=data.reshape(-1, len(units)), rois=region, unit="a.u.",
                                      timestamps=timestamps,
                                      description=f"response of each unit of {site['name']} to each presentation"))
+
+
+def exportable_recording(source, rig: str | None = None) -> tuple[xr.Dataset, str]:
+    """The recording to export and what to call it in messages: a Dataset, a recording file, or a
+    run directory (its recording named ``rig``, else the only one with kept unit responses)."""
+    from simlab.recording.contract import open_recording
+    from simlab.rundir import RunDirectory
+
+    if isinstance(source, xr.Dataset):
+        if rig is not None:
+            raise SimlabError(f"{parameter('rig', rig)} chooses a recording of a run directory; a recording was given")
+        return source, str(source.encoding.get("source", "recording"))
+    path = Path(source.path if isinstance(source, RunDirectory) else source)
+    if path.is_dir():
+        files = RunDirectory(path).recording_files()
+        if rig is not None:
+            if rig not in files:
+                raise SimlabError(f"{parameter('rig', rig)}: {path} has no recording {rig}.nc (it has: "
+                                  f"{', '.join(files) or 'none'})")
+            chosen = files[rig]
+        else:
+            kept = [name for name, file in files.items() if _has_unit_responses(file)]
+            if not kept:
+                raise SimlabError(f"{path}: no recording with kept unit responses; record one with "
+                                  "simlab record RUN --rig electrophysiology --keep-units")
+            if len(kept) > 1:
+                raise SimlabError(f"{path}: {len(kept)} recordings with kept unit responses ({', '.join(kept)}); "
+                                  f"choose one with {parameter('rig')}")
+            chosen = files[kept[0]]
+        return open_recording(chosen), str(chosen)
+    if not path.is_file():
+        raise SimlabError(f"{path}: no such run directory or recording file")
+    return open_recording(path), str(path)
+
+
+def _has_unit_responses(path: Path) -> bool:
+    with xr.open_dataset(path) as ds:
+        return "unit_response" in ds.data_vars

@@ -496,3 +496,37 @@ def _assemble(subjects: list[_Subject], n_sessions: int, settings: ImportSetting
         history=history,
     )
     return recording.assign_coords(fraction=("session", fraction, dict(recording["fraction"].attrs)))
+
+
+def settings_from(settings: Mapping) -> ImportSettings:
+    """:class:`ImportSettings` from keyword settings (as ``simlab.import_nwb`` takes them)."""
+    known = set(ImportSettings.__dataclass_fields__)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SimlabError(f"{parameter(unknown[0])}: not an import setting; expected one of {', '.join(sorted(known))}")
+    values = dict(settings)
+    for name in ("epoch_tags", "sites", "fractions"):
+        if values.get(name) is not None:
+            items = [values[name]] if isinstance(values[name], (str, int, float)) else values[name]
+            values[name] = tuple(float(v) for v in items) if name == "fractions" else tuple(str(v) for v in items)
+    if values.get("window") is not None:
+        try:
+            start, end = (float(v) for v in values["window"])
+        except (TypeError, ValueError):
+            raise SimlabError(f"{parameter('window', values['window'])}: expected (START, END) seconds") from None
+        values["window"] = (start, end)
+    where = values.get("units_where")
+    if where is not None:
+        if not isinstance(where, Mapping):
+            raise SimlabError(f"{parameter('units_where', where)}: expected a mapping column -> value")
+        values["units_where"] = tuple((str(k), str(v)) for k, v in where.items())
+    rig = values.get("rig")
+    if rig is not None and not isinstance(rig, Mapping):
+        path = Path(rig)
+        if not path.is_file():
+            raise SimlabError(f"{parameter('rig', str(rig))}: no such rig YAML file")
+        loaded = yaml.safe_load(path.read_text())
+        if not isinstance(loaded, dict):
+            raise SimlabError(f"{path}: expected a rig's settings (a mapping), got {type(loaded).__name__}")
+        values["rig"] = loaded
+    return ImportSettings(**values)
