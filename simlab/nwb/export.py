@@ -232,8 +232,7 @@ def subject_nwbfile(recording: xr.Dataset, i: int, rig: dict):
             nwbfile.add_trial(start_time=float(trial_starts[s, k]), stop_time=float(trial_starts[s, k] + window),
                               stimulus=k, session=s)
     responses = recording["unit_response"].isel(subject=i).transpose("layer", "session", "stimulus", "unit").values
-    device = nwbfile.create_device(name="simlab_rig", description=f"simulated {rig.get('type')} rig: {rig_text}",
-                                   manufacturer="simlab")
+    device = nwbfile.create_device(name="simlab_rig", description=f"simulated {rig.get('type')} rig: {rig_text}")
     epochs = np.stack([starts, starts + epoch_seconds], axis=1)
     if spikes:
         _add_units(nwbfile, device, recording, i, sites, responses, trial_starts, window, epochs, rig)
