@@ -261,14 +261,19 @@ def _add_units(nwbfile, device, recording, i, sites, responses, trial_starts, wi
         counts = np.rint(values.astype(np.float64) * scale)
         for unit in np.unique(index):
             sessions = np.flatnonzero((index == unit).any(axis=1))
-            times = []
-            for s in sessions:
-                column = int(np.flatnonzero(index[s] == unit)[0])
-                for k, count in enumerate(counts[s, :, column]):
-                    c = int(count) if np.isfinite(count) else 0
-                    times.append(trial_starts[s, k] + (np.arange(c) + 0.5) * (window / max(c, 1)))
-            nwbfile.add_unit(spike_times=np.concatenate(times) if times else np.zeros(0),
+            columns = [int(np.flatnonzero(index[s] == unit)[0]) for s in sessions]
+            count = np.nan_to_num(counts[sessions, :, columns]).astype(np.int64).ravel()  # [session, stimulus]
+            nwbfile.add_unit(spike_times=spread_spikes(trial_starts[sessions].ravel(), count, window),
                              obs_intervals=epochs[sessions], electrode_group=group, unit_index=int(unit))
+
+
+def spread_spikes(starts: np.ndarray, counts: np.ndarray, window: float) -> np.ndarray:
+    """Spike times for ``counts[k]`` spikes in each window [starts[k], starts[k] + window):
+    evenly spread, at (j + 0.5) * window / n (sorted when the windows are)."""
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    j = np.arange(first.size) - first
+    n = np.repeat(counts, counts)
+    return np.repeat(starts, counts) + (j + 0.5) * (window / np.maximum(n, 1))
 
 
 def _add_rois(nwbfile, device, recording, i, sites, responses, trial_starts, rig):
