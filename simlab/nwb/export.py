@@ -134,6 +134,7 @@ def subject_metadata(recording: xr.Dataset, i: int, rig: dict, sites: list[dict]
 def export_recording(recording: xr.Dataset, out_dir, *, force: bool = False, progress: bool = True,
                      where: str = "recording") -> list[Path]:
     """Write one NWB file per subject of ``recording`` into ``out_dir``; return their paths."""
+    require_pynwb()
     rig = check_exportable(recording, where)
     out_dir = Path(out_dir)
     subjects = [str(s) for s in recording["subject"].values]

@@ -332,6 +332,7 @@ def _site_order(subject: _Subject, found: list[str], settings: ImportSettings) -
 def import_files(files: Sequence, settings: ImportSettings = ImportSettings(), progress: bool = False,
                  command: str | None = None) -> xr.Dataset:
     """The recording (the NetCDF contract) of NWB ``files``; see the module docstring."""
+    require_pynwb()  # before anything else: a missing dependency is the first thing to fix
     paths = [str(Path(f)) for f in files]
     if not paths:
         raise SimlabError(f"{parameter('files')}: expected at least one NWB file")
