@@ -248,3 +248,17 @@ def test_without_pynwb_simlab_imports_and_nwb_says_how_to_install():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "pip install 'simlab[nwb]'" in done.stdout
+
+
+def test_the_rig_an_experiment_is_taken_to_match_is_stored_for_predict(tmp_path):
+    import yaml
+
+    rig = tmp_path / "matched.yaml"
+    rig.write_text("type: electrophysiology\nunits: 3\nnoise_model: poisson\nrate_gain: 20\ncount_window: 1.0\n")
+    recording = simlab.import_nwb(experiment_file(tmp_path / "mouse1.nwb"), rig=rig, rate_gain=20.0)
+    stored = yaml.safe_load(recording.attrs["rig"])
+    assert (stored["units"], stored["noise_model"], stored["count_window"], stored["measure"]) == (3, "poisson", 1.0,
+                                                                                                   "activation")
+    assert stored["nwb_import"]["files"] == [str(tmp_path / "mouse1.nwb")]
+    with pytest.raises(SimlabError, match="not an import setting"):
+        simlab.import_nwb(tmp_path / "mouse1.nwb", windows=(0, 1))
