@@ -314,7 +314,6 @@ def _read_file(path: str, settings: ImportSettings) -> tuple[str, dict | None, l
             sessions.append(_Session(t0 + epoch["start"], epoch["step"], epoch["fraction"], sites, int(inside.sum())))
         info = {"protocol": nwb.protocol or "", "species": (nwb.subject.species if nwb.subject else "") or "",
                 "kind": responses.kind}
-        responses.order = [s for s in responses.order]
         return str(subject), metadata, sessions, responses, info
     finally:
         io.close()
