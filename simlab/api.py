@@ -31,9 +31,11 @@ __all__ = [
     "calibrate",
     "combine",
     "confound",
+    "export_nwb",
     "fit",
     "generalize",
     "identify",
+    "import_nwb",
     "importance",
     "load_protocol",
     "matched_control",
@@ -491,6 +493,102 @@ def _recording(recordings, rigs: Sequence[str] | None = None) -> xr.Dataset:
     if isinstance(recordings, (str, Path)):
         return open_recording(recordings)
     return combine(list(recordings))
+
+
+# --------------------------------------------------------------------------- NWB
+
+
+def export_nwb(recording, out: str | Path, *, rig: str | None = None, force: bool = False,
+               progress: bool = True) -> list[Path]:
+    """Write a recording's kept unit responses as NWB files, one per subject: ``simlab export --nwb``.
+
+    Needs pynwb (``pip install 'simlab[nwb]'``). The encoding is in docs/nwb.md: subject
+    description as JSON in ``Subject.description``, one epoch per session, the presentations
+    as trials, a Units table of spike times (Poisson rigs) or RoiResponseSeries (other noise).
+
+    Parameters
+    ----------
+    recording : Dataset, path or Run
+        A recording made with ``keep_units=True`` (an electrophysiology rig), its file, or a
+        run directory (its recording named ``rig``, else the only one with kept unit responses).
+    out : str or Path
+        The directory of the files (``<subject>.nwb``).
+    rig : str, optional
+        With a run directory: the recording's name in ``recordings/`` (its file's stem).
+    force : bool
+        Overwrite existing files.
+    progress : bool
+
+    Returns
+    -------
+    list of Path
+        The files written, in the recording's subject order.
+
+    Examples
+    --------
+    >>> simlab.export_nwb("runs/quickstart", "runs/quickstart/nwb", rig="electrophysiology-keep_units")   # doctest: +SKIP
+    """
+    from simlab.nwb.export import export_recording, exportable_recording
+
+    dataset, where = exportable_recording(recording, rig)
+    return export_recording(dataset, out, force=force, progress=progress, where=where)
+
+
+def import_nwb(files, *, out: str | Path | None = None, force: bool = False, progress: bool = False,
+               **settings: Any) -> xr.Dataset:
+    """Read NWB files (spike times or ROI responses, with trials) as a recording: ``simlab import-nwb``.
+
+    Per session (an epoch or a file) and site (electrode group, units-table ``location`` or
+    imaging plane), each unit's response to each trial is averaged over the trials of each
+    stimulus; the activation observables of that [stimulus, unit] matrix are the recording's.
+    Files with the same ``subject_id`` are one subject. The learning rule is "unknown" unless
+    a file is a simlab export. Needs pynwb (``pip install 'simlab[nwb]'``).
+
+    Parameters
+    ----------
+    files : path or sequence of paths
+        NWB files, or directories of ``.nwb`` files.
+    out : str or Path, optional
+        Also write the recording there (NetCDF).
+    force : bool
+    progress : bool
+    **settings
+        ``window`` (START, END seconds after each trial's start; default the trial),
+        ``sessions`` (``"auto"``, ``"epochs"``, ``"files"``), ``epoch_tags`` (only epochs with
+        one of these tags), ``responses`` (``"auto"``, ``"units"``, ``"rois"``),
+        ``units_where`` (a mapping column -> value units must have), ``min_units`` (sites with
+        fewer units in a session are left out; default 1), ``stimulus_column`` (default
+        ``"stimulus"``), ``sites`` (the sites to keep, nearest the input first),
+        ``rate_gain`` (Hz per activation unit; default a simlab export's, else 1),
+        ``fractions`` (training fraction of each session), ``percentiles``, ``rig`` (rig
+        settings, a mapping or a rig YAML file, the recording is taken to match).
+
+    Returns
+    -------
+    xarray.Dataset
+        A recording (docs/recording-contract.md) of activation observables.
+
+    Examples
+    --------
+    >>> recording = simlab.import_nwb("experiment/", out="experiment.nc", window=(0.05, 0.55))   # doctest: +SKIP
+    """
+    from simlab.nwb.importer import import_files, settings_from
+
+    recording = import_files(_nwb_files(files), settings_from(settings), progress=progress)
+    if out is not None:
+        from simlab.recording.contract import write_recording
+
+        write_recording(recording, out, force=force)
+        recording.encoding["source"] = str(out)
+    return recording
+
+
+def _nwb_files(files) -> list[Path]:
+    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    out = []
+    for path in paths:
+        out.extend(sorted(path.glob("*.nwb")) if path.is_dir() else [path])
+    return out
 
 
 # --------------------------------------------------------------------------- analyses

@@ -20,6 +20,7 @@ from simlab._version import __version__
 from simlab.cli import options
 from simlab.cli.analyses import ANALYSIS_COMMANDS, add_analysis_commands, add_identify_options
 from simlab.cli.identifier import IDENTIFIER_COMMANDS, add_identifier_commands
+from simlab.cli.nwb import NWB_COMMANDS, add_nwb_commands
 from simlab.errors import SimlabError
 from simlab.specs.analyses import DEFAULT_MARGIN, HealthSpec, IdentifySpec
 from simlab.specs.protocol import Calibrate
@@ -37,6 +38,8 @@ EPILOG = """examples:
   simlab report runs/quickstart
   simlab fit runs/transfer_fit --transform diff
   simlab predict runs/transfer_fit/identifier runs/transfer_test
+  simlab export runs/quickstart --nwb runs/quickstart/nwb --rig electrophysiology-keep_units
+  simlab import-nwb experiment/*.nwb --out experiment.nc
 """
 
 # record's flags -> where each goes in the rig settings (RigSpec)
@@ -213,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                       f"{DEFAULT_MARGIN:g})")
     add_analysis_commands(commands)
     add_identifier_commands(commands)
+    add_nwb_commands(commands)
     return parser
 
 
@@ -385,6 +389,7 @@ COMMANDS = {
     "info": cmd_info,
     **ANALYSIS_COMMANDS,
     **IDENTIFIER_COMMANDS,
+    **NWB_COMMANDS,
 }
 
 
