@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from simlab.errors import SimlabError, parameter
 from simlab.protocol import Protocol
+from simlab.protocol.loader import check_yaml_limits, read_yaml_text
 from simlab.specs.rigs import RIG_TYPES, RigSpec
 
 
@@ -61,10 +62,10 @@ def _problems(exc: ValidationError, overrides: Mapping, origin: str) -> str:
 
 
 def _read_rig_file(path: Path) -> tuple[str, dict]:
+    text = read_yaml_text(path, "rig file")
+    check_yaml_limits(text, str(path))  # the protocol loader's limits: no alias bomb, no deep nesting
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SimlabError(f"{path}: cannot read rig file ({exc.strerror})") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
