@@ -26,6 +26,7 @@ from pydantic_core.core_schema import ErrorType
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from simlab.errors import SimlabError
+from simlab.specs.classifiers import allowing_imports
 from simlab.specs.protocol import Located, Protocol, locate, union_tags
 
 TOP_LEVEL = "(top level)"
@@ -173,13 +174,23 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_protocol(path: str | Path) -> Protocol:
-    """Read and validate the protocol file at ``path``."""
-    return parse_protocol(read_yaml_text(path), source=str(path))
+def load_protocol(path: str | Path, *, allow_imports: bool = False) -> Protocol:
+    """Read and validate the protocol file at ``path`` (``allow_imports``: as in
+    :func:`parse_protocol`)."""
+    return parse_protocol(read_yaml_text(path), source=str(path), allow_imports=allow_imports)
 
 
-def parse_protocol(text: str, source: str = "<string>") -> Protocol:
-    """Validate protocol YAML; raise :class:`ProtocolError` listing every problem in it."""
+def parse_protocol(text: str, source: str = "<string>", *, allow_imports: bool = False) -> Protocol:
+    """Validate protocol YAML; raise :class:`ProtocolError` listing every problem in it.
+
+    ``allow_imports``: the protocol may name classifiers by import paths outside sklearn
+    (importing runs their code; see :func:`simlab.specs.classifiers.allowing_imports`).
+    """
+    with allowing_imports(allow_imports):
+        return _parse(text, source)
+
+
+def _parse(text: str, source: str) -> Protocol:
     check_yaml_limits(text, source)
     try:
         root = yaml.compose(text, Loader=_Loader)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from simlab.errors import SimlabError
 from simlab.registry import ANALYSES as _REGISTERED
-from simlab.specs.classifiers import classifier_label, parse_classifier
+from simlab.specs.classifiers import check_import_consent, classifier_label, parse_classifier
 from simlab.specs.rigs import RigSpec, ScheduleSpec
 
 CLASSIFIERS = ("random_forest", "linear_svm")
@@ -106,6 +106,7 @@ class IdentifySpec(_TransformedFeatures):
         labels = []
         for entry in entries:
             try:
+                check_import_consent(entry)  # settings are data: no module imported without consent
                 parse_classifier(entry)
                 labels.append(classifier_label(entry))
             except SimlabError as exc:
@@ -167,6 +168,7 @@ class FitSpec(_TransformedFeatures):
     @classmethod
     def _known_classifier(cls, entry):
         try:
+            check_import_consent(entry)
             parse_classifier(entry)
         except SimlabError as exc:
             raise ValueError(str(exc)) from None
