@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from simlab.specs.strict import StrictSpec
 from simlab.errors import SimlabError
 from simlab.registry import ANALYSES as _REGISTERED
 from simlab.specs.classifiers import check_import_consent, classifier_label, parse_classifier
@@ -29,7 +30,7 @@ DEFAULT_MARGIN = 0.05
 """The gain over the untrained network that health reports use when no ``min_gain`` is set."""
 
 
-class HealthSpec(BaseModel):
+class HealthSpec(StrictSpec):
     """Which subjects learned: not diverged, and a final health metric (``final_accuracy``)
     at least ``min_gain`` above the same subject's untrained value (``initial_accuracy``).
 
@@ -54,7 +55,7 @@ class HealthSpec(BaseModel):
         return self.min_gain is not None
 
 
-class _TransformedFeatures(BaseModel):
+class _TransformedFeatures(StrictSpec):
     """Settings whose features are transformed session trajectories: each declares its own
     ``transform`` field (one transform or a list of distinct ones); this checks it and reads
     it as a tuple."""
@@ -181,7 +182,7 @@ class FitSpec(_TransformedFeatures):
 # identification settings its classifiers use, so one set of defaults serves them all.
 
 
-class _RunAnalysisSpec(BaseModel):
+class _RunAnalysisSpec(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     identify: IdentifySpec = Field(default_factory=IdentifySpec)
@@ -241,7 +242,7 @@ def _distinct_from(value: list, lowest, what: str) -> list:
     return value
 
 
-class RobustnessSpec(BaseModel):
+class RobustnessSpec(StrictSpec):
     """A grid of units x noise per rig, made by re-recording the run's snapshots (never
     retraining), plus a sweep of session counts at all units and no noise.
 

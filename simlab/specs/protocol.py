@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from simlab.specs.strict import StrictSpec
 from simlab.specs.analyses import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
 from simlab.registry import ARCHITECTURES, Registry
@@ -283,7 +284,7 @@ BY_KEYS = ("by_task", "by_architecture", "by_batch_size")
 this order (so an architecture's setting wins over a task's, a batch size's over both)."""
 
 
-class RuleOverrides(BaseModel):
+class RuleOverrides(StrictSpec):
     """A ``training.rules.<rule>`` entry: some of the rule's settings, and under
     ``by_task``/``by_architecture``/``by_batch_size`` settings for the populations of a task,
     an architecture or a batch size (each nested entry may hold ``by_*`` keys of its own).
@@ -379,7 +380,7 @@ def _at_least_one_rig(rigs: dict) -> dict:
 # --------------------------------------------------------------------------- sections
 
 
-class _Section(BaseModel):
+class _Section(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -18,6 +18,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from simlab.specs.strict import StrictSpec
 from simlab.registry import RIGS, unknown_name_message
 
 RIG_TYPES = RIGS.keys()  # a live view: a rig type registered later is a rig type here too
@@ -28,7 +29,7 @@ DEFAULT_PERCENTILES = "nearest"  # the reference's (TensorFlow contrib's default
 NOISE_PLACEMENTS = ("terms", "total")  # where a rig that sums measured terms adds its noise
 
 
-class _Strict(BaseModel):
+class _Strict(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

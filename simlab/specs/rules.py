@@ -21,10 +21,11 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, model_serializer, model_validator
 
+from simlab.specs.strict import StrictSpec
 from simlab.registry import RULES
 
 
-class RuleHyperparameters(BaseModel):
+class RuleHyperparameters(StrictSpec):
     """The base of every rule's hyperparameters: unknown keys refused, values frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

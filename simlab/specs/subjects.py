@@ -41,10 +41,11 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from simlab.specs.strict import StrictSpec
 from simlab.registry import ARCHITECTURES
 
 
-class _Strict(BaseModel):
+class _Strict(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
