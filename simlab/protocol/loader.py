@@ -297,6 +297,7 @@ _EXPECTED = {
     "dict_type": "a mapping",
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
+    "finite_number": "a finite number",
 }
 
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from simlab.errors import SimlabError, parameter
 from simlab.protocol import Protocol
 from simlab.protocol.loader import check_yaml_limits, read_yaml_text
+from simlab.specs.protocol import name_problem
 from simlab.specs.rigs import RIG_TYPES, RigSpec
 
 
@@ -72,7 +73,9 @@ def _read_rig_file(path: Path) -> tuple[str, dict]:
         raise SimlabError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise SimlabError(f"{path}: a rig file holds a mapping of rig settings, got {type(data).__name__}")
-    name = str(data.pop("name", path.stem))
+    name = data.pop("name", path.stem)
+    if problem := name_problem(name):  # the recording's file name
+        raise SimlabError(f"{path}: name: {problem}")
     if "type" not in data:
         raise SimlabError(f"{path}: type: missing (expected one of: {', '.join(RIG_TYPES)})")
     return name, data

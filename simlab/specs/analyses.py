@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from simlab.specs.strict import StrictSpec
+from simlab.specs.strict import Seed, StrictSpec
 from simlab.errors import SimlabError
 from simlab.registry import ANALYSES as _REGISTERED
 from simlab.specs.classifiers import check_import_consent, classifier_label, parse_classifier
@@ -97,7 +97,7 @@ class IdentifySpec(_TransformedFeatures):
     bootstrap: int = Field(1000, ge=0)
     target: str = "learning_rule"
     importance: bool = False
-    seed: int = 0
+    seed: Seed = 0
     health: HealthSpec = Field(default_factory=HealthSpec)
 
     @field_validator("classifiers")
@@ -162,7 +162,7 @@ class FitSpec(_TransformedFeatures):
     folds: int = Field(5, ge=2)
     ood_quantile: float = Field(0.005, ge=0.0, lt=0.5)
     ood_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     health: HealthSpec = Field(default_factory=HealthSpec)
 
     @field_validator("classifier")
@@ -259,7 +259,7 @@ class RobustnessSpec(StrictSpec):
     )
     noise: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0], min_length=1)
     sessions: list[int] = Field(default_factory=lambda: [2, 3, 6, 11])
-    seed: Optional[int] = Field(None, ge=0)
+    seed: Optional[Seed] = None
     compare: Optional[tuple[str, str]] = None  # default: the first two rigs
     identify: IdentifySpec = Field(default_factory=IdentifySpec)
 

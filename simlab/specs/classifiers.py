@@ -166,7 +166,12 @@ def parse_classifier(entry) -> ClassifierChoice:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise SimlabError(f"classifier entry needs a 'name'; got {dict(entry)!r}")
-    params = dict(entry.get("params") or {})
+    params = entry.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise SimlabError(f"classifier {name!r}: params must map parameter names to values; got {params!r}")
+    params = dict(params)
     grid = entry.get("grid")
     if grid is not None:
         if not isinstance(grid, Mapping) or not all(
@@ -179,7 +184,8 @@ def parse_classifier(entry) -> ClassifierChoice:
         accepted = set(cls().get_params(deep=False))
     except Exception as exc:  # noqa: BLE001 - any failure means it is not a usable estimator
         raise SimlabError(f"classifier {name!r} cannot be built without arguments ({exc})") from None
-    accepted |= set(getattr(CLASSIFIERS.get(name), "extra_params", ()))
+    extra = set(getattr(CLASSIFIERS.get(name), "extra_params", ()))
+    accepted |= extra
     for what, names in (("params", params), ("grid", grid or {})):
         bad = sorted(set(names) - accepted)
         if bad:
@@ -187,10 +193,25 @@ def parse_classifier(entry) -> ClassifierChoice:
                 f"classifier {name!r}: {what} {', '.join(bad)} not accepted; "
                 f"its parameters are: {', '.join(sorted(accepted))}"
             )
+    _check_values(name, cls, {k: v for k, v in params.items() if k not in extra})
     label = entry.get("label") or ""
     if label and not isinstance(label, str):
         raise SimlabError(f"classifier {name!r}: label must be text; got {label!r}")
     return ClassifierChoice(name=name, params=params, grid=grid, label=label)
+
+
+def _check_values(name: str, cls, params: Mapping[str, Any]) -> None:
+    """Refuse parameter values the estimator would refuse at fit time (sklearn's own
+    constraints: ``C: -1`` for an SVM), now, before anything is trained."""
+    if not params:
+        return
+    try:
+        estimator = cls(**params)
+        if hasattr(estimator, "_parameter_constraints") and hasattr(estimator, "_validate_params"):
+            estimator._validate_params()  # sklearn's declared constraints
+    except Exception as exc:  # noqa: BLE001 - sklearn raises InvalidParameterError (a ValueError) and TypeError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SimlabError(f"classifier {name!r}: params {dict(params)!r} refused ({first})") from None
 
 
 def classifier_label(entry) -> str:

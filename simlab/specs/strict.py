@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["StrictSpec"]
+__all__ = ["MAX_SEED", "MAX_STEPS", "Seed", "StrictSpec"]
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit, as numpy's and JAX's generators take them: 0 to 2**32 - 1."""
+MAX_STEPS = 100_000_000
+"""The most training steps a protocol may ask (a small network trains ~10^4 steps a minute)."""
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 _NUMBER = {int: "an integer", float: "a number"}
 
@@ -64,11 +71,19 @@ def _problem(value: Any, kinds: set) -> str | None:
         if kinds == {bool}:
             return f"expected true or false, got {value!r}"
     elif isinstance(value, str) and str not in kinds:
-        if wanted:
+        if wanted and _numeric(value):  # another string pydantic refuses by itself
             return f"expected {wanted}, got the string {value!r} (write numbers without quotes)"
-        if bool in kinds and "literal" not in kinds:
+        if bool in kinds and "literal" not in kinds and not wanted:
             return f"expected true or false, got the string {value!r}"
     return None
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(value: Any, tp: Any, loc: tuple, errors: list) -> None:

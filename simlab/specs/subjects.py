@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from simlab.specs.strict import StrictSpec
+from simlab.specs.strict import Seed, StrictSpec
 from simlab.registry import ARCHITECTURES
 
 
@@ -300,7 +300,7 @@ class MNIST1DSpec(_TaskSpec):
 
     type: Literal["mnist1d"] = "mnist1d"
     num_samples: PositiveInt = 5000
-    data_seed: int = 42
+    data_seed: Seed = 42
 
 
 class DigitsSpec(_TaskSpec):
@@ -310,7 +310,7 @@ class DigitsSpec(_TaskSpec):
 
     type: Literal["digits"] = "digits"
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    data_seed: int = 0
+    data_seed: Seed = 0
     layout: Literal["signal", "image"] = "signal"
 
 
@@ -347,7 +347,7 @@ class TeacherSpec(_TaskSpec):
     teacher_hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
     teacher_resolution: PositiveInt = 4
     pixel_noise: Annotated[float, Field(ge=0.0)] = 0.5
-    data_seed: int = 0
+    data_seed: Seed = 0
 
     @model_validator(mode="after")
     def _input_dim(self) -> "TeacherSpec":
