@@ -54,8 +54,24 @@ def imports_allowed() -> bool:
 
 @contextmanager
 def allowing_imports(allowed: bool = True) -> Iterator[None]:
-    """Within the block, settings may name classifiers by any import path (the user's consent;
-    ``allowed=False`` adds none and takes none away, so an inner call keeps an outer consent)."""
+    """Within the block, settings may name classifiers by any import path: the user's consent
+    (importing a module runs its code; docs/trust.md).
+
+    Parameters
+    ----------
+    allowed : bool
+        Consent (True); False adds none and takes none away, so an inner call keeps an outer
+        consent.
+
+    Returns
+    -------
+    A context manager.
+
+    Examples
+    --------
+    >>> with simlab.allowing_imports():                 # doctest: +SKIP
+    ...     simlab.generalize("runs/mine")              # its protocol names mypackage.MyClassifier
+    """
     token = _IMPORTS_ALLOWED.set(bool(allowed) or _IMPORTS_ALLOWED.get())
     try:
         yield

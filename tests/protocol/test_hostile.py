@@ -118,7 +118,7 @@ def test_rig_files_have_the_same_limits(tmp_path):
     with pytest.raises(YamlLimitError, match=f"{bomb}: more than"):
         resolve_rig(str(bomb), parse_protocol(MINIMAL))
     named = tmp_path / "named.yaml"
-    named.write_text("name: 'a\\nb'\ntype: synapse\n")
+    named.write_text('name: "a\\nb"\ntype: synapse\n')
     with pytest.raises(SimlabError, match="name: expected a name of at most 64"):
         resolve_rig(str(named), parse_protocol(MINIMAL))
 
@@ -280,7 +280,7 @@ def test_steps_have_a_documented_maximum():
     assert where == "training.steps" and f"<= {MAX_STEPS}" in message
 
 
-@pytest.mark.parametrize("name", ["'tiny\\n'", "x" * 300, "'.hidden'", "'a/b'"])
+@pytest.mark.parametrize("name", ['"tiny\\n"', "x" * 300, "'.hidden'", "'a/b'"])
 def test_names_that_become_file_names(name):
     where, message = problem("", base=MINIMAL.replace("name: tiny", f"name: {name}"))
     assert where == "name" and message.startswith("expected a name of at most 64 letters")
