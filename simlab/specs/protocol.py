@@ -685,6 +685,27 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
                 f"step), got {steps}"
             )
             errors.append(_error("too_many_sessions", message, ("training", "steps"), steps))
+    errors += _analysis_rig_errors(data)
+    return errors
+
+
+def _analysis_rig_errors(data: Any) -> list[InitErrorDetails]:
+    """Rigs an analysis names must be rigs of the protocol (the robustness grid may also name a
+    rig type, recorded afresh), checked now rather than after training."""
+    rigs, analyses = _get(data, "rigs"), _get(data, "analyses")
+    if not isinstance(analyses, Mapping):
+        return []
+    own = list(rigs) if isinstance(rigs, Mapping) and rigs else list(DEFAULT_RIG_TYPES)
+    errors = []
+    for name, settings in analyses.items():
+        named = _get(settings, "rigs")
+        if not isinstance(named, (list, tuple)):
+            continue
+        known = [*own, *(t for t in RIG_TYPES if t not in own)] if name == "robustness" else own
+        for i, rig in enumerate(named):
+            if isinstance(rig, str) and rig not in known:
+                kind = "rig (a rig of the protocol or a rig type)" if name == "robustness" else "rig of the protocol"
+                errors.append(_error("unknown_name", unknown_name_message(kind, rig, known), ("analyses", name, "rigs", i), rig))
     return errors
 
 

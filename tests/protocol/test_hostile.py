@@ -293,3 +293,11 @@ def test_classifier_params(params, expected):
     assert where == "analyses.identify.classifiers" and expected in message
     with pytest.raises(SimlabError, match=expected):
         parse_classifier({"name": "linear_svm", "params": __import__("yaml").safe_load(params)})
+
+
+def test_rigs_named_by_analyses_are_checked_before_training():
+    where, message = problem("analyses:\n  generalization: {rigs: [ephys]}\n")
+    assert where == "analyses.generalization.rigs[0]" and "unknown rig of the protocol 'ephys'" in message
+    assert "did you mean 'electrophysiology'" not in message or "known: electrophysiology" in message
+    extra = "rigs:\n  s: {type: synapse}\nanalyses:\n  robustness: {rigs: [s, electrophysiology, nope]}\n"
+    assert problem(extra)[0] == "analyses.robustness.rigs[2]"  # a rig type is fine for the grid
