@@ -321,7 +321,7 @@ class CIFAR10Spec(_TaskSpec):
     examples; ``resolution`` (32, 16 or 8) averages 32 / resolution pixel blocks."""
 
     type: Literal["cifar10"] = "cifar10"
-    path: str
+    path: str = Field(min_length=1)  # "" would be the working directory
     max_train: PositiveInt | None = None
     max_test: PositiveInt | None = None
     resolution: Literal[32, 16, 8] = 32

@@ -301,3 +301,9 @@ def test_rigs_named_by_analyses_are_checked_before_training():
     assert "did you mean 'electrophysiology'" not in message or "known: electrophysiology" in message
     extra = "rigs:\n  s: {type: synapse}\nanalyses:\n  robustness: {rigs: [s, electrophysiology, nope]}\n"
     assert problem(extra)[0] == "analyses.robustness.rigs[2]"  # a rig type is fine for the grid
+
+
+def test_an_empty_cifar10_path_is_refused():
+    base = MINIMAL.replace("architecture: mlp", "architecture: knet").replace("task: mnist1d", "task: c")
+    where, message = problem("tasks:\n  c: {type: cifar10, path: ''}\n", base=base)
+    assert where == "tasks.c.path" and "at least 1 character" in message
