@@ -24,6 +24,7 @@ from simlab.api import (
     identify,
     importance,
     load_protocol,
+    matched_control,
     open_identifier,
     open_recording,
     open_run,
@@ -35,6 +36,7 @@ from simlab.api import (
     save,
     summary,
     trajectory,
+    transfer_table,
     validate,
 )
 from simlab.errors import SimlabError
@@ -55,6 +57,7 @@ __all__ = [
     "identify",
     "importance",
     "load_protocol",
+    "matched_control",
     "open_identifier",
     "open_recording",
     "open_run",
@@ -70,6 +73,7 @@ __all__ = [
     "save",
     "summary",
     "trajectory",
+    "transfer_table",
     "validate",
 ]
 

@@ -38,6 +38,7 @@ __all__ = [
     "identify",
     "importance",
     "load_protocol",
+    "matched_control",
     "open_identifier",
     "open_recording",
     "open_run",
@@ -49,6 +50,7 @@ __all__ = [
     "save",
     "summary",
     "trajectory",
+    "transfer_table",
     "validate",
 ]
 
@@ -571,7 +573,9 @@ def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = 
         (default ``"learning_rule"``), ``classifiers``, ``preset``, ``features``, ``splits``,
         ``test_fraction``, ``group_by``, ``seed``, ``health`` (``{"min_gain": G}``: leave out the
         subjects whose final accuracy is less than G above their untrained value; without it,
-        who learned by 0.05 is only reported).
+        who learned by 0.05 is only reported), ``matched_control`` (and ``matched_caliper``) and
+        ``report_transfer``: the controls of :func:`matched_control` and :func:`transfer_table`,
+        stored in the same results and printed after the table.
 
     Returns
     -------
@@ -586,11 +590,11 @@ def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = 
     >>> result = simlab.identify(run, splits=5, classifiers=["random_forest"])   # doctest: +SKIP
     >>> result.accuracy.mean("split")                                           # doctest: +SKIP
     """
-    from simlab.analysis.identify import identify as _identify
+    from simlab.analysis.identify import identify_with_controls
 
     with allowing_imports(allow_imports):
         spec = settings_model(IdentifySpec, settings)
-        return _identify(_recording(recordings, rigs), spec, progress=progress, n_jobs=n_jobs)
+        return identify_with_controls(_recording(recordings, rigs), spec, progress=progress, n_jobs=n_jobs)
 
 
 def importance(recordings, *, rigs: Sequence[str] | None = None, progress: bool = False,
@@ -619,6 +623,93 @@ def importance(recordings, *, rigs: Sequence[str] | None = None, progress: bool 
 
     spec = settings_model(IdentifySpec, settings)
     return importance_for(_recording(recordings, rigs), spec, progress=progress, n_jobs=n_jobs)
+
+
+def matched_control(recordings, *, caliper: float | None = None, rigs: Sequence[str] | None = None,
+                    progress: bool = False, n_jobs: int | None = None, **settings: Any) -> xr.Dataset:
+    """Is the rule named by its recordings or by its learning rate? Each pair of classes
+    identified on subjects matched one-to-one on learning rate: ``simlab identify --matched-control``.
+
+    Subjects of rule A are matched with subjects of rule B of the same architecture, task and
+    batch size whose learning rates differ by at most the ratio ``caliper`` (greedy nearest
+    on the log rate); a pair with fewer than 3 matches per class is reported, not identified.
+    On the matched subjects, A vs B is identified with identify's settings, and the learning
+    rate alone (with batch size) is classified on the same splits: near 0.5 when matching
+    removed the rate cue.
+
+    Parameters
+    ----------
+    recordings : Dataset, path, sequence of them, or Run
+        As for :func:`identify`; the subjects need a ``learning_rate`` coordinate.
+    caliper : float, optional
+        Largest rate ratio of a matched pair (default 1.5, the ``matched_caliper`` setting).
+    rigs : list of str, optional
+    progress : bool
+    n_jobs : int, optional
+    **settings
+        Identification settings, as for :func:`identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per ``pair``: matched subjects, accuracy with subject bootstrap intervals per
+        classifier and feature set, the rate-only accuracy on the same splits and before
+        matching (``simlab.summary`` prints it).
+
+    Examples
+    --------
+    >>> control = simlab.matched_control(run, classifiers=["random_forest"])   # doctest: +SKIP
+    >>> print(simlab.summary(control))                                          # doctest: +SKIP
+    """
+    from simlab.analysis.matched import matched_control as _matched
+
+    spec = settings_model(IdentifySpec, settings)
+    return _matched(_recording(recordings, rigs), spec, caliper, progress=progress, n_jobs=n_jobs)
+
+
+def transfer_table(recordings, transforms: Sequence[Any] | None = None, *,
+                   factors: Sequence[str] = ("architecture", "task"), bins: int = 3,
+                   rigs: Sequence[str] | None = None, progress: bool = False, n_jobs: int | None = None,
+                   **settings: Any) -> xr.Dataset:
+    """Within-cohort and held-out accuracy per transform and classifier:
+    ``simlab identify --report-transfer``.
+
+    Each row (transform x classifier) holds accuracy within the cohort on splits grouped by
+    subject and by population, and on each held-out level of ``factors`` (leave one level
+    out, pooled over levels, as :func:`generalize`), each with its subject bootstrap 95%
+    interval; a factor with one level has no column.
+
+    Parameters
+    ----------
+    recordings : Dataset, path, sequence of them, or Run
+    transforms : list, optional
+        Transform settings to compare: names (``"diff"``) or lists of names used together
+        (``["raw", "diff"]``); default: the ``transform`` setting.
+    factors : sequence of str
+        Held-out factors (``learning_rate`` is held out by ``bins`` quantile bins).
+    bins : int
+    rigs : list of str, optional
+    progress : bool
+    n_jobs : int, optional
+    **settings
+        Identification settings, as for :func:`identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``transfer_accuracy`` and ``transfer_boot_ci`` over (transfer_transform, classifier,
+        feature_set, evaluation) (``simlab.summary`` prints the table).
+
+    Examples
+    --------
+    >>> table = simlab.transfer_table(run, ["raw", "diff", ["raw", "diff"]], classifiers=["random_forest"])  # doctest: +SKIP
+    >>> print(simlab.summary(table))                                                                      # doctest: +SKIP
+    """
+    from simlab.analysis.transfer import transfer_table as _transfer
+
+    spec = settings_model(IdentifySpec, settings)
+    return _transfer(_recording(recordings, rigs), spec, transforms, factors, progress=progress, n_jobs=n_jobs,
+                     bins=bins)
 
 
 def generalize(recordings, factor: str = "architecture", *, matrix: bool = True, rigs: Sequence[str] | None = None,

@@ -44,6 +44,14 @@ def describe_dataset(dataset: xr.Dataset, label: str = "") -> str:
         from simlab.analysis.identifier import format_predictions
 
         return f"{where}{dataset.attrs.get('title', 'predictions')}\n" + format_predictions(dataset)
+    if schema.startswith("simlab.matched"):
+        from simlab.analysis.matched import format_matched
+
+        return f"{where}{dataset.attrs.get('title', 'matched control')}\n" + format_matched(dataset)
+    if schema.startswith("simlab.transfer"):
+        from simlab.analysis.transfer import format_transfer
+
+        return f"{where}{dataset.attrs.get('title', 'transfer table')}\n" + format_transfer(dataset)
     if schema.startswith("simlab.importance"):
         from simlab.analysis.importance import format_importance
 

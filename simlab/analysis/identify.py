@@ -37,13 +37,16 @@ __all__ = [
     "balanced_splits",
     "build_features",
     "depth_groups",
+    "evaluate_feature_sets",
     "feature_matrix",
     "feature_sets",
     "format_shares",
     "format_table",
     "identify",
+    "identify_with_controls",
     "map_units",
     "per_class_metrics",
+    "prepare_splits",
     "results_dataset",
     "select_sites",
     "site_groups",
@@ -489,6 +492,43 @@ def identify(
     >>> results = identify(recording, IdentifySpec(splits=3, classifiers=["linear_svm"]))
     >>> results["accuracy_mean"].sel(classifier="linear_svm", feature_set="all")
     """
+    sites, groups, splits = prepare_splits(ds, spec, subject_splits)
+    if split_names is not None and len(split_names) != len(splits):
+        raise SimlabError(f"{len(split_names)} split names for {len(splits)} splits")
+
+    sets, dropped_by_set, empty_sets = _feature_sets(sites, spec.features, spec.transform)
+    if not sets:
+        raise SimlabError(
+            "identify found no observable that is finite for every site and session; "
+            f"dropped: {', '.join(sorted({d for v in dropped_by_set.values() for d in v}))}"
+        )
+    return evaluate_feature_sets(sites, groups, splits, sets, dropped_by_set, empty_sets, spec, progress, n_jobs,
+                                 split_names, explicit=subject_splits is not None)
+
+
+def identify_with_controls(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), progress: bool = False,
+                           n_jobs: int | None = None) -> xr.Dataset:
+    """:func:`identify`, with the controls its settings ask for in the same results:
+    ``matched_control`` (:func:`simlab.analysis.matched.matched_control`) and
+    ``report_transfer`` (:func:`simlab.analysis.transfer.transfer_table`), so one file and
+    one table (:func:`format_table`) hold them; what ``simlab identify`` and a protocol's
+    ``analyses.identify`` compute."""
+    results = identify(ds, spec, progress=progress, n_jobs=n_jobs)
+    if spec.matched_control:
+        from simlab.analysis.matched import attach_matched, matched_control
+
+        results = attach_matched(results, matched_control(ds, spec, progress=progress, n_jobs=n_jobs))
+    if spec.transfer_transforms:
+        from simlab.analysis.transfer import attach_transfer, transfer_table
+
+        table = transfer_table(ds, spec, spec.transfer_transforms, progress=progress, n_jobs=n_jobs, within=results)
+        results = attach_transfer(results, table)
+    return results
+
+
+def prepare_splits(ds: xr.Dataset, spec: IdentifySpec, subject_splits=None):
+    """The sites ``identify`` classifies, the group of each site, and the train/test splits:
+    ``spec.splits`` balanced random ones, or ``subject_splits`` (subject positions)."""
     sites = select_sites(ds, spec.target, spec.health)
     if len(sites.labels) == 0:
         raise SimlabError(
@@ -516,15 +556,15 @@ def identify(
     else:
         n_subjects = ds.sizes["subject"]
         splits = _explicit_splits(sites, list(subject_splits), n_subjects)
-    if split_names is not None and len(split_names) != len(splits):
-        raise SimlabError(f"{len(split_names)} split names for {len(splits)} splits")
+    return sites, groups, splits
 
-    sets, dropped_by_set, empty_sets = _feature_sets(sites, spec.features, spec.transform)
-    if not sets:
-        raise SimlabError(
-            "identify found no observable that is finite for every site and session; "
-            f"dropped: {', '.join(sorted({d for v in dropped_by_set.values() for d in v}))}"
-        )
+
+def evaluate_feature_sets(sites: Sites, groups, splits, sets: dict, dropped_by_set, empty_sets, spec: IdentifySpec,
+                          progress: bool = False, n_jobs: int | None = None, split_names=None,
+                          explicit: bool = False) -> xr.Dataset:
+    """Every classifier of ``spec`` on every feature set of ``sets`` over ``splits``, as
+    :func:`results_dataset`: the evaluation ``identify`` does, for any feature matrices of the
+    same sites (a control's, such as the learning rate alone)."""
     choices = [parse_classifier(c) for c in spec.classifiers]
     fs_names = list(sets)
     units = [(f, s) for f in range(len(fs_names)) for s in range(len(splits))]
@@ -541,8 +581,7 @@ def identify(
             predictions[c, f, s] = (pred, best)
     return results_dataset(
         sites, splits, predictions, [classifier_label(c) for c in spec.classifiers], sets,
-        dropped_by_set, empty_sets, spec, groups, split_names,
-        explicit=subject_splits is not None,
+        dropped_by_set, empty_sets, spec, groups, split_names, explicit=explicit,
     )
 
 
@@ -837,6 +876,14 @@ def format_table(results: xr.Dataset) -> str:
         lines.append("  none")
     if a.get("empty_feature_sets"):
         lines.append(f"  left out, no finite observable: {a['empty_feature_sets']}")
+    if "matched_caliper" in a:
+        from simlab.analysis.matched import format_matched
+
+        lines += ["", format_matched(results)]
+    if "transfer_accuracy" in results:
+        from simlab.analysis.transfer import format_transfer
+
+        lines += ["", format_transfer(results)]
     return "\n".join(lines)
 
 
@@ -854,4 +901,4 @@ def format_shares(share: xr.DataArray, sets, indent: str = "  ") -> list[str]:
     return lines
 
 
-register_analysis("identify", spec=IdentifySpec, compute=identify, table=format_table)
+register_analysis("identify", spec=IdentifySpec, compute=identify_with_controls, table=format_table)

@@ -74,6 +74,35 @@ def add_identify_options(parser: argparse.ArgumentParser, analysis: bool = True,
                        f"(default {default(IdentifySpec, 'features')})")
     group.add_argument("--importance", action="store_true", default=None,
                        help="also compute impurity and permutation feature importance (<out>.importance.nc)")
+    group.add_argument("--matched-control", action="store_true", default=None,
+                       help="also identify each pair of classes on subjects matched one-to-one on learning_rate "
+                       "(same architecture, task and batch size), beside the learning rate alone on the same "
+                       "splits; printed after the table and stored in the results")
+    group.add_argument("--matched-caliper", type=float, metavar="RATIO",
+                       help="largest ratio of the learning rates of a matched pair "
+                       f"(default {default(IdentifySpec, 'matched_caliper')})")
+    group.add_argument("--report-transfer", nargs="*", type=_transfer_entry, action=_TransferAction,
+                       metavar="TRANSFORM[+TRANSFORM]",
+                       help="also report within-cohort (subject- and population-grouped), held-out architecture "
+                       "and held-out task accuracy for each classifier and each transform given (a+b: together; "
+                       "none given: --transform's), with subject bootstrap intervals")
+
+
+def _transfer_entry(text: str):
+    """One transform setting of --report-transfer: a name, or names joined by '+'."""
+    names = text.split("+")
+    unknown = [n for n in names if n not in TRANSFORMS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown transform {', '.join(unknown)}; expected {', '.join(TRANSFORMS)} "
+                                         "or several joined by +")
+    return names[0] if len(names) == 1 else names
+
+
+class _TransferAction(argparse.Action):
+    """--report-transfer alone: True (the identify transform); with values: those transforms."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(values) if values else True)
 
 
 def add_analysis_commands(commands) -> None:

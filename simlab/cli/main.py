@@ -152,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify the learning rule (or --target, any subject coordinate) of each recorded site "
         "from its session trajectories, per measure and with all measures together (or per observable), on "
         "repeated category-balanced 75/25 splits grouped by subject. Reports accuracy mean ± s.e.m. with "
-        "Wilson 95%% intervals; the NetCDF holds per-split accuracies, per-site predictions, confusion "
+        "Wilson 95% intervals; the NetCDF holds per-split accuracies, per-site predictions, confusion "
         "matrices and per-class precision/recall/F1. Several files (one per rig) are combined; a run "
-        "directory stands for all its rigs' recordings, with the protocol's identify settings.",
+        "directory stands for all its rigs' recordings, with the protocol's identify settings. "
+        "--matched-control adds rule pairs identified on subjects matched by learning rate; "
+        "--report-transfer adds held-out-architecture and held-out-task accuracy per transform and classifier.",
     )
     ident.add_argument("recordings", type=Path, nargs="+", metavar="FILE",
                        help="recording NetCDF file(s), or one run directory")

@@ -82,7 +82,7 @@ def default(model, field: str) -> str:
 
 # identification flags shared by identify and every analysis of a run (dest = IdentifySpec field)
 IDENTIFY_SETTINGS = ("splits", "target", "group_by", "preset", "features", "transform", "bootstrap", "importance",
-                     "seed", "classifiers", "health")
+                     "seed", "classifiers", "health", "matched_control", "matched_caliper", "report_transfer")
 
 # parameters an error may name that no flag of the command sets by that name
 EXTRA_FLAGS: dict[str, dict[str, str]] = {

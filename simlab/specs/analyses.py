@@ -81,6 +81,13 @@ class IdentifySpec(_TransformedFeatures):
     single ``observables``, or ``both``. ``group_by: subject`` keeps all layers of a subject
     on one side of every split; ``layer`` reproduces the reference's splits over layers.
     ``importance``: also compute impurity and permutation feature importance.
+    ``matched_control``: also identify each pair of classes on subjects matched one-to-one
+    on learning rate (ratio at most ``matched_caliper``) within architecture, task and batch
+    size, beside a classifier of the learning rate alone on the same splits
+    (:mod:`simlab.analysis.matched`). ``report_transfer``: also report, per transform and
+    classifier, within-cohort (subject- and population-grouped) and held-out architecture and
+    task accuracy (:mod:`simlab.analysis.transfer`); ``true``: for ``transform``, a list: for
+    each entry (a transform, or a list of transforms together).
     ``health``: which subjects count as having learned, and whether those that did not are
     left out (:class:`HealthSpec`).
     """
@@ -97,8 +104,32 @@ class IdentifySpec(_TransformedFeatures):
     bootstrap: int = Field(1000, ge=0)
     target: str = "learning_rule"
     importance: bool = False
+    matched_control: bool = False
+    matched_caliper: float = Field(1.5, gt=1.0)
+    report_transfer: Union[bool, list[Union[TransformName, list[TransformName]]]] = False
     seed: Seed = 0
     health: HealthSpec = Field(default_factory=HealthSpec)
+
+    @field_validator("report_transfer")
+    @classmethod
+    def _transfer_transforms(cls, value):
+        """Each entry a transform setting of its own (a list: transforms together), none twice."""
+        if isinstance(value, bool):
+            return value
+        if not value:
+            raise ValueError(f"report_transfer lists no transform; give true or one or more of {', '.join(TRANSFORMS)}")
+        entries = [_transform_setting(v) for v in value]
+        keys = [v if isinstance(v, str) else "+".join(v) for v in entries]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"report_transfer {value} lists a transform twice")
+        return entries
+
+    @property
+    def transfer_transforms(self) -> list:
+        """The transform settings the transfer report compares (none when it is off)."""
+        if self.report_transfer is False:
+            return []
+        return [self.transform] if self.report_transfer is True else list(self.report_transfer)
 
     @field_validator("classifiers")
     @classmethod
