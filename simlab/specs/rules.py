@@ -196,7 +196,7 @@ def rate_fields(model: type[BaseModel] | BaseModel) -> tuple[str, ...]:
     return tuple(name for name in fields if is_rate(name))
 
 
-class CalibratedRates(BaseModel):
+class CalibratedRates(StrictSpec):
     """Rates calibration chose for a population (or a family, in the shipped table), and the
     healthy range of each (low, high): every seed learned at each rate of the range it tried."""
 
