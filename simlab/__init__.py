@@ -15,6 +15,7 @@ learning rule). docs/python-api.md describes every function exported here.
 from simlab._version import __version__
 from simlab.api import (
     Run,
+    allowing_imports,
     calibrate,
     combine,
     confound,
@@ -49,6 +50,7 @@ __all__ = [
     "Run",
     "SimlabError",
     "__version__",
+    "allowing_imports",
     "calibrate",
     "combine",
     "confound",

@@ -24,10 +24,12 @@ from simlab.errors import SimlabError, parameter
 from simlab.registry import unknown_name_message
 from simlab.protocol import Protocol, describe, load_protocol as _load_protocol, plan_cohort
 from simlab.rundir import RunDirectory
+from simlab.specs.classifiers import allowing_imports
 from simlab.specs.analyses import ConfoundSpec, FitSpec, GeneralizationSpec, IdentifySpec, RobustnessSpec, TrajectorySpec
 
 __all__ = [
     "Run",
+    "allowing_imports",
     "calibrate",
     "combine",
     "confound",
@@ -57,13 +59,16 @@ __all__ = [
 # --------------------------------------------------------------------------- protocols
 
 
-def load_protocol(protocol: str | Path | Protocol) -> Protocol:
+def load_protocol(protocol: str | Path | Protocol, *, allow_imports: bool = False) -> Protocol:
     """Read and validate a protocol file.
 
     Parameters
     ----------
     protocol : str, Path or Protocol
         A YAML protocol file (a Protocol is returned as it is).
+    allow_imports : bool
+        Let the protocol name classifiers by import paths outside sklearn (importing runs
+        their code: docs/trust.md).
 
     Returns
     -------
@@ -83,15 +88,18 @@ def load_protocol(protocol: str | Path | Protocol) -> Protocol:
     """
     if isinstance(protocol, Protocol):
         return protocol
-    return _load_protocol(protocol)
+    return _load_protocol(protocol, allow_imports=allow_imports)
 
 
-def validate(protocol: str | Path | Protocol) -> str:
+def validate(protocol: str | Path | Protocol, *, allow_imports: bool = False) -> str:
     """The cohort a protocol describes, as ``simlab validate`` prints it.
 
     Parameters
     ----------
     protocol : str, Path or Protocol
+    allow_imports : bool
+        Let the protocol name classifiers by import paths outside sklearn (importing runs
+        their code: docs/trust.md).
 
     Returns
     -------
@@ -102,7 +110,7 @@ def validate(protocol: str | Path | Protocol) -> str:
     --------
     >>> print(simlab.validate("protocols/tiny.yaml"))   # doctest: +SKIP
     """
-    protocol = load_protocol(protocol)
+    protocol = load_protocol(protocol, allow_imports=allow_imports)
     return describe(protocol, plan_cohort(protocol))
 
 
@@ -262,6 +270,7 @@ def run(
     cluster: str | None = None,
     scheduler: str | None = None,
     echo: Callable[[str], Any] | None = None,
+    allow_imports: bool = False,
 ) -> Run:
     """Train, record and analyze the cohort of a protocol: ``simlab run``.
 
@@ -284,6 +293,9 @@ def run(
         The address of a running Dask scheduler to train on instead.
     echo : callable, optional
         Where the printed tables go (default ``print``; ``lambda *a: None`` for silence).
+    allow_imports : bool
+        Let the protocol name classifiers by import paths outside sklearn (importing runs
+        their code: docs/trust.md).
 
     Returns
     -------
@@ -296,8 +308,9 @@ def run(
     """
     from simlab.pipeline import run_protocol
 
-    done = run_protocol(protocol, out, force=force, progress=progress, echo=print if echo is None else echo,
-                        cluster=cluster, scheduler=scheduler)
+    with allowing_imports(allow_imports):
+        done = run_protocol(protocol, out, force=force, progress=progress, echo=print if echo is None else echo,
+                            cluster=cluster, scheduler=scheduler)
     return Run(done.path)
 
 
@@ -308,6 +321,7 @@ def calibrate(
     force: bool = False,
     progress: bool = True,
     echo: Callable[[str], Any] | None = None,
+    allow_imports: bool = False,
     **settings: Any,
 ) -> xr.Dataset:
     """Search each population's learning rates before training: ``simlab calibrate``.
@@ -330,6 +344,8 @@ def calibrate(
         Show a progress bar.
     echo : callable, optional
         Where the printed table goes (default ``print``).
+    allow_imports : bool
+        Let the protocol name classifiers by import paths outside sklearn (docs/trust.md).
     **settings
         Settings of ``training.calibrate`` (``steps``, ``seeds``, ``points``, ``span``,
         ``rates``, ``validation_fraction``, ``min_gain``, ``keep``), over the protocol's.
@@ -350,7 +366,7 @@ def calibrate(
     from simlab.specs.protocol import Calibrate
     from simlab.training.calibration import combined_table
 
-    protocol = load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol
+    protocol = load_protocol(protocol, allow_imports=allow_imports)
     base = protocol.training.calibrate or Calibrate()
     spec = settings_model(Calibrate, settings, base=base)
     _, pinned, tables = calibrate_protocol(protocol, out, force=force, progress=progress,
@@ -631,7 +647,7 @@ def settings_model(model: type[BaseModel], settings: Mapping[str, Any], nested: 
 
 
 def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = False,
-             n_jobs: int | None = None, **settings: Any) -> xr.Dataset:
+             n_jobs: int | None = None, allow_imports: bool = False, **settings: Any) -> xr.Dataset:
     """Name the learning rule (or any subject coordinate) of each recorded site: ``simlab identify``.
 
     Classifiers are trained on the sites' session trajectories over repeated
@@ -647,6 +663,9 @@ def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = 
     progress : bool
     n_jobs : int, optional
         Worker processes (default: one per CPU); results do not depend on it.
+    allow_imports : bool
+        Let ``classifiers`` (or a run's protocol) name import paths outside sklearn
+        (importing runs their code: docs/trust.md).
     **settings
         Identification settings (``analyses.identify`` of a protocol): ``target``
         (default ``"learning_rule"``), ``classifiers``, ``preset``, ``features``, ``splits``,
@@ -671,8 +690,9 @@ def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = 
     """
     from simlab.analysis.identify import identify_with_controls
 
-    spec = settings_model(IdentifySpec, settings)
-    return identify_with_controls(_recording(recordings, rigs), spec, progress=progress, n_jobs=n_jobs)
+    with allowing_imports(allow_imports):
+        spec = settings_model(IdentifySpec, settings)
+        return identify_with_controls(_recording(recordings, rigs), spec, progress=progress, n_jobs=n_jobs)
 
 
 def importance(recordings, *, rigs: Sequence[str] | None = None, progress: bool = False,

@@ -31,13 +31,15 @@ from pydantic import BaseModel
 from simlab.errors import SimlabError
 from simlab.fileio import atomic_path
 from simlab.protocol import Protocol, parse_protocol
+from simlab.specs.classifiers import imports_allowed
 
 PROTOCOL_FILE = "protocol.yaml"
 
 
 @functools.lru_cache(maxsize=16)
-def _parsed(text: str, source: str) -> Protocol:
-    """A protocol text is validated once per process, however many stages read it."""
+def _parsed(text: str, source: str, imports_allowed: bool) -> Protocol:
+    """A protocol text is validated once per process (and per consent to imports: an accepted
+    import path must not outlive the consent), however many stages read it."""
     return parse_protocol(text, source=source)
 
 
@@ -178,7 +180,7 @@ class RunDirectory:
     @property
     def protocol(self) -> Protocol:
         """The protocol as run (parsed once per process for a given text)."""
-        return _parsed(self.protocol_text(), str(self.protocol_file))
+        return _parsed(self.protocol_text(), str(self.protocol_file), imports_allowed())
 
     def protocol_text(self) -> str:
         return self.protocol_file.read_text()

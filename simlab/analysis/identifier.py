@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-import yaml
 
 from simlab._version import __version__
 from simlab.analysis.classifiers import (
@@ -56,6 +55,7 @@ from simlab.analysis.identify import (
 from simlab.analysis.transforms import channel_name, transform_names
 from simlab.errors import SimlabError
 from simlab.fileio import refuse_overwrite, write_text_atomic
+from simlab.recording.contract import rig_attribute
 from simlab.specs.analyses import FitSpec, HealthSpec
 
 __all__ = [
@@ -186,7 +186,7 @@ def _rig_settings(ds: xr.Dataset) -> list[dict]:
     text = ds.attrs.get("rig")
     if not text:
         return []
-    rigs = yaml.safe_load(str(text))
+    rigs = rig_attribute(ds)
     rigs = rigs if isinstance(rigs, list) else [rigs]
     return [{k: v for k, v in r.items() if k != "stimulus_sets"} for r in rigs if isinstance(r, dict)]
 

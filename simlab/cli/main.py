@@ -23,6 +23,7 @@ from simlab.cli.identifier import IDENTIFIER_COMMANDS, add_identifier_commands
 from simlab.cli.nwb import NWB_COMMANDS, add_nwb_commands
 from simlab.errors import SimlabError
 from simlab.specs.analyses import DEFAULT_MARGIN, HealthSpec, IdentifySpec
+from simlab.specs.classifiers import allowing_imports
 from simlab.specs.protocol import Calibrate
 from simlab.specs.rigs import RigSpec, ScheduleSpec, StimulusSpec
 
@@ -217,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_analysis_commands(commands)
     add_identifier_commands(commands)
     add_nwb_commands(commands)
+    for command in commands.choices.values():  # every command reads a protocol or classifier settings
+        command.add_argument("--allow-imports", action="store_true", help="let the protocol (or settings) name "
+                             "classifiers by import paths outside sklearn: importing runs their code, so only for "
+                             "files you trust (docs/trust.md)")
     return parser
 
 
@@ -417,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
 
         enable_compilation_cache()
     try:
-        return COMMANDS[args.command](args)
+        with allowing_imports(args.allow_imports):
+            return COMMANDS[args.command](args)
     except SimlabError as error:
         print(f"simlab {args.command}: error: {error.message(flags_of(parser, args.command))}", file=sys.stderr)
         return 2

@@ -3,11 +3,17 @@
 The YAML is composed into nodes (which keep their line numbers) and constructed into plain
 data; the schema validates the data and every error location is mapped back to a node. Error
 messages say what was expected and what was received.
+
+A protocol is something people email each other, so before any of that the file is held to
+limits (:func:`check_yaml_limits`: its size, nesting depth, node count with every alias
+expanded, alias count): a file past one is refused with one line, cheaply, before a step that
+an alias bomb or a deep nesting could make hang or overflow the stack.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +26,20 @@ from pydantic_core.core_schema import ErrorType
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from simlab.errors import SimlabError
+from simlab.specs.classifiers import allowing_imports
 from simlab.specs.protocol import Located, Protocol, locate, union_tags
 
 TOP_LEVEL = "(top level)"
+
+MAX_BYTES = 512 * 1024
+"""The largest YAML file simlab reads (a shipped protocol with every default filled in: 6 kB)."""
+MAX_DEPTH = 64
+"""The deepest nesting of lists and mappings (shipped protocols: 5)."""
+MAX_NODES = 20_000
+"""The most values (scalars, lists, mappings) in one file, counting each alias as every value
+of the node it repeats (shipped protocols: under 600)."""
+MAX_ALIASES = 1_000
+"""The most aliases (``*name``) in one file."""
 
 
 @dataclass
@@ -51,6 +68,93 @@ class ProtocolError(SimlabError):
         return "\n".join(lines)
 
 
+class YamlLimitError(ProtocolError):
+    """A YAML file past one of simlab's limits (size, depth, values, aliases): one line."""
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.problems[0].message}"
+
+
+def _limit(source: str, message: str) -> YamlLimitError:
+    return YamlLimitError(source, [Problem(TOP_LEVEL, None, message)])
+
+
+def read_yaml_text(path: str | Path, what: str = "protocol file") -> str:
+    """The text of a YAML file, read no further than :data:`MAX_BYTES` (a huge file, or a
+    device such as /dev/zero, is refused without reading it all)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise SimlabError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise SimlabError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise _limit(str(path), f"the file is larger than {MAX_BYTES // 1024} KiB, the limit for a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SimlabError(f"cannot read {what} {path}: {exc}") from None
+
+
+_EventParser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml scans ~40x faster
+
+
+def check_yaml_limits(text: str, source: str) -> None:
+    """Refuse YAML past :data:`MAX_BYTES`, :data:`MAX_DEPTH`, :data:`MAX_NODES` (aliases
+    expanded) or :data:`MAX_ALIASES`, and aliases inside the node they name, with a
+    :class:`YamlLimitError`; a syntax error is left to the composer, which reports its line.
+
+    It reads only the event stream, counting as it goes and stopping at the first limit
+    passed, so a "billion laughs" costs a few hundred events, whether or not its last anchor
+    is ever used: every alias adds the size of the node it repeats.
+    """
+    if len(text) > MAX_BYTES:
+        raise _limit(source, f"the text is longer than {MAX_BYTES // 1024} KiB, the limit for a YAML file")
+    try:
+        _scan(yaml.parse(text, Loader=_EventParser), source)
+    except yaml.YAMLError:
+        # libyaml and PyYAML differ on a few oddities: scan what PyYAML will compose
+        try:
+            _scan(yaml.parse(text, Loader=yaml.SafeLoader), source)
+        except yaml.YAMLError:
+            pass  # everything before the error was within the limits; composing reports it
+
+
+def _scan(events, source: str) -> None:
+    sizes: dict[str, int] = {}  # anchor -> values in its node, aliases expanded
+    open_: list[tuple[str | None, int]] = []  # the collections being read: (anchor, values before it)
+    total = aliases = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise _limit(source, f"more than {MAX_ALIASES} aliases (*name), the limit for a YAML file")
+            if any(anchor == event.anchor for anchor, _ in open_):
+                line = event.start_mark.line + 1
+                raise _limit(source, f"line {line}: alias *{event.anchor} inside the node it names "
+                             "(a structure that contains itself)")
+            total += sizes.get(event.anchor, 0)  # an unknown anchor: composing reports it
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_.append((event.anchor, total))
+            total += 1
+            if len(open_) > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise _limit(source, f"line {line}: lists and mappings nested deeper than {MAX_DEPTH}, "
+                             "the limit for a YAML file")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+        if total > MAX_NODES:
+            raise _limit(source, f"more than {MAX_NODES:,} values (keys, items; aliases counted as the values "
+                         "they repeat), the limit for a YAML file")
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 scalars: only true/false are booleans (a rig named ``on`` stays a string), and
     ``1e-3`` is a number, as in JSON."""
@@ -70,19 +174,24 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_protocol(path: str | Path) -> Protocol:
-    """Read and validate the protocol file at ``path``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SimlabError(f"protocol file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SimlabError(f"cannot read protocol file {path}: {exc}") from None
-    return parse_protocol(text, source=str(path))
+def load_protocol(path: str | Path, *, allow_imports: bool = False) -> Protocol:
+    """Read and validate the protocol file at ``path`` (``allow_imports``: as in
+    :func:`parse_protocol`)."""
+    return parse_protocol(read_yaml_text(path), source=str(path), allow_imports=allow_imports)
 
 
-def parse_protocol(text: str, source: str = "<string>") -> Protocol:
-    """Validate protocol YAML; raise :class:`ProtocolError` listing every problem in it."""
+def parse_protocol(text: str, source: str = "<string>", *, allow_imports: bool = False) -> Protocol:
+    """Validate protocol YAML; raise :class:`ProtocolError` listing every problem in it.
+
+    ``allow_imports``: the protocol may name classifiers by import paths outside sklearn
+    (importing runs their code; see :func:`simlab.specs.classifiers.allowing_imports`).
+    """
+    with allowing_imports(allow_imports):
+        return _parse(text, source)
+
+
+def _parse(text: str, source: str) -> Protocol:
+    check_yaml_limits(text, source)
     try:
         root = yaml.compose(text, Loader=_Loader)
         data = _Loader("").construct_document(root) if root is not None else None
@@ -93,6 +202,9 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         raise ProtocolError(source, [Problem(TOP_LEVEL, line, f"invalid YAML: {message}")]) from None
     except yaml.YAMLError as exc:
         raise ProtocolError(source, [Problem(TOP_LEVEL, None, f"invalid YAML: {exc}")]) from None
+    except ValueError:  # Python reads no integer of more than sys.get_int_max_str_digits() digits
+        message = f"invalid YAML: an integer of more than {sys.get_int_max_str_digits()} digits"
+        raise ProtocolError(source, [Problem(TOP_LEVEL, None, message)]) from None
     if root is None:
         message = "the protocol is empty; expected a mapping with at least 'name' and 'cohort'"
         raise ProtocolError(source, [Problem(TOP_LEVEL, None, message)])
@@ -101,7 +213,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         message = f"expected a mapping of sections (name, cohort, ...) at the top level, got {got}"
         raise ProtocolError(source, [Problem(TOP_LEVEL, _line(root), message)])
 
-    problems = list(_duplicate_keys(root, ()))
+    problems = list(_duplicate_keys(root))
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
@@ -146,21 +258,26 @@ def _location(path: tuple) -> str:
     return text or TOP_LEVEL
 
 
-def _duplicate_keys(node: Node, path: tuple) -> Iterator[Problem]:
-    """YAML keeps the last of repeated keys silently; a repeated key is almost always a slip."""
-    if isinstance(node, MappingNode):
-        first: dict[str, int] = {}
-        for key, value in node.value:
-            name = key.value if isinstance(key, ScalarNode) else None
-            if name in first:
-                message = f"duplicate key {name!r} (first at line {first[name]})"
-                yield Problem(_location((*path, name)), _line(key), message)
-            elif name is not None:
-                first[name] = _line(key)
-            yield from _duplicate_keys(value, (*path, name))
-    elif isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*path, i))
+def _duplicate_keys(root: Node) -> Iterator[Problem]:
+    """YAML keeps the last of repeated keys silently; a repeated key is almost always a slip.
+    (A walk with a stack of its own: no file can drive it to the interpreter's recursion limit.)"""
+    todo: list[tuple[Node, tuple]] = [(root, ())]
+    while todo:
+        node, path = todo.pop()
+        children: list[tuple[Node, tuple]] = []
+        if isinstance(node, MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, ScalarNode) else None
+                if name in first:
+                    message = f"duplicate key {name!r} (first at line {first[name]})"
+                    yield Problem(_location((*path, name)), _line(key), message)
+                elif name is not None:
+                    first[name] = _line(key)
+                children.append((value, (*path, name)))
+        elif isinstance(node, SequenceNode):
+            children = [(item, (*path, i)) for i, item in enumerate(node.value)]
+        todo.extend(reversed(children))
 
 
 # --------------------------------------------------------------------------- messages
@@ -180,6 +297,7 @@ _EXPECTED = {
     "dict_type": "a mapping",
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
+    "finite_number": "a finite number",
 }
 
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}

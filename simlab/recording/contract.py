@@ -488,11 +488,23 @@ def _rig_count_coords(datasets: list[xr.Dataset]) -> dict:
     return coords
 
 
+def rig_attribute(ds: xr.Dataset):
+    """A recording's ``rig`` attribute read back, held to the protocol loader's YAML limits
+    (a recording is a file people share)."""
+    from simlab.protocol.loader import check_yaml_limits
+
+    text = str(ds.attrs.get("rig", ""))
+    if not text:
+        return None
+    check_yaml_limits(text, f"{ds.encoding.get('source', 'recording')} (attribute 'rig')")
+    return yaml.safe_load(text)
+
+
 def _combined_attrs(datasets: list[xr.Dataset]) -> dict[str, str]:
     """The inputs' rig settings as a YAML list, their distinct titles and their histories."""
     rigs: list = []
     for ds in datasets:
-        rig = yaml.safe_load(str(ds.attrs.get("rig", ""))) if ds.attrs.get("rig") else None
+        rig = rig_attribute(ds)
         rigs.extend(rig if isinstance(rig, list) else [rig])  # a list: already combined
     titles = list(dict.fromkeys(str(ds.attrs.get("title", "")) for ds in datasets))
     history = "\n".join(str(ds.attrs.get("history", "")) for ds in datasets if ds.attrs.get("history"))

@@ -25,6 +25,8 @@ from pydantic import ValidationError
 
 from simlab.errors import SimlabError, parameter
 from simlab.protocol import Protocol
+from simlab.protocol.loader import check_yaml_limits, read_yaml_text
+from simlab.specs.protocol import name_problem
 from simlab.specs.rigs import RIG_TYPES, RigSpec
 
 
@@ -61,17 +63,19 @@ def _problems(exc: ValidationError, overrides: Mapping, origin: str) -> str:
 
 
 def _read_rig_file(path: Path) -> tuple[str, dict]:
+    text = read_yaml_text(path, "rig file")
+    check_yaml_limits(text, str(path))  # the protocol loader's limits: no alias bomb, no deep nesting
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SimlabError(f"{path}: cannot read rig file ({exc.strerror})") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise SimlabError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise SimlabError(f"{path}: a rig file holds a mapping of rig settings, got {type(data).__name__}")
-    name = str(data.pop("name", path.stem))
+    name = data.pop("name", path.stem)
+    if problem := name_problem(name):  # the recording's file name
+        raise SimlabError(f"{path}: name: {problem}")
     if "type" not in data:
         raise SimlabError(f"{path}: type: missing (expected one of: {', '.join(RIG_TYPES)})")
     return name, data

@@ -13,9 +13,10 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from simlab.specs.strict import Seed, StrictSpec
 from simlab.errors import SimlabError
 from simlab.registry import ANALYSES as _REGISTERED
-from simlab.specs.classifiers import classifier_label, parse_classifier
+from simlab.specs.classifiers import check_import_consent, classifier_label, parse_classifier
 from simlab.specs.rigs import RigSpec, ScheduleSpec
 
 CLASSIFIERS = ("random_forest", "linear_svm")
@@ -29,7 +30,7 @@ DEFAULT_MARGIN = 0.05
 """The gain over the untrained network that health reports use when no ``min_gain`` is set."""
 
 
-class HealthSpec(BaseModel):
+class HealthSpec(StrictSpec):
     """Which subjects learned: not diverged, and a final health metric (``final_accuracy``)
     at least ``min_gain`` above the same subject's untrained value (``initial_accuracy``).
 
@@ -54,7 +55,7 @@ class HealthSpec(BaseModel):
         return self.min_gain is not None
 
 
-class _TransformedFeatures(BaseModel):
+class _TransformedFeatures(StrictSpec):
     """Settings whose features are transformed session trajectories: each declares its own
     ``transform`` field (one transform or a list of distinct ones); this checks it and reads
     it as a tuple."""
@@ -106,7 +107,7 @@ class IdentifySpec(_TransformedFeatures):
     matched_control: bool = False
     matched_caliper: float = Field(1.5, gt=1.0)
     report_transfer: Union[bool, list[Union[TransformName, list[TransformName]]]] = False
-    seed: int = 0
+    seed: Seed = 0
     health: HealthSpec = Field(default_factory=HealthSpec)
 
     @field_validator("report_transfer")
@@ -137,6 +138,7 @@ class IdentifySpec(_TransformedFeatures):
         labels = []
         for entry in entries:
             try:
+                check_import_consent(entry)  # settings are data: no module imported without consent
                 parse_classifier(entry)
                 labels.append(classifier_label(entry))
             except SimlabError as exc:
@@ -191,13 +193,14 @@ class FitSpec(_TransformedFeatures):
     folds: int = Field(5, ge=2)
     ood_quantile: float = Field(0.005, ge=0.0, lt=0.5)
     ood_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     health: HealthSpec = Field(default_factory=HealthSpec)
 
     @field_validator("classifier")
     @classmethod
     def _known_classifier(cls, entry):
         try:
+            check_import_consent(entry)
             parse_classifier(entry)
         except SimlabError as exc:
             raise ValueError(str(exc)) from None
@@ -210,7 +213,7 @@ class FitSpec(_TransformedFeatures):
 # identification settings its classifiers use, so one set of defaults serves them all.
 
 
-class _RunAnalysisSpec(BaseModel):
+class _RunAnalysisSpec(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     identify: IdentifySpec = Field(default_factory=IdentifySpec)
@@ -270,7 +273,7 @@ def _distinct_from(value: list, lowest, what: str) -> list:
     return value
 
 
-class RobustnessSpec(BaseModel):
+class RobustnessSpec(StrictSpec):
     """A grid of units x noise per rig, made by re-recording the run's snapshots (never
     retraining), plus a sweep of session counts at all units and no noise.
 
@@ -287,7 +290,7 @@ class RobustnessSpec(BaseModel):
     )
     noise: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0], min_length=1)
     sessions: list[int] = Field(default_factory=lambda: [2, 3, 6, 11])
-    seed: Optional[int] = Field(None, ge=0)
+    seed: Optional[Seed] = None
     compare: Optional[tuple[str, str]] = None  # default: the first two rigs
     identify: IdentifySpec = Field(default_factory=IdentifySpec)
 

@@ -6,18 +6,111 @@ or an import path (``sklearn.ensemble.ExtraTreesClassifier``), or a mapping ``{n
 grid, label}``. A registered classifier's entry in :data:`simlab.registry.CLASSIFIERS` has
 ``estimator`` (the class whose parameters an entry may set) and ``extra_params`` (settings of
 its pipeline that are not the estimator's, such as the linear SVM's ``pca``).
+
+Importing a module runs its code, and a protocol is a file people email each other, so an
+import path outside :data:`TRUSTED_PACKAGES` (sklearn) is refused where settings are
+validated unless the user consents: ``--allow-imports`` on the command line,
+``allow_imports=True`` in the Python API, or a ``with allowing_imports():`` block
+(docs/trust.md). Once validated, a setting's classifiers resolve anywhere (joblib workers
+included) without asking again.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from simlab.errors import SimlabError
 from simlab.registry import CLASSIFIERS
 
-__all__ = ["SKLEARN_ALIASES", "ClassifierChoice", "classifier_label", "estimator_class", "parse_classifier"]
+__all__ = [
+    "SKLEARN_ALIASES",
+    "TRUSTED_PACKAGES",
+    "ClassifierChoice",
+    "allowing_imports",
+    "check_import_consent",
+    "classifier_label",
+    "estimator_class",
+    "imports_allowed",
+    "parse_classifier",
+]
+
+TRUSTED_PACKAGES = ("sklearn",)
+"""Packages whose classes a protocol may name by import path without the user's consent."""
+
+_IMPORTS_ALLOWED: ContextVar[bool] = ContextVar("simlab_imports_allowed", default=False)
+_IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def imports_allowed() -> bool:
+    """Whether the user has consented to importing classifiers from any module."""
+    return _IMPORTS_ALLOWED.get()
+
+
+@contextmanager
+def allowing_imports(allowed: bool = True) -> Iterator[None]:
+    """Within the block, settings may name classifiers by any import path: the user's consent
+    (importing a module runs its code; docs/trust.md).
+
+    Parameters
+    ----------
+    allowed : bool
+        Consent (True); False adds none and takes none away, so an inner call keeps an outer
+        consent.
+
+    Returns
+    -------
+    A context manager.
+
+    Examples
+    --------
+    >>> with simlab.allowing_imports():                 # doctest: +SKIP
+    ...     simlab.generalize("runs/mine")              # its protocol names mypackage.MyClassifier
+    """
+    token = _IMPORTS_ALLOWED.set(bool(allowed) or _IMPORTS_ALLOWED.get())
+    try:
+        yield
+    finally:
+        _IMPORTS_ALLOWED.reset(token)
+
+
+def _import_path(name: str) -> str | None:
+    """The import path a classifier name stands for; None for a registered name."""
+    if name in CLASSIFIERS:
+        return None
+    return SKLEARN_ALIASES.get(name, name)
+
+
+def check_import_consent(entry) -> None:
+    """Refuse a classifier entry naming a module outside :data:`TRUSTED_PACKAGES` unless the
+    user consented (:func:`allowing_imports`); a malformed path is refused either way."""
+    name = entry.get("name") if isinstance(entry, Mapping) else getattr(entry, "name", entry)
+    if not isinstance(name, str) or isinstance(entry, ClassifierChoice):
+        return  # not a name (parse_classifier says so), or built by code
+    path = _import_path(name)
+    if path is None:
+        return
+    _check_path(path)
+    if path.split(".")[0] not in TRUSTED_PACKAGES and not imports_allowed():
+        raise SimlabError(
+            f"classifier {name!r} names module {path.rpartition('.')[0]!r}, outside "
+            f"{', '.join(TRUSTED_PACKAGES)}: importing it runs its code, so simlab imports it only with "
+            "--allow-imports (allow_imports=True in Python) for files you trust (docs/trust.md)"
+        )
+
+
+def _check_path(path: str) -> None:
+    if not _IMPORT_PATH.fullmatch(path):
+        raise SimlabError(
+            f"unknown classifier {path!r}; expected one of {', '.join(CLASSIFIERS)}, an alias "
+            f"({', '.join(SKLEARN_ALIASES)}) or an import path such as "
+            "sklearn.ensemble.ExtraTreesClassifier (dotted Python names)"
+        )
 
 SKLEARN_ALIASES = {
     "logistic_regression": "sklearn.linear_model.LogisticRegression",
@@ -45,13 +138,8 @@ class ClassifierChoice:
 
 
 def _import_class(path: str):
+    _check_path(path)  # '.foo', '../.', 'a..b' are no module names (the import machinery's TypeError)
     module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise SimlabError(
-            f"unknown classifier {path!r}; expected one of {', '.join(CLASSIFIERS)}, an alias "
-            f"({', '.join(SKLEARN_ALIASES)}) or an import path such as "
-            "sklearn.ensemble.ExtraTreesClassifier"
-        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -66,7 +154,8 @@ def _import_class(path: str):
 
 def estimator_class(name: str):
     """The class behind a classifier name: a registered classifier's estimator (the final
-    step of its pipeline), an alias's sklearn class, or the class at an import path."""
+    step of its pipeline), an alias's sklearn class, or the class at an import path (a name
+    from data passes :func:`check_import_consent` first: the settings models' validators)."""
     if name in CLASSIFIERS:
         return CLASSIFIERS[name].estimator
     return _import_class(SKLEARN_ALIASES.get(name, name))
@@ -93,7 +182,12 @@ def parse_classifier(entry) -> ClassifierChoice:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise SimlabError(f"classifier entry needs a 'name'; got {dict(entry)!r}")
-    params = dict(entry.get("params") or {})
+    params = entry.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise SimlabError(f"classifier {name!r}: params must map parameter names to values; got {params!r}")
+    params = dict(params)
     grid = entry.get("grid")
     if grid is not None:
         if not isinstance(grid, Mapping) or not all(
@@ -106,7 +200,8 @@ def parse_classifier(entry) -> ClassifierChoice:
         accepted = set(cls().get_params(deep=False))
     except Exception as exc:  # noqa: BLE001 - any failure means it is not a usable estimator
         raise SimlabError(f"classifier {name!r} cannot be built without arguments ({exc})") from None
-    accepted |= set(getattr(CLASSIFIERS.get(name), "extra_params", ()))
+    extra = set(getattr(CLASSIFIERS.get(name), "extra_params", ()))
+    accepted |= extra
     for what, names in (("params", params), ("grid", grid or {})):
         bad = sorted(set(names) - accepted)
         if bad:
@@ -114,10 +209,25 @@ def parse_classifier(entry) -> ClassifierChoice:
                 f"classifier {name!r}: {what} {', '.join(bad)} not accepted; "
                 f"its parameters are: {', '.join(sorted(accepted))}"
             )
+    _check_values(name, cls, {k: v for k, v in params.items() if k not in extra})
     label = entry.get("label") or ""
     if label and not isinstance(label, str):
         raise SimlabError(f"classifier {name!r}: label must be text; got {label!r}")
     return ClassifierChoice(name=name, params=params, grid=grid, label=label)
+
+
+def _check_values(name: str, cls, params: Mapping[str, Any]) -> None:
+    """Refuse parameter values the estimator would refuse at fit time (sklearn's own
+    constraints: ``C: -1`` for an SVM), now, before anything is trained."""
+    if not params:
+        return
+    try:
+        estimator = cls(**params)
+        if hasattr(estimator, "_parameter_constraints") and hasattr(estimator, "_validate_params"):
+            estimator._validate_params()  # sklearn's declared constraints
+    except Exception as exc:  # noqa: BLE001 - sklearn raises InvalidParameterError (a ValueError) and TypeError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SimlabError(f"classifier {name!r}: params {dict(params)!r} refused ({first})") from None
 
 
 def classifier_label(entry) -> str:

@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from simlab.specs.strict import MAX_SEED, MAX_STEPS, StrictSpec
 from simlab.specs.analyses import ANALYSES, IdentifySpec
 from simlab.errors import SimlabError
 from simlab.registry import ARCHITECTURES, Registry
@@ -91,18 +92,26 @@ def _raise_all(title: str, errors: list[InitErrorDetails]) -> None:
 
 # --------------------------------------------------------------------------- field types
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAX_NAME_LENGTH = 64
+"""Names (of the protocol, its rigs, architectures, tasks, rules) become directory and file
+names: at most this long, one line, of letters, digits, '_', '-' and '.', not starting with
+'.' or '-'."""
+
+
+def name_problem(value: Any) -> str | None:
+    """What is wrong with a name that becomes a file name (:data:`MAX_NAME_LENGTH`); None if nothing."""
+    if isinstance(value, str) and _NAME.fullmatch(value) and len(value) <= MAX_NAME_LENGTH:
+        return None
+    shown = repr(value) if len(repr(value)) <= 70 else repr(value)[:67] + "..."
+    return (f"expected a name of at most {MAX_NAME_LENGTH} letters, digits, '_', '-' and '.' that does not "
+            f"start with '.' or '-', got {shown}")
 
 
 def _invalid_name(value: Any) -> PydanticCustomError | None:
     """Names become directory and file names, and parts of subject ids."""
-    if isinstance(value, str) and _NAME.match(value):
-        return None
-    return PydanticCustomError(
-        "invalid_name",
-        "expected a name of letters, digits, '_', '-' and '.' that does not start with '.' or '-', "
-        f"got {value!r}",
-    )
+    problem = name_problem(value)
+    return None if problem is None else PydanticCustomError("invalid_name", problem)
 
 
 def _check_name(value: str) -> str:
@@ -283,7 +292,7 @@ BY_KEYS = ("by_task", "by_architecture", "by_batch_size")
 this order (so an architecture's setting wins over a task's, a batch size's over both)."""
 
 
-class RuleOverrides(BaseModel):
+class RuleOverrides(StrictSpec):
     """A ``training.rules.<rule>`` entry: some of the rule's settings, and under
     ``by_task``/``by_architecture``/``by_batch_size`` settings for the populations of a task,
     an architecture or a batch size (each nested entry may hold ``by_*`` keys of its own).
@@ -379,7 +388,7 @@ def _at_least_one_rig(rigs: dict) -> dict:
 # --------------------------------------------------------------------------- sections
 
 
-class _Section(BaseModel):
+class _Section(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -435,7 +444,7 @@ class Calibrate(_Section):
     grid around the population's setting, one rate field after the other) on seeds of its own,
     with a held-out part of the training split as the judge (simlab.training.calibration)."""
 
-    steps: PositiveInt | None = None  # steps per trial; None: a third of training.steps
+    steps: Annotated[StrictInt, Field(gt=0, le=MAX_STEPS)] | None = None  # steps per trial; None: a third of training.steps
     seeds: Annotated[StrictInt, Field(ge=1, le=10)] = 2
     points: Annotated[StrictInt, Field(ge=2, le=25)] = 5
     span: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 10.0  # grid from value/span to value*span
@@ -461,7 +470,7 @@ class Spread(_Section):
 class Training(_Section):
     """How long each subject trains, how populations run, and rule hyperparameter overrides."""
 
-    steps: PositiveInt = 1000
+    steps: Annotated[StrictInt, Field(gt=0, le=MAX_STEPS)] = 1000
     vectorize: Literal["auto", "vmap", "loop"] = "auto"
     rules: Annotated[
         dict[str, SerializeAsAny[BaseModel]],
@@ -491,7 +500,7 @@ class Protocol(_Section):
 
     name: Name
     description: str | None = None
-    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = 0
     cohort: Annotated[Union[Cohort, list[Cohort]], WrapValidator(_cohort_blocks)]
     architectures: dict[Name, ArchitectureSpec] = Field(default_factory=dict)
     tasks: dict[Name, TaskSpec] = Field(default_factory=dict)
@@ -676,6 +685,27 @@ def _cross_section_errors(data: Any) -> list[InitErrorDetails]:
                 f"step), got {steps}"
             )
             errors.append(_error("too_many_sessions", message, ("training", "steps"), steps))
+    errors += _analysis_rig_errors(data)
+    return errors
+
+
+def _analysis_rig_errors(data: Any) -> list[InitErrorDetails]:
+    """Rigs an analysis names must be rigs of the protocol (the robustness grid may also name a
+    rig type, recorded afresh), checked now rather than after training."""
+    rigs, analyses = _get(data, "rigs"), _get(data, "analyses")
+    if not isinstance(analyses, Mapping):
+        return []
+    own = list(rigs) if isinstance(rigs, Mapping) and rigs else list(DEFAULT_RIG_TYPES)
+    errors = []
+    for name, settings in analyses.items():
+        named = _get(settings, "rigs")
+        if not isinstance(named, (list, tuple)):
+            continue
+        known = [*own, *(t for t in RIG_TYPES if t not in own)] if name == "robustness" else own
+        for i, rig in enumerate(named):
+            if isinstance(rig, str) and rig not in known:
+                kind = "rig (a rig of the protocol or a rig type)" if name == "robustness" else "rig of the protocol"
+                errors.append(_error("unknown_name", unknown_name_message(kind, rig, known), ("analyses", name, "rigs", i), rig))
     return errors
 
 

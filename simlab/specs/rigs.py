@@ -18,6 +18,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from simlab.specs.strict import Seed, StrictSpec
 from simlab.registry import RIGS, unknown_name_message
 
 RIG_TYPES = RIGS.keys()  # a live view: a rig type registered later is a rig type here too
@@ -28,7 +29,7 @@ DEFAULT_PERCENTILES = "nearest"  # the reference's (TensorFlow contrib's default
 NOISE_PLACEMENTS = ("terms", "total")  # where a rig that sums measured terms adds its noise
 
 
-class _Strict(BaseModel):
+class _Strict(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -64,7 +65,7 @@ class StimulusSpec(_Strict):
 
     source: Literal["heldout", "noise"] = "heldout"
     size: PositiveInt = 256
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 class RigSpec(_Strict):
@@ -97,7 +98,7 @@ class RigSpec(_Strict):
     noise: float = Field(0.0, ge=0.0)
     rate_gain: PositiveFloat = 20.0
     count_window: PositiveFloat = 0.5
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     noise_placement: Literal["terms", "total"] = "terms"
     percentiles: Literal["nearest", "linear"] = DEFAULT_PERCENTILES
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)

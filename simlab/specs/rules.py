@@ -21,10 +21,11 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, model_serializer, model_validator
 
+from simlab.specs.strict import StrictSpec
 from simlab.registry import RULES
 
 
-class RuleHyperparameters(BaseModel):
+class RuleHyperparameters(StrictSpec):
     """The base of every rule's hyperparameters: unknown keys refused, values frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -195,7 +196,7 @@ def rate_fields(model: type[BaseModel] | BaseModel) -> tuple[str, ...]:
     return tuple(name for name in fields if is_rate(name))
 
 
-class CalibratedRates(BaseModel):
+class CalibratedRates(StrictSpec):
     """Rates calibration chose for a population (or a family, in the shipped table), and the
     healthy range of each (low, high): every seed learned at each rate of the range it tried."""
 

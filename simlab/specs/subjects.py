@@ -41,10 +41,11 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from simlab.specs.strict import Seed, StrictSpec
 from simlab.registry import ARCHITECTURES
 
 
-class _Strict(BaseModel):
+class _Strict(StrictSpec):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -299,7 +300,7 @@ class MNIST1DSpec(_TaskSpec):
 
     type: Literal["mnist1d"] = "mnist1d"
     num_samples: PositiveInt = 5000
-    data_seed: int = 42
+    data_seed: Seed = 42
 
 
 class DigitsSpec(_TaskSpec):
@@ -309,7 +310,7 @@ class DigitsSpec(_TaskSpec):
 
     type: Literal["digits"] = "digits"
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    data_seed: int = 0
+    data_seed: Seed = 0
     layout: Literal["signal", "image"] = "signal"
 
 
@@ -320,7 +321,7 @@ class CIFAR10Spec(_TaskSpec):
     examples; ``resolution`` (32, 16 or 8) averages 32 / resolution pixel blocks."""
 
     type: Literal["cifar10"] = "cifar10"
-    path: str
+    path: str = Field(min_length=1)  # "" would be the working directory
     max_train: PositiveInt | None = None
     max_test: PositiveInt | None = None
     resolution: Literal[32, 16, 8] = 32
@@ -346,7 +347,7 @@ class TeacherSpec(_TaskSpec):
     teacher_hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
     teacher_resolution: PositiveInt = 4
     pixel_noise: Annotated[float, Field(ge=0.0)] = 0.5
-    data_seed: int = 0
+    data_seed: Seed = 0
 
     @model_validator(mode="after")
     def _input_dim(self) -> "TeacherSpec":

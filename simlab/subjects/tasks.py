@@ -11,6 +11,7 @@ read from a directory the protocol names.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import pickle
 import random
@@ -113,10 +114,47 @@ def _cifar10_root(path: str) -> Path:
     return root
 
 
+def _numpy_function(module: str, name: str):
+    """numpy's own array-rebuilding function, from numpy 2's ``numpy._core`` or numpy 1's
+    ``numpy.core`` (where a pickle names either)."""
+    import importlib
+
+    for prefix in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{prefix}.{module}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
+
+
+class _Cifar10Unpickler(pickle.Unpickler):
+    """Reads only what CIFAR-10's python files hold: dicts of numpy arrays, bytes, lists and
+    numbers. A pickle names the callables it runs; every name but the three that rebuild an
+    array is refused, so a crafted file cannot run code (``os.system`` and the like)."""
+
+    _ALLOWED = {
+        # an array as Python 2 pickled it (the official files), or Python 3 at protocol 2
+        **{(f"{p}.multiarray", "_reconstruct"): lambda: _numpy_function("multiarray", "_reconstruct")
+           for p in ("numpy.core", "numpy._core")},
+        # an array at protocol 5 (a copy re-saved by Python 3)
+        **{(f"{p}.numeric", "_frombuffer"): lambda: _numpy_function("numeric", "_frombuffer")
+           for p in ("numpy.core", "numpy._core")},
+        ("numpy", "ndarray"): lambda: np.ndarray,
+        ("numpy", "dtype"): lambda: np.dtype,
+        ("_codecs", "encode"): lambda: codecs.encode,  # bytes as Python 3 writes them at protocol 2
+    }
+
+    def find_class(self, module: str, name: str):
+        make = self._ALLOWED.get((module, name))
+        if make is None:
+            raise pickle.UnpicklingError(f"refused {module}.{name}: not part of CIFAR-10's format")
+        return make()
+
+
 def _unpickle(file: Path) -> dict:
     try:
         with open(file, "rb") as handle:
-            content = pickle.load(handle, encoding="bytes")
+            content = _Cifar10Unpickler(handle, encoding="bytes").load()
     except Exception as exc:  # any unreadable pickle is the user's file to fix
         raise SimlabError(f"cifar10: cannot read {file} as a python pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(content, dict):
