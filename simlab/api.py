@@ -688,7 +688,7 @@ def identify(recordings, *, rigs: Sequence[str] | None = None, progress: bool = 
     >>> result = simlab.identify(run, splits=5, classifiers=["random_forest"])   # doctest: +SKIP
     >>> result.accuracy.mean("split")                                           # doctest: +SKIP
     """
-    from simlab.analysis.identify import identify_with_controls
+    from simlab.analysis.controls import identify_with_controls
 
     with allowing_imports(allow_imports):
         spec = settings_model(IdentifySpec, settings)

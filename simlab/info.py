@@ -37,9 +37,9 @@ def describe_dataset(dataset: xr.Dataset, label: str = "") -> str:
     if table is not None:
         return f"{where}{dataset.attrs.get('title', 'analysis results')}\n" + table
     if "accuracy_mean" in dataset:
-        from simlab.analysis.identify import format_table
+        from simlab.analysis.controls import format_identify
 
-        return f"{where}identification results\n" + format_table(dataset)
+        return f"{where}identification results\n" + format_identify(dataset)
     if schema.startswith("simlab.predict"):
         from simlab.analysis.identifier import format_predictions
 

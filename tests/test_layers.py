@@ -25,6 +25,7 @@ LAYERS = [
     ("simlab.rules",),
     ("simlab.training",),
     ("simlab.recording",),
+    ("simlab.nwb",),  # NWB files in and out of the recording contract
     ("simlab.analysis",),
     ("simlab.cluster", "simlab.info", "simlab.pipeline"),
     ("simlab.api",),

@@ -5,4 +5,4 @@ Importing the package registers simlab's own classifiers and analyses.
 """
 
 # in this order: the order in which protocols and error messages list the analyses
-from simlab.analysis import classifiers, identify, generalization, trajectory, robustness, confound  # noqa: F401  isort: skip
+from simlab.analysis import classifiers, controls, generalization, trajectory, robustness, confound  # noqa: F401  isort: skip

@@ -43,7 +43,6 @@ __all__ = [
     "format_shares",
     "format_table",
     "identify",
-    "identify_with_controls",
     "map_units",
     "per_class_metrics",
     "prepare_splits",
@@ -506,26 +505,6 @@ def identify(
                                  split_names, explicit=subject_splits is not None)
 
 
-def identify_with_controls(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), progress: bool = False,
-                           n_jobs: int | None = None) -> xr.Dataset:
-    """:func:`identify`, with the controls its settings ask for in the same results:
-    ``matched_control`` (:func:`simlab.analysis.matched.matched_control`) and
-    ``report_transfer`` (:func:`simlab.analysis.transfer.transfer_table`), so one file and
-    one table (:func:`format_table`) hold them; what ``simlab identify`` and a protocol's
-    ``analyses.identify`` compute."""
-    results = identify(ds, spec, progress=progress, n_jobs=n_jobs)
-    if spec.matched_control:
-        from simlab.analysis.matched import attach_matched, matched_control
-
-        results = attach_matched(results, matched_control(ds, spec, progress=progress, n_jobs=n_jobs))
-    if spec.transfer_transforms:
-        from simlab.analysis.transfer import attach_transfer, transfer_table
-
-        table = transfer_table(ds, spec, spec.transfer_transforms, progress=progress, n_jobs=n_jobs, within=results)
-        results = attach_transfer(results, table)
-    return results
-
-
 def prepare_splits(ds: xr.Dataset, spec: IdentifySpec, subject_splits=None):
     """The sites ``identify`` classifies, the group of each site, and the train/test splits:
     ``spec.splits`` balanced random ones, or ``subject_splits`` (subject positions)."""
@@ -876,14 +855,6 @@ def format_table(results: xr.Dataset) -> str:
         lines.append("  none")
     if a.get("empty_feature_sets"):
         lines.append(f"  left out, no finite observable: {a['empty_feature_sets']}")
-    if "matched_caliper" in a:
-        from simlab.analysis.matched import format_matched
-
-        lines += ["", format_matched(results)]
-    if "transfer_accuracy" in results:
-        from simlab.analysis.transfer import format_transfer
-
-        lines += ["", format_transfer(results)]
     return "\n".join(lines)
 
 
@@ -901,4 +872,3 @@ def format_shares(share: xr.DataArray, sets, indent: str = "  ") -> list[str]:
     return lines
 
 
-register_analysis("identify", spec=IdentifySpec, compute=identify_with_controls, table=format_table)

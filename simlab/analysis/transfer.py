@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from simlab.analysis.generalization import generalization
 from simlab.analysis.identify import identify, select_sites
 from simlab.errors import SimlabError
 from simlab.specs.analyses import IdentifySpec
@@ -116,6 +115,10 @@ def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transfor
             chance = float(res.attrs["chance"])
             cells[name, evaluation] = (res["accuracy_mean"], res["accuracy_mean_boot_ci"], n_test)
         for factor in kept:
+            # imported here so that importing this module (from controls, which registers
+            # identify) does not register generalization first: registries list in import order
+            from simlab.analysis.generalization import generalization
+
             try:
                 res = generalization(ds, factor, row, matrix=False, progress=progress, n_jobs=n_jobs, bins=bins)
             except SimlabError as exc:

@@ -317,7 +317,7 @@ def identify_out(recordings: list[Path]) -> Path:
 def cmd_identify(args) -> int:
     import simlab
     from simlab.analysis.analyses import write_result_and_table
-    from simlab.analysis.identify import format_table
+    from simlab.analysis.controls import format_identify
     from simlab.fileio import refuse_overwrite
 
     sources = list(args.recordings)
@@ -335,7 +335,7 @@ def cmd_identify(args) -> int:
     if importance:
         refuse_overwrite(importance_out, args.force)
     results = simlab.identify(sources, progress=not args.quiet, **settings)
-    table = format_table(results)
+    table = format_identify(results)
     write_result_and_table(results, table, out, force=args.force)
     print(table)
     print(f"wrote {out}")

@@ -11,7 +11,8 @@ import yaml
 
 import simlab
 from simlab.analysis.generalization import generalization
-from simlab.analysis.identify import format_table, identify, identify_with_controls
+from simlab.analysis.controls import format_identify as format_table, identify_with_controls
+from simlab.analysis.identify import identify
 from simlab.analysis.matched import MIN_MATCHED, format_matched, match_rates, matched_control, unit_splits
 from simlab.analysis.transfer import format_transfer, transfer_table
 from simlab.errors import SimlabError
