@@ -88,6 +88,10 @@ def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transfor
     >>> table = transfer_table(recording, IdentifySpec(classifiers=["random_forest"]), ["raw", "diff"])  # doctest: +SKIP
     >>> print(format_transfer(table))                                                                # doctest: +SKIP
     """
+    # imported here, not at the top: importing this module (from controls, which registers
+    # identify) must not register generalization first, as registries list in import order
+    from simlab.analysis.generalization import generalization
+
     transforms = [spec.transform] if transforms is None else list(transforms)
     if not transforms:
         raise SimlabError("transfer table: give at least one transform")
@@ -115,10 +119,6 @@ def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transfor
             chance = float(res.attrs["chance"])
             cells[name, evaluation] = (res["accuracy_mean"], res["accuracy_mean_boot_ci"], n_test)
         for factor in kept:
-            # imported here so that importing this module (from controls, which registers
-            # identify) does not register generalization first: registries list in import order
-            from simlab.analysis.generalization import generalization
-
             try:
                 res = generalization(ds, factor, row, matrix=False, progress=progress, n_jobs=n_jobs, bins=bins)
             except SimlabError as exc:
