@@ -125,7 +125,7 @@ def train_on_cluster(
     force: bool = False,
     on_done: Callable[[str, int], None] | None = None,
 ) -> None:
-    """Submit one task per population, log each as it finishes; ``on_done(id, sessions)``."""
+    """Submit one task per population, log each as it finishes; ``on_done(id, subjects)``."""
     from distributed import as_completed
 
     run_path = str(Path(run.path).resolve())
@@ -135,17 +135,18 @@ def train_on_cluster(
     ]
     try:
         for future in as_completed(futures):
-            pop_id, sessions, message = future.result()  # a failed task raises its error here
+            pop_id, subjects, message = future.result()  # a failed task raises its error here
             run.log(message)
             if on_done is not None:
-                on_done(pop_id, sessions)
+                on_done(pop_id, subjects)
     except BaseException:
         client.cancel(futures)
         raise
 
 
 def train_task(run_path: str, population_id: str, force: bool) -> tuple[str, int, str]:
-    """One population, on a worker: train it and write its shard into the run directory."""
+    """One population, on a worker: train it and write its shard into the run directory;
+    returns its id, its number of subjects and the log line."""
     pin_worker_threads()
     from simlab.protocol import plan_cohort
     from simlab.rundir import RunDirectory
@@ -164,7 +165,7 @@ def train_task(run_path: str, population_id: str, force: bool) -> tuple[str, int
         message += f"; on worker {get_worker().address}"
     except (ImportError, ValueError):
         pass
-    return population_id, len(pop.subjects) * len(protocol.session_steps()), message
+    return population_id, len(pop.subjects), message
 
 
 def pin_worker_threads() -> None:

@@ -10,6 +10,8 @@ of the device count. Compiled programs go to JAX's persistent compilation cache,
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +58,64 @@ def release_compiled_programs() -> None:
     allocate section memory" while building its subject table.
     """
     jax.clear_caches()
+
+
+# JAX's monitoring events (jax/_src/dispatch.py, compiler.py, compilation_cache.py)
+_TRACE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration")
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_CACHE_WRITE_EVENT = "/jax/compilation_cache/cache_misses"  # a compiled program written to the cache
+
+
+@dataclass
+class CompileMeter:
+    """What XLA compilation cost inside a ``with`` block: the programs built (compiled, or loaded
+    from the persistent cache), the seconds spent building them and tracing/lowering Python to
+    them, and the persistent cache's hits.
+
+    ``simlab run`` logs one per population and one for the whole training stage: on a CPU, the
+    compilation of a small network's training program can cost more than its training.
+    """
+
+    programs: int = 0
+    compile_seconds: float = 0.0
+    trace_seconds: float = 0.0
+    cache_hits: int = 0
+    cache_writes: int = 0
+    wall_seconds: float = 0.0
+    _started: float = field(default=0.0, repr=False)
+
+    def _on_duration(self, event: str, duration: float, **kwargs) -> None:
+        if event == _COMPILE_EVENT:
+            self.programs += 1
+            self.compile_seconds += duration
+        elif event in _TRACE_EVENTS:
+            self.trace_seconds += duration
+
+    def _on_event(self, event: str, **kwargs) -> None:
+        if event == _CACHE_HIT_EVENT:
+            self.cache_hits += 1
+        elif event == _CACHE_WRITE_EVENT:
+            self.cache_writes += 1
+
+    def __enter__(self) -> "CompileMeter":
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_seconds += time.perf_counter() - self._started
+        jax.monitoring.unregister_event_duration_listener(self._on_duration)
+        jax.monitoring.unregister_event_listener(self._on_event)
+
+    def summary(self) -> str:
+        """e.g. "3 programs, 4.2 s compiling + 0.8 s tracing (persistent cache: 1 hit, 2 written)"."""
+        plural = "program" if self.programs == 1 else "programs"
+        return (
+            f"{self.programs} {plural}, {self.compile_seconds:.1f} s compiling + {self.trace_seconds:.1f} s tracing "
+            f"(persistent cache: {self.cache_hits} hit{'' if self.cache_hits == 1 else 's'}, {self.cache_writes} written)"
+        )
 
 
 def tree_bytes(tree) -> int:

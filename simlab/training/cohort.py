@@ -22,7 +22,7 @@ from simlab.rundir import RunDirectory
 from simlab.specs.rules import rate_fields
 from simlab.subjects.architectures import Network, ProjectionHead
 from simlab.subjects.tasks import load_task
-from simlab.training.accelerators import release_compiled_programs
+from simlab.training.accelerators import CompileMeter, release_compiled_programs
 from simlab.training.diagnostics import alignment_angles, alignment_fn
 from simlab.training.objectives import task_objective
 from simlab.training.population import EXPLOSION_FACTOR, train_population
@@ -41,20 +41,14 @@ def train_cohort(
 
     ``executor``: where the populations train; None trains them here, one after another. An
     executor has ``train(run, population_ids, force, on_done)``, trains each population into
-    its shard and calls ``on_done(population_id, sessions)`` as each finishes
+    its shard and calls ``on_done(population_id, subjects)`` as each finishes
     (:class:`simlab.cluster.DaskExecutor` makes each a task on a Dask cluster).
     """
-    session_steps = protocol.session_steps()
     todo = [pop for pop in plan.populations if force or not run.shard(pop.id).exists()]
     done = len(plan.populations) - len(todo)
     if done:
         run.log(f"train: {done} population(s) already in the snapshot store, kept")
-    bar = tqdm(
-        total=sum(len(pop.subjects) for pop in todo) * len(session_steps),
-        desc="training (subject-sessions)",
-        unit="session",
-        disable=not progress,
-    )
+    bar = tqdm(total=sum(len(pop.subjects) for pop in todo), desc="training", unit="subject", disable=not progress)
     if executor is not None:
         try:
             executor.train(run, [pop.id for pop in todo], force=force, on_done=lambda pop_id, n: bar.update(n))
@@ -62,15 +56,16 @@ def train_cohort(
             bar.close()
         return [pop.id for pop in todo]
 
-    def advance(slot):
-        bar.update(int(np.size(slot)))
-
-    for pop in by_compile_group(todo):
-        bar.set_postfix_str(pop.id)
-        bar.update(len(pop.subjects))  # session 0, the initial state
-        message = train_and_write(run, protocol, pop, force=force, on_session=advance if progress else None)
-        run.log(message)
+    with CompileMeter() as stage:
+        for pop in by_compile_group(todo):
+            bar.set_postfix_str(pop.id)
+            run.log(train_and_write(run, protocol, pop, force=force, on_trained=bar.update))
     bar.close()
+    if todo:
+        run.log(
+            f"train: {len(todo)} population(s) in {stage.wall_seconds:.1f} s, of which compilation "
+            f"{stage.compile_seconds + stage.trace_seconds:.1f} s: {stage.summary()}"
+        )
     return [pop.id for pop in todo]
 
 
@@ -135,8 +130,15 @@ def subject_rates(subject) -> dict[str, float]:
     return {name: float(getattr(subject.hyperparameters, name)) for name in rate_fields(subject.hyperparameters)}
 
 
-def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool = False, on_session=None) -> str:
-    """Train one population and write its shard (atomically); returns the line for the log."""
+def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool = False, on_trained=None) -> str:
+    """Train one population and write its shard (atomically); returns the line for the log,
+    with what compiling its programs cost."""
+    with CompileMeter() as meter:
+        message = _train_and_write(run, protocol, pop, force, on_trained)
+    return f"{message}; compile: {meter.summary()}"
+
+
+def _train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool, on_trained) -> str:
     started = time.perf_counter()
     task = load_task(protocol.task_spec(pop.task))
     rule, rule_for = population_rule(protocol, pop)
@@ -152,7 +154,7 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
         session_steps,
         [subject.seed for subject in pop.subjects],
         protocol.training.vectorize,
-        on_session=on_session,
+        on_trained=on_trained,
         objective=objective,
         rates=[subject_rates(subject) for subject in pop.subjects],
         rule_for=rule_for,

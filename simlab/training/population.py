@@ -65,7 +65,6 @@ def make_trainer(
     batch_size: int,
     steps: int,
     session_steps: Sequence[int],
-    on_session: Callable[[np.ndarray], None] | None = None,
     objective: Objective = CROSS_ENTROPY,
     rule_for: Callable[[Mapping[str, Any]], LearningRule] | None = None,
 ):
@@ -79,7 +78,8 @@ def make_trainer(
 
     ``snapshots`` is ``(params, state)`` with a leading session axis. Batches are drawn
     uniformly with replacement from the training split, from a key of the subject's own.
-    ``on_session`` (host callback) is told when a session is written, for progress bars.
+    The program has no host callback (a progress bar's would keep it out of JAX's persistent
+    compilation cache, so that every run compiled it again): progress is told per subject.
     Random streams of a step: the batch draw, then ``fold_in(step_key, 1)`` for the feedback
     update, 2 for the objective's ``prepare`` (augmentations), 3 for the rule's estimate.
     """
@@ -119,8 +119,6 @@ def make_trainer(
             params = optax.apply_updates(params, updates)
 
             def write(buffers):
-                if on_session is not None:
-                    jax.debug.callback(on_session, slot)
                 return jax.tree.map(lambda buf, a: buf.at[slot].set(a), buffers, (params, state))
 
             snapshots = jax.lax.cond(slot >= 0, write, lambda buffers: buffers, snapshots)
@@ -185,15 +183,17 @@ def train_population(
     session_steps: Sequence[int],
     seeds: Sequence[int],
     vectorize: str = "auto",
-    on_session: Callable[[np.ndarray], None] | None = None,
+    on_trained: Callable[[int], None] | None = None,
     objective: Objective = CROSS_ENTROPY,
     rates: Sequence[Mapping[str, float]] | None = None,
     rule_for: Callable[[Mapping[str, Any]], LearningRule] | None = None,
 ) -> PopulationResult:
     """Train one replicate per seed; same seed, same numbers. ``rates`` (one mapping per seed)
     and ``rule_for``: each replicate's rates, passed to one compiled program
-    (:func:`make_trainer`)."""
-    train = make_trainer(network, rule, batch_size, steps, session_steps, on_session, objective, rule_for)
+    (:func:`make_trainer`). ``on_trained(n)``: told that n more subjects finished training
+    (each one in turn, or the whole population when vmapped), for progress bars."""
+    train = make_trainer(network, rule, batch_size, steps, session_steps, objective, rule_for)
+    told = on_trained or (lambda n: None)
     keys = jnp.stack([jax.random.key(seed) for seed in seeds])
     per_subject = None
     if rates is not None:
@@ -201,13 +201,15 @@ def train_population(
     x_train, y_train = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
     if choose_vectorize(vectorize) == "vmap":
         # sharded over the host's devices along the population axis, in chunks that fit them
-        (params, state), losses = run_vmapped(train, keys, x_train, y_train, per_subject=per_subject)
+        (params, state), losses = jax.block_until_ready(run_vmapped(train, keys, x_train, y_train, per_subject=per_subject))
+        told(len(seeds))
     else:
         compiled = jax.jit(train)
-        runs = [
-            compiled(key, x_train, y_train, None if per_subject is None else jax.tree.map(lambda a: a[r], per_subject))
-            for r, key in enumerate(keys)
-        ]
+        runs = []
+        for r, key in enumerate(keys):
+            rates_r = None if per_subject is None else jax.tree.map(lambda a: a[r], per_subject)
+            runs.append(jax.block_until_ready(compiled(key, x_train, y_train, rates_r)))
+            told(1)
         (params, state), losses = jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
     evaluate = make_evaluator(network, task, objective)
     test_accuracy = np.stack(
