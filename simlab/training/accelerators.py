@@ -10,6 +10,7 @@ of the device count. Compiled programs go to JAX's persistent compilation cache,
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,19 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     return path
 
 
+def training_compiler_options() -> dict:
+    """XLA options for training programs on the default backend.
+
+    On CPU, LLVM's -O1 in place of the default -O2: measured on this project's networks
+    (JAX 0.10.2, 2-core EPYC), it compiles a training program 20-45% faster (quickstart MLP
+    and conv1d: 1.5-3.2 s -> 1.0-2.7 s; resnet18: 15-20 s -> 9-13 s) at the same steady-state
+    speed within noise, with bitwise the same results on the quickstart's networks (rounding
+    differences of ~1e-7 on knet). A run of small networks spends more time compiling than
+    training, so this is time to the answer. Other backends keep their defaults.
+    """
+    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
+
+
 def release_compiled_programs() -> None:
     """Let go of the compiled programs JAX keeps in this process (the persistent cache on disk
     stays, so a program needed again is loaded, not recompiled).
@@ -71,12 +85,14 @@ _CACHE_WRITE_EVENT = "/jax/compilation_cache/cache_misses"  # a compiled program
 class CompileMeter:
     """What XLA compilation cost inside a ``with`` block: the programs built (compiled, or loaded
     from the persistent cache), the seconds spent building them and tracing/lowering Python to
-    them, and the persistent cache's hits.
+    them, and the persistent cache's hits: those of the thread that entered it, or, with
+    ``all_threads``, of every thread (a population compiled ahead in the background).
 
     ``simlab run`` logs one per population and one for the whole training stage: on a CPU, the
     compilation of a small network's training program can cost more than its training.
     """
 
+    all_threads: bool = False
     programs: int = 0
     compile_seconds: float = 0.0
     trace_seconds: float = 0.0
@@ -84,8 +100,14 @@ class CompileMeter:
     cache_writes: int = 0
     wall_seconds: float = 0.0
     _started: float = field(default=0.0, repr=False)
+    _thread: int = field(default=0, repr=False)
+
+    def _counts(self) -> bool:
+        return self.all_threads or threading.get_ident() == self._thread
 
     def _on_duration(self, event: str, duration: float, **kwargs) -> None:
+        if not self._counts():
+            return
         if event == _COMPILE_EVENT:
             self.programs += 1
             self.compile_seconds += duration
@@ -93,12 +115,15 @@ class CompileMeter:
             self.trace_seconds += duration
 
     def _on_event(self, event: str, **kwargs) -> None:
+        if not self._counts():
+            return
         if event == _CACHE_HIT_EVENT:
             self.cache_hits += 1
         elif event == _CACHE_WRITE_EVENT:
             self.cache_writes += 1
 
     def __enter__(self) -> "CompileMeter":
+        self._thread = threading.get_ident()
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
         jax.monitoring.register_event_listener(self._on_event)
         self._started = time.perf_counter()
@@ -148,7 +173,7 @@ def run_vmapped(train: Callable, keys: jax.Array, x_train, y_train, devices: lis
     fit their memory."""
     devices = list(devices if devices is not None else jax.local_devices())
     n = keys.shape[0]
-    vmapped = jax.jit(jax.vmap(train, in_axes=(0, None, None, 0)))
+    vmapped = jax.jit(jax.vmap(train, in_axes=(0, None, None, 0)), compiler_options=training_compiler_options())
     first = jax.tree.map(lambda a: a[0], per_subject)
     snapshot_shape = jax.eval_shape(lambda k: train(k, x_train, y_train, first), keys[0])
     subject_bytes = 4 * tree_bytes(snapshot_shape)  # snapshots, optimizer state, activations: a margin

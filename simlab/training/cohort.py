@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import optax
@@ -25,7 +26,7 @@ from simlab.subjects.tasks import load_task
 from simlab.training.accelerators import CompileMeter, release_compiled_programs
 from simlab.training.diagnostics import alignment_angles, alignment_fn
 from simlab.training.objectives import task_objective
-from simlab.training.population import EXPLOSION_FACTOR, train_population
+from simlab.training.population import EXPLOSION_FACTOR, compile_ahead, train_population
 from simlab.training.snapshots import read_shard, write_shard
 
 
@@ -56,15 +57,22 @@ def train_cohort(
             bar.close()
         return [pop.id for pop in todo]
 
-    with CompileMeter() as stage:
-        for pop in by_compile_group(todo):
+    with CompileMeter(all_threads=True) as stage, ThreadPoolExecutor(1, thread_name_prefix="simlab-compile") as compiler:
+        order = by_compile_group(todo)
+        pop = next(order, None)
+        while pop is not None:
+            following = next(order, None)  # releases compiled programs when the group changes
+            ahead = None if following is None else compiler.submit(compile_ahead, **population_job(protocol, following))
             bar.set_postfix_str(pop.id)
             run.log(train_and_write(run, protocol, pop, force=force, on_trained=bar.update))
+            if ahead is not None:
+                ahead.result()  # before the next release of compiled programs
+            pop = following
     bar.close()
     if todo:
         run.log(
-            f"train: {len(todo)} population(s) in {stage.wall_seconds:.1f} s, of which compilation "
-            f"{stage.compile_seconds + stage.trace_seconds:.1f} s: {stage.summary()}"
+            f"train: {len(todo)} population(s) in {stage.wall_seconds:.1f} s; compilation, the next population's "
+            f"overlapping the training of the current one: {stage.summary()}"
         )
     return [pop.id for pop in todo]
 
@@ -138,27 +146,28 @@ def train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, forc
     return f"{message}; compile: {meter.summary()}"
 
 
-def _train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool, on_trained) -> str:
-    started = time.perf_counter()
-    task = load_task(protocol.task_spec(pop.task))
+def population_job(protocol: Protocol, pop: Population) -> dict:
+    """The arguments of :func:`train_population` (and :func:`compile_ahead`) for a population."""
     rule, rule_for = population_rule(protocol, pop)
-    network = subject_network(protocol, pop.architecture, pop.task, rule.credit)
-    objective = task_objective(protocol.task_spec(pop.task))
-    session_steps = protocol.session_steps()
-    result = train_population(
-        network,
-        rule,
-        task,
-        pop.batch_size,
-        protocol.training.steps,
-        session_steps,
-        [subject.seed for subject in pop.subjects],
-        protocol.training.vectorize,
-        on_trained=on_trained,
-        objective=objective,
+    return dict(
+        network=subject_network(protocol, pop.architecture, pop.task, rule.credit),
+        rule=rule,
+        task=load_task(protocol.task_spec(pop.task)),
+        batch_size=pop.batch_size,
+        steps=protocol.training.steps,
+        session_steps=protocol.session_steps(),
+        seeds=[subject.seed for subject in pop.subjects],
+        vectorize=protocol.training.vectorize,
+        objective=task_objective(protocol.task_spec(pop.task)),
         rates=[subject_rates(subject) for subject in pop.subjects],
         rule_for=rule_for,
     )
+
+
+def _train_and_write(run: RunDirectory, protocol: Protocol, pop: Population, force: bool, on_trained) -> str:
+    started = time.perf_counter()
+    session_steps = protocol.session_steps()
+    result = train_population(**population_job(protocol, pop), on_trained=on_trained)
     write_shard(run.shard(pop.id), pop.id, [s.id for s in pop.subjects], session_steps, result, force=force)
     accuracies = ", ".join(f"{a:.3f}" for a in result.test_accuracy[:, -1])
     return (

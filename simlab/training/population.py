@@ -21,7 +21,7 @@ import optax
 from simlab.rules.rules import LearningRule
 from simlab.subjects.architectures import Network
 from simlab.subjects.tasks import TaskData
-from simlab.training.accelerators import run_vmapped
+from simlab.training.accelerators import run_vmapped, training_compiler_options
 from simlab.training.objectives import CROSS_ENTROPY, Objective, objective_loss
 from simlab.training.probe import probe_accuracy, probe_subsample
 
@@ -194,21 +194,16 @@ def train_population(
     (each one in turn, or the whole population when vmapped), for progress bars."""
     train = make_trainer(network, rule, batch_size, steps, session_steps, objective, rule_for)
     told = on_trained or (lambda n: None)
-    keys = jnp.stack([jax.random.key(seed) for seed in seeds])
-    per_subject = None
-    if rates is not None:
-        per_subject = {name: jnp.asarray([r[name] for r in rates], jnp.float32) for name in rates[0]}
-    x_train, y_train = jnp.asarray(task.x_train), jnp.asarray(task.y_train)
+    keys, x_train, y_train, per_subject = _program_inputs(task, seeds, rates)
     if choose_vectorize(vectorize) == "vmap":
         # sharded over the host's devices along the population axis, in chunks that fit them
         (params, state), losses = jax.block_until_ready(run_vmapped(train, keys, x_train, y_train, per_subject=per_subject))
         told(len(seeds))
     else:
-        compiled = jax.jit(train)
+        compiled = jax.jit(train, compiler_options=training_compiler_options())
         runs = []
         for r, key in enumerate(keys):
-            rates_r = None if per_subject is None else jax.tree.map(lambda a: a[r], per_subject)
-            runs.append(jax.block_until_ready(compiled(key, x_train, y_train, rates_r)))
+            runs.append(jax.block_until_ready(compiled(key, x_train, y_train, _subject_rates(per_subject, r))))
             told(1)
         (params, state), losses = jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
     evaluate = make_evaluator(network, task, objective)
@@ -227,6 +222,50 @@ def train_population(
         health_metric=objective.health_metric,
         diverged_step=np.asarray(diverged, np.int64),
     )
+
+
+def _program_inputs(task: TaskData, seeds: Sequence[int], rates: Sequence[Mapping[str, float]] | None):
+    """The training program's inputs: one key per seed, the training split, each subject's
+    rates as float32 arrays along a leading subject axis (None without rates)."""
+    keys = jnp.stack([jax.random.key(seed) for seed in seeds])
+    per_subject = None
+    if rates is not None:
+        per_subject = {name: jnp.asarray([r[name] for r in rates], jnp.float32) for name in rates[0]}
+    return keys, jnp.asarray(task.x_train), jnp.asarray(task.y_train), per_subject
+
+
+def _subject_rates(per_subject, r: int):
+    return None if per_subject is None else jax.tree.map(lambda a: a[r], per_subject)
+
+
+def compile_ahead(
+    network: Network,
+    rule: LearningRule,
+    task: TaskData,
+    batch_size: int,
+    steps: int,
+    session_steps: Sequence[int],
+    seeds: Sequence[int],
+    vectorize: str = "auto",
+    objective: Objective = CROSS_ENTROPY,
+    rates: Sequence[Mapping[str, float]] | None = None,
+    rule_for: Callable[[Mapping[str, Any]], LearningRule] | None = None,
+) -> bool:
+    """Compile the program that :func:`train_population` with these arguments will run, and
+    drop it: the executable lands in JAX's persistent compilation cache, where the training's
+    own ``jax.jit`` loads it instead of compiling. Run in a thread while another population
+    trains, XLA's (single-threaded) compilation overlaps the training.
+
+    Only the per-subject program (``vectorize`` loop, the CPU's choice) and only with the
+    persistent cache on; returns whether it compiled anything.
+    """
+    if choose_vectorize(vectorize) != "loop" or not jax.config.jax_compilation_cache_dir:
+        return False
+    train = make_trainer(network, rule, batch_size, steps, session_steps, objective, rule_for)
+    keys, x_train, y_train, per_subject = _program_inputs(task, seeds[:1], None if rates is None else rates[:1])
+    program = jax.jit(train, compiler_options=training_compiler_options())
+    program.lower(keys[0], x_train, y_train, _subject_rates(per_subject, 0)).compile()
+    return True
 
 
 EXPLOSION_FACTOR = 10.0
