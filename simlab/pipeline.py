@@ -8,6 +8,9 @@ refused unless ``force``.
 from __future__ import annotations
 
 import json
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -152,25 +155,67 @@ def run_protocol(
     write_stimuli(run, protocol, force)
 
     enable_compilation_cache()
+    timings = StageTimings(run)
     if protocol.training.calibrate is not None:
-        protocol = calibrate_run(run, protocol, force, progress, echo)
+        with timings.stage("calibrate"):
+            protocol = calibrate_run(run, protocol, force, progress, echo)
         plan = plan_cohort(protocol)
-    with connect(cluster, scheduler) as client:
+    with timings.stage("train"), connect(cluster, scheduler) as client:
         executor = DaskExecutor(client) if client is not None else None
         trained = train_cohort(run, protocol, plan, force=force, progress=progress, executor=executor)
-    if trained or force or not run.subjects_file.exists():
-        write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
+    with timings.stage("subject table"):
+        if trained or force or not run.subjects_file.exists():
+            write_subject_table(subject_table(run, protocol, plan), run.subjects_file, force=True)
     echo(training_summary(run))
     for warning in divergence_warnings(run, protocol):
         echo(warning)
 
-    record_rigs(run, protocol, force, progress, echo)
+    with timings.stage("record"):
+        record_rigs(run, protocol, force, progress, echo)
     for name, spec in protocol.analyses.items():
-        run_analysis(run, name, spec, force=force, progress=progress, echo=echo)
-        if getattr(spec, "importance", False):
-            write_importance(run, name, spec, force, progress, echo)
+        with timings.stage(f"analysis {name}"):
+            run_analysis(run, name, spec, force=force, progress=progress, echo=echo)
+            if getattr(spec, "importance", False):
+                write_importance(run, name, spec, force, progress, echo)
+    timings.log_total()
     echo(f"run directory: {run.path}")
     return run
+
+
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory so far (MiB), where the OS says (Linux, macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+class StageTimings:
+    """Wall time of each stage of a run, logged as it ends (``stage train: 64.8 s; peak
+    memory 1402 MiB``) and in total, so a user sees where a run's time goes and
+    benchmarks/run_all.py can read it. The peak is the process's so far: the stage that raised
+    it is the first to show it."""
+
+    def __init__(self, run: RunDirectory):
+        self.run = run
+        self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+        peak = peak_memory_mib()
+        memory = "" if peak is None else f"; peak memory {peak:.0f} MiB"
+        self.run.log(f"stage {name}: {self.seconds[name]:.1f} s{memory}")
+
+    def log_total(self) -> None:
+        total = time.perf_counter() - self.started
+        analyses = sum(v for k, v in self.seconds.items() if k.startswith("analysis "))
+        self.run.log(f"stages: {total:.1f} s in all; analyses {analyses:.1f} s ({analyses / max(total, 1e-9):.0%})")
 
 
 def training_summary(run: RunDirectory) -> str:

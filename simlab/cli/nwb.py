@@ -13,12 +13,13 @@ __all__ = ["NWB_COMMANDS", "add_nwb_commands"]
 
 def add_nwb_commands(commands) -> None:
     export = commands.add_parser(
-        "export", help="write a recording's kept unit responses as NWB files, one per subject",
+        "export", help="write a recording's kept unit responses (or synapse weights) as NWB files, one per subject",
         description="Export a recording made with --keep-units (simlab record RUN --rig electrophysiology "
         "--keep-units) as NWB files, one per subject: the subject's description (architecture, task, learning rule "
         "and its settings, seed) as JSON in Subject.description, one epoch per session (training step and fraction "
         "as columns), the stimulus presentations as trials, and the responses as a Units table with spike times "
-        "(Poisson rigs) or one RoiResponseSeries per site in the ophys module (other noise models). docs/nwb.md "
+        "(Poisson rigs) or one RoiResponseSeries per site in the ophys module (other noise models); a synapse rig's "
+        "kept weights as one table per site in the synapses module (synapse index, weight per session). docs/nwb.md "
         "describes the encoding. Needs pynwb: pip install 'simlab[nwb]'.",
     )
     export.add_argument("source", type=Path, metavar="RUN", help="a run directory, or a recording NetCDF file")

@@ -25,6 +25,11 @@ The encoding (docs/nwb.md says why each choice):
   architecture for people browsing the file. ``species`` is NCBI's taxon for synthetic
   constructs, age P0D (the network at step 0), sex "O" (other). The protocol's YAML text is
   ``NWBFile.protocol``, the rig's settings also ``data_collection``.
+- Synapses. A synapse rig's kept weights are a processed table per site (a DynamicTable in
+  the ``synapses`` processing module): one row per recorded synapse, its ``synapse_index``
+  in the flattened kernel and its ``weight`` at each session ([synapse, session], NaN where
+  an acute rig did not record it that session); the sessions are the epochs, as above, and
+  there are no trials (a synapse rig shows no stimuli).
 """
 
 from __future__ import annotations
@@ -70,11 +75,12 @@ def check_exportable(recording: xr.Dataset, where: str) -> dict:
             f"{where}: no unit responses (variable 'unit_response'); record them with "
             f"simlab record RUN --rig {rig.get('name', 'electrophysiology')} --keep-units"
         )
-    dims = recording["unit_response"].dims
-    if rig.get("measure") != "activation" or dims[-2:] != ("stimulus", "unit"):
+    dims = recording["unit_response"].dims[3:]
+    exportable = {"activation": ("stimulus", "unit"), "weight": ("unit",)}
+    if exportable.get(rig.get("measure")) != dims:
         raise SimlabError(
-            f"{where}: the {rig.get('type')} rig's kept values ({', '.join(dims[3:])}) are not unit responses to "
-            "stimuli; NWB export is for an electrophysiology rig (activation)"
+            f"{where}: the {rig.get('type')} rig's kept values ({', '.join(dims)}) are neither unit responses to "
+            "stimuli nor synapse weights; NWB export is for an electrophysiology rig (activation) or a synapse rig"
         )
     return rig
 
@@ -188,11 +194,13 @@ def subject_nwbfile(recording: xr.Dataset, i: int, rig: dict):
     ]
     metadata = subject_metadata(recording, i, rig, sites)
     coords = metadata["coordinates"]
-    spikes = rig.get("noise_model") == "poisson"
+    synapses = rig.get("measure") == "weight"
+    spikes = rig.get("noise_model") == "poisson" and not synapses
     window = float(rig.get("count_window", 0.5))
-    n_stimuli = recording.sizes["stimulus"]
+    n_stimuli = 0 if synapses else recording.sizes["stimulus"]
     steps = recording["step"].values.astype(np.int64)
-    per_step = seconds_per_step(steps, n_stimuli * 2 * window)
+    epoch_seconds = 1.0 if synapses else n_stimuli * 2 * window  # a synapse rig's session: one second
+    per_step = seconds_per_step(steps, epoch_seconds)
     rig_text = yaml.safe_dump(metadata["rig"], sort_keys=False)
     nwbfile = pynwb.NWBFile(
         session_description=f"simlab subject {subject} ({coords.get('architecture')}, {coords.get('task')}, "
@@ -217,7 +225,6 @@ def subject_nwbfile(recording: xr.Dataset, i: int, rig: dict):
         genotype=str(coords.get("learning_rule")),
         strain=str(coords.get("architecture")),
     )
-    epoch_seconds = n_stimuli * 2 * window
     starts = steps * per_step
     nwbfile.add_epoch_column("session", "index of the simlab session (recording time point)")
     nwbfile.add_epoch_column("step", "training step of the session")
@@ -225,6 +232,10 @@ def subject_nwbfile(recording: xr.Dataset, i: int, rig: dict):
     for s, (start, step, fraction) in enumerate(zip(starts, steps, recording["fraction"].values)):
         nwbfile.add_epoch(start_time=float(start), stop_time=float(start + epoch_seconds), tags=[f"session{s}"],
                           session=s, step=int(step), fraction=float(fraction))
+    device = nwbfile.create_device(name="simlab_rig", description=f"simulated {rig.get('type')} rig: {rig_text}")
+    if synapses:
+        _add_synapses(nwbfile, recording, i, sites, rig)
+        return nwbfile
     nwbfile.add_trial_column("stimulus", "index of the stimulus in the rig's stimulus set")
     nwbfile.add_trial_column("session", "index of the simlab session (epoch) of the presentation")
     trial_starts = starts[:, None] + 2 * window * np.arange(n_stimuli)[None, :]  # [session, stimulus]
@@ -233,7 +244,6 @@ def subject_nwbfile(recording: xr.Dataset, i: int, rig: dict):
             nwbfile.add_trial(start_time=float(trial_starts[s, k]), stop_time=float(trial_starts[s, k] + window),
                               stimulus=k, session=s)
     responses = recording["unit_response"].isel(subject=i).transpose("layer", "session", "stimulus", "unit").values
-    device = nwbfile.create_device(name="simlab_rig", description=f"simulated {rig.get('type')} rig: {rig_text}")
     epochs = np.stack([starts, starts + epoch_seconds], axis=1)
     if spikes:
         _add_units(nwbfile, device, recording, i, sites, responses, trial_starts, window, epochs, rig)
@@ -300,6 +310,40 @@ def spread_spikes(starts: np.ndarray, counts: np.ndarray, window: float) -> np.n
     return np.repeat(starts, counts) + (j + 0.5) * (window / np.maximum(n, 1))
 
 
+def _by_unit(index: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct recorded units of a site and their values with the session axis in place:
+    ``index`` [session, recorded] unit indices, ``values`` [session, ..., recorded] ->
+    (units, [session, ..., unit]), NaN where a unit was not recorded in a session (acute)."""
+    units = np.unique(index)
+    out = np.full(values.shape[:-1] + (len(units),), np.nan, np.float32)
+    for s in range(index.shape[0]):
+        out[s][..., np.searchsorted(units, index[s])] = values[s]
+    return units, out
+
+
+def _add_synapses(nwbfile, recording, i, sites, rig):
+    """Kept synapse weights as one DynamicTable per site in the ``synapses`` module."""
+    from hdmf.common import DynamicTable, VectorData
+
+    module = nwbfile.create_processing_module(
+        name="synapses", description=f"synapse weights read by the simulated {rig.get('type')} rig (noise model "
+        f"{rig.get('noise_model')}, {rig.get('noise')}), one table per site; sessions are the epochs")
+    weights = recording["unit_response"].isel(subject=i).transpose("layer", "session", "unit").values
+    for site in sites:
+        n = site["n_recorded"]
+        units, values = _by_unit(_unit_indices(recording, i, site["layer"], n), weights[site["layer"]][:, :n])
+        module.add(DynamicTable(
+            name=site["name"], id=np.arange(len(units)),
+            description=f"simlab site {site['layer']} ({site['name']}): {n} of {site['n_units']} synapses recorded",
+            columns=[
+                VectorData(name="synapse_index", description="index of the synapse in the site's flattened kernel",
+                           data=units.astype(np.int64)),
+                VectorData(name="weight", description="the synapse's weight at each session (columns: the epochs, "
+                           "in order); NaN where it was not recorded that session", data=values.T),
+            ],
+        ))
+
+
 def _add_rois(nwbfile, device, recording, i, sites, responses, trial_starts, rig):
     """Continuous responses as one RoiResponseSeries per site in the ``ophys`` module."""
     from pynwb.ophys import ImageSegmentation, OpticalChannel, RoiResponseSeries
@@ -321,12 +365,8 @@ def _add_rois(nwbfile, device, recording, i, sites, responses, trial_starts, rig
             imaging_plane=plane)
         table.add_column("unit_index", "index of the unit in the layer's flattened output")
         n = site["n_recorded"]
-        index = _unit_indices(recording, i, site["layer"], n)
-        units = np.unique(index)
-        values = responses[site["layer"]][:, :, :n]  # [session, stimulus, recorded unit]
-        data = np.full((index.shape[0], values.shape[1], len(units)), np.nan, np.float32)
-        for s in range(index.shape[0]):
-            data[s][:, np.searchsorted(units, index[s])] = values[s]
+        # [session, stimulus, unit]
+        units, data = _by_unit(_unit_indices(recording, i, site["layer"], n), responses[site["layer"]][:, :, :n])
         for unit in units:
             table.add_roi(pixel_mask=[(int(unit), 0, 1.0)], unit_index=int(unit))
         region = table.create_roi_table_region(region=list(range(len(units))), description=f"the units of {site['name']}")

@@ -219,6 +219,40 @@ def test_sessions_that_are_missing_or_unequal_are_refused(tmp_path):
         simlab.import_nwb([flat, other])
 
 
+@pytest.mark.parametrize("sampling", ["chronic", "acute"])
+def test_a_synapse_rig_s_weights_are_a_table_per_site_with_a_column_per_session(tiny_run, tmp_path, sampling):
+    recording = simlab.record(tiny_run, "synapse", units=7, sampling=sampling, noise=0.1, keep_units=True,
+                              progress=False)
+    i = recording.sizes["subject"] - 1  # a deep subject: three sites
+    path = simlab.export_nwb(recording.isel(subject=[i]), tmp_path, progress=False)[0]
+    nwbinspector = pytest.importorskip("nwbinspector")
+    found = [m for m in nwbinspector.inspect_nwbfile(nwbfile_path=str(path)) if m.importance.name in BAD]
+    assert not found, [(m.importance.name, m.check_function_name, m.message) for m in found]
+    io, nwb = read(path)
+    try:
+        assert nwb.trials is None  # a synapse rig shows no stimuli
+        assert list(nwb.epochs.to_dataframe()["step"]) == list(recording["step"].values)
+        tables = nwb.processing["synapses"].data_interfaces
+        assert list(tables) == ["dense_0", "dense_1", "readout"]
+        for layer, name in enumerate(tables):
+            table = tables[name]
+            index = recording["unit_index"].values[i, layer]  # chronic [unit]; acute [session, unit]
+            weights = recording["unit_response"].values[i, layer]  # [session, unit]
+            exported = np.asarray(table["weight"].data[:])  # [synapse, session]
+            synapses = np.asarray(table["synapse_index"].data[:])
+            for s in range(recording.sizes["session"]):
+                recorded = index if index.ndim == 1 else index[s]
+                rows = np.searchsorted(synapses, recorded)
+                np.testing.assert_array_equal(synapses[rows], recorded)
+                np.testing.assert_array_equal(exported[rows, s], weights[s])
+                others = np.setdiff1d(np.arange(len(synapses)), rows)
+                assert np.isnan(exported[others, s]).all()  # not recorded that session (acute)
+            if sampling == "chronic":
+                assert len(synapses) == 7
+    finally:
+        io.close()
+
+
 def test_the_commands_export_and_import(kept, tmp_path, capsys):
     from simlab.cli.main import main
     from simlab.recording.contract import write_recording

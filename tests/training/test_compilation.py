@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -69,3 +70,19 @@ def test_a_training_program_is_written_to_the_cache_and_loaded_by_the_next_run(t
     assert warm["hits"] >= cold["written"] and warm["written"] == 0
     assert cold["told"] == warm["told"] == [1, 1]  # progress per subject, one after another
     assert warm["loss"] == cold["loss"]
+
+
+def test_a_run_logs_each_stage_s_time_and_memory_and_what_compiling_cost(tiny_run):
+    log = (tiny_run / "log.txt").read_text()
+    seconds = {}
+    for stage in ("train", "subject table", "record", "analysis identify"):
+        found = re.search(rf"stage {stage}: ([0-9.]+) s; peak memory ([0-9]+) MiB", log)
+        assert found, stage
+        seconds[stage] = float(found[1])
+        assert int(found[2]) > 50  # a Python process with JAX loaded holds more than 50 MiB
+    total = re.search(r"stages: ([0-9.]+) s in all; analyses ([0-9.]+) s", log)
+    assert total and float(total[2]) == seconds["analysis identify"]
+    assert sum(seconds.values()) <= float(total[1]) + 0.1 * len(seconds)  # each rounded to 0.1 s
+    # 4 populations, each line with its compilation, and the stage's sum
+    assert len(re.findall(r"train: \S+ in [0-9.]+ s; .*; compile: \d+ programs?, ", log)) == 4
+    assert re.search(r"train: 4 population\(s\) in [0-9.]+ s; .*\(persistent cache: \d+ hits?, \d+ written\)", log)
