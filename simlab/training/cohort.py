@@ -66,7 +66,9 @@ def train_cohort(
             bar.set_postfix_str(pop.id)
             run.log(train_and_write(run, protocol, pop, force=force, on_trained=bar.update))
             if ahead is not None:
-                ahead.result()  # before the next release of compiled programs
+                # wait for it (before the next release of compiled programs); an error it met is left to
+                # the population's own training, which reports it where it belongs
+                ahead.exception()
             pop = following
     bar.close()
     if todo:
