@@ -200,7 +200,7 @@ def train_population(
         (params, state), losses = jax.block_until_ready(run_vmapped(train, keys, x_train, y_train, per_subject=per_subject))
         told(len(seeds))
     else:
-        compiled = jax.jit(train, compiler_options=training_compiler_options())
+        compiled = subject_program(train)
         runs = []
         for r, key in enumerate(keys):
             runs.append(jax.block_until_ready(compiled(key, x_train, y_train, _subject_rates(per_subject, r))))
@@ -234,6 +234,12 @@ def _program_inputs(task: TaskData, seeds: Sequence[int], rates: Sequence[Mappin
     return keys, jnp.asarray(task.x_train), jnp.asarray(task.y_train), per_subject
 
 
+def subject_program(train):
+    """The jitted one-subject program of the loop: one definition, so that :func:`compile_ahead`
+    builds exactly the program (and persistent-cache key) that :func:`train_population` runs."""
+    return jax.jit(train, compiler_options=training_compiler_options())
+
+
 def _subject_rates(per_subject, r: int):
     return None if per_subject is None else jax.tree.map(lambda a: a[r], per_subject)
 
@@ -263,8 +269,7 @@ def compile_ahead(
         return False
     train = make_trainer(network, rule, batch_size, steps, session_steps, objective, rule_for)
     keys, x_train, y_train, per_subject = _program_inputs(task, seeds[:1], None if rates is None else rates[:1])
-    program = jax.jit(train, compiler_options=training_compiler_options())
-    program.lower(keys[0], x_train, y_train, _subject_rates(per_subject, 0)).compile()
+    subject_program(train).lower(keys[0], x_train, y_train, _subject_rates(per_subject, 0)).compile()
     return True
 
 
