@@ -26,6 +26,10 @@ TRANSFORMS = ("raw", "diff", "diff_scaled", "log_ratio", "ranks")
 
 TransformName = Literal["raw", "diff", "diff_scaled", "log_ratio", "ranks"]
 
+DEFAULT_TRANSFORM = "log_ratio"
+"""The transform identification uses unless told: on nayebi2020 it transfers best to held-out
+architectures and tasks at a small cost within the cohort (docs/results.md, transfer table)."""
+
 DEFAULT_MARGIN = 0.05
 """The gain over the untrained network that health reports use when no ``min_gain`` is set."""
 
@@ -97,7 +101,7 @@ class IdentifySpec(_TransformedFeatures):
     classifiers: list[Any] = Field(default_factory=lambda: list(CLASSIFIERS), min_length=1)
     preset: Literal["fast", "reference"] = "fast"
     features: Literal["measures", "observables", "both"] = "measures"
-    transform: Union[TransformName, list[TransformName]] = "raw"
+    transform: Union[TransformName, list[TransformName]] = DEFAULT_TRANSFORM
     splits: PositiveInt = 10
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     group_by: Literal["subject", "population", "layer"] = "subject"
@@ -185,7 +189,7 @@ class FitSpec(_TransformedFeatures):
 
     classifier: Any = "random_forest"
     observables: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
-    transform: Union[TransformName, list[TransformName]] = "raw"
+    transform: Union[TransformName, list[TransformName]] = DEFAULT_TRANSFORM
     target: str = "learning_rule"
     preset: Literal["fast", "reference"] = "fast"
     group_by: Literal["subject", "population"] = "subject"

@@ -38,6 +38,13 @@ def _sites_of(ds, subjects):
                   if name != "")
 
 
+def _weight_features(sites):
+    """The weight feature set as identify builds it (SPEC's transform), and its layout."""
+    X, kept, _ = build_features(sites, np.flatnonzero(sites.measures == "weight"), SPEC.transform)
+    n_depth = len(set(sites.depth) - {""})
+    return X, Layout((X.shape[1] - n_depth) // len(kept), len(kept), n_depth)
+
+
 # --------------------------------------------------------------------------- generalization
 
 
@@ -56,9 +63,7 @@ def test_generalization_accuracy_matches_a_manual_fit(analyzed_run, recording):
     result = load_result(analyzed_run / "analyses" / "generalization-architecture.nc")
     sites = select_sites(recording, "learning_rule")
     level = recording["architecture"].values[sites.subject_index]
-    X, kept, _ = build_features(sites, np.flatnonzero(sites.measures == "weight"))
-    n_sessions = sites.observation.shape[1]
-    layout = Layout(n_sessions, len(kept), X.shape[1] - n_sessions * len(kept))
+    X, layout = _weight_features(sites)
     train, test = np.flatnonzero(level != "deep"), np.flatnonzero(level == "deep")
     pred = fit_predict(X, sites.labels, train, test, SPEC.classifiers[0], groups=sites.subject_index,
                        preset=SPEC.preset, seed=SPEC.seed, split=0, layout=layout).predictions
@@ -79,9 +84,7 @@ def test_generalization_matrix_over_three_levels_by_hand(recording):
     assert len(levels) == 3
     sites = select_sites(recording, "learning_rule")
     seed = recording["seed"].values.astype(str)[sites.subject_index]
-    X, kept, _ = build_features(sites, np.flatnonzero(sites.measures == "weight"))
-    n_sessions = sites.observation.shape[1]
-    layout = Layout(n_sessions, len(kept), X.shape[1] - n_sessions * len(kept))
+    X, layout = _weight_features(sites)
     train, test = np.flatnonzero(seed == levels[1]), np.flatnonzero(seed == levels[2])
     pred = fit_predict(X, sites.labels, train, test, SPEC.classifiers[0], groups=sites.subject_index,
                        preset=SPEC.preset, seed=SPEC.seed, split=3, layout=layout).predictions

@@ -46,7 +46,7 @@ def training():
 
 @pytest.fixture(scope="module")
 def fitted(training):
-    return fit_identifier(training, FitSpec(classifier=SMALL_FOREST))
+    return fit_identifier(training, FitSpec(classifier=SMALL_FOREST, transform="raw"))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_separable_rules_give_confident_correct_probabilities(fitted):
 def test_random_labels_give_probabilities_near_the_class_frequency(training):
     rng = np.random.default_rng(0)
     shuffled = training.assign_coords(learning_rule=("subject", rng.permutation(training["learning_rule"].values)))
-    noise = fit_identifier(shuffled, FitSpec(classifier=SMALL_FOREST))
+    noise = fit_identifier(shuffled, FitSpec(classifier=SMALL_FOREST, transform="raw"))
     p = predict_recording(noise, recording(seed=4))["probability"].values
     # the classes are balanced (6 subjects each, one diverged): about 0.25 each
     np.testing.assert_allclose(p.mean(axis=0), 0.25, atol=0.08)

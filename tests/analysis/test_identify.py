@@ -110,7 +110,8 @@ def recording():
 
 @pytest.fixture(scope="module")
 def results(recording):
-    return identify(recording, IdentifySpec(splits=3, seed=1), n_jobs=1)
+    # raw trajectories, so feature counts are sessions x observables (log_ratio: sessions - 1)
+    return identify(recording, IdentifySpec(splits=3, seed=1, transform="raw"), n_jobs=1)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -254,7 +255,7 @@ def test_missing_target_and_single_class(recording):
 def test_explicit_subject_splits_named_and_respected(recording):
     n = recording.sizes["subject"]
     halves = [(np.arange(0, n, 2), np.arange(1, n, 2)), (np.arange(1, n, 2), np.arange(0, n, 2))]
-    spec = IdentifySpec(classifiers=["linear_svm"], seed=2)
+    spec = IdentifySpec(classifiers=["linear_svm"], seed=2, transform="raw")
     res = identify(recording, spec, n_jobs=1, subject_splits=halves, split_names=["even", "odd"])
     assert list(res["split_name"].values) == ["even", "odd"]
     assert res.attrs["split_kind"] == "explicit subject splits"
@@ -317,7 +318,7 @@ def test_predictions_intervals_and_per_class_metrics(results):
 
 def test_observable_feature_sets_and_other_classifiers(recording):
     spec = IdentifySpec(classifiers=[{"name": "logistic_regression", "params": {"C": 0.1}, "label": "logreg"}],
-                        features="both", splits=2)
+                        features="both", splits=2, transform="raw")
     res = identify(recording, spec, n_jobs=1)
     kinds = dict(zip(res["feature_set"].values, res["feature_kind"].values))
     assert kinds["weight"] == "measure" and kinds["all"] == "all"

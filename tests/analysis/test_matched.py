@@ -18,7 +18,9 @@ from simlab.analysis.transfer import format_transfer, transfer_table
 from simlab.errors import SimlabError
 from simlab.specs.analyses import IdentifySpec
 
-FAST = dict(splits=4, bootstrap=200, classifiers=[{"name": "random_forest", "params": {"n_estimators": 25}}])
+# raw trajectories: the planted effects are levels, which a transform relative to the first
+# session (log_ratio, the default) would remove
+FAST = dict(splits=4, bootstrap=200, transform="raw", classifiers=[{"name": "random_forest", "params": {"n_estimators": 25}}])
 
 
 def planted(rates_a, rates_b, rule_effect=0.0, architectures=("mlp",), tasks=("digits",), n_layers=2,

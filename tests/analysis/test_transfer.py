@@ -82,7 +82,7 @@ def test_differences_need_two_sessions():
 
 
 def test_transform_setting_validates_and_normalizes():
-    assert IdentifySpec().transform == "raw"
+    assert IdentifySpec().transform == "log_ratio"
     assert IdentifySpec(transform=["diff"]).transform == "diff"
     assert IdentifySpec(transform=["raw", "diff"]).transforms == ("raw", "diff")
     for bad in (["raw", "raw"], [], "logratio"):
