@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     for option, run in runs.items():
         if not (run / "protocol.yaml").is_file():
             raise SystemExit(f"make_results: --{option.replace('_', '-')} {run}: not a simlab run directory")
+    if not args.results.is_file():  # before the notebooks run, so no work is lost
+        raise SystemExit(f"make_results: --results {args.results}: no such file (the page whose tables to rewrite)")
     invocation = "python docs/make_results.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = args.results.read_text()
     args.results.write_text(regenerate(text, runs, invocation.strip(), datetime.date.today(), args.notebook_timeout))

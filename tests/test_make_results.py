@@ -118,3 +118,10 @@ def test_claims_table_quotes_each_notebook_verdict(make_results):
 def test_a_run_directory_is_required(make_results, results_page, tmp_path):
     with pytest.raises(SystemExit, match="not a simlab run directory"):
         make_results.main(["--results", str(results_page), "--zoo", str(tmp_path)])
+
+
+def test_a_missing_results_page_is_refused_before_any_work(make_results, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "protocol.yaml").write_text("name: x\n")
+    with pytest.raises(SystemExit, match="no such file"):
+        make_results.main(["--results", str(tmp_path / "missing.md"), "--zoo", str(tmp_path / "run")])
