@@ -28,7 +28,8 @@ TransformName = Literal["raw", "diff", "diff_scaled", "log_ratio", "ranks"]
 
 DEFAULT_TRANSFORM = "log_ratio"
 """The transform identification uses unless told: on nayebi2020 it transfers best to held-out
-architectures and tasks at a small cost within the cohort (docs/results.md, transfer table)."""
+architectures and tasks, at a cost within the cohort (nayebi2020 all observables -0.03; the
+quickstart's weights -0.12, as it drops each statistic's level; docs/results.md)."""
 
 DEFAULT_MARGIN = 0.05
 """The gain over the untrained network that health reports use when no ``min_gain`` is set."""

@@ -46,6 +46,7 @@ def training():
 
 @pytest.fixture(scope="module")
 def fitted(training):
+    # raw: the planted rules differ in levels, and the shifted site below is shifted in level
     return fit_identifier(training, FitSpec(classifier=SMALL_FOREST, transform="raw"))
 
 
