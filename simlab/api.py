@@ -767,7 +767,7 @@ def matched_control(recordings, *, caliper: float | None = None, rigs: Sequence[
 
 def transfer_table(recordings, transforms: Sequence[Any] | None = None, *,
                    factors: Sequence[str] = ("architecture", "task"), bins: int = 3,
-                   rigs: Sequence[str] | None = None, progress: bool = False, n_jobs: int | None = None,
+                   bin_per_class: bool = False, rigs: Sequence[str] | None = None, progress: bool = False, n_jobs: int | None = None,
                    **settings: Any) -> xr.Dataset:
     """Within-cohort and held-out accuracy per transform and classifier:
     ``simlab identify --report-transfer``.
@@ -786,6 +786,8 @@ def transfer_table(recordings, transforms: Sequence[Any] | None = None, *,
     factors : sequence of str
         Held-out factors (``learning_rate`` is held out by ``bins`` quantile bins).
     bins : int
+    bin_per_class : bool
+        Bin ``learning_rate`` within each rule, so every held-out band holds every rule.
     rigs : list of str, optional
     progress : bool
     n_jobs : int, optional
@@ -807,7 +809,7 @@ def transfer_table(recordings, transforms: Sequence[Any] | None = None, *,
 
     spec = settings_model(IdentifySpec, settings)
     return _transfer(_recording(recordings, rigs), spec, transforms, factors, progress=progress, n_jobs=n_jobs,
-                     bins=bins)
+                     bins=bins, bin_per_class=bin_per_class)
 
 
 def generalize(recordings, factor: str = "architecture", *, matrix: bool = True, rigs: Sequence[str] | None = None,

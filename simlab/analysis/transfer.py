@@ -49,7 +49,7 @@ def _held_out_factors(ds: xr.Dataset, spec: IdentifySpec, factors) -> tuple[list
 
 def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transforms=None, factors=FACTORS,
                    progress: bool = False, n_jobs: int | None = None, bins: int = 3,
-                   within: xr.Dataset | None = None) -> xr.Dataset:
+                   within: xr.Dataset | None = None, bin_per_class: bool = False) -> xr.Dataset:
     """Within-cohort and held-out accuracy per transform and classifier.
 
     Parameters
@@ -70,6 +70,9 @@ def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transfor
     progress : bool
     n_jobs : int, optional
         Worker processes, as for identify.
+    bin_per_class : bool
+        Bin a real-valued factor within each class (each rule's own low, middle and high
+        rates held out in turn), as in ``generalize``.
     within : xarray.Dataset, optional
         identify's results already computed with ``spec`` (its transform and grouping are
         reused instead of computed again).
@@ -120,7 +123,8 @@ def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transfor
             cells[name, evaluation] = (res["accuracy_mean"], res["accuracy_mean_boot_ci"], n_test)
         for factor in kept:
             try:
-                res = generalization(ds, factor, row, matrix=False, progress=progress, n_jobs=n_jobs, bins=bins)
+                res = generalization(ds, factor, row, matrix=False, progress=progress, n_jobs=n_jobs, bins=bins,
+                                     bin_per_class=bin_per_class)
             except SimlabError as exc:
                 notes.append(f"{name} held-out {factor}: {exc}")
                 continue

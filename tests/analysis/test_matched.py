@@ -274,3 +274,16 @@ def load_protocol_text(text):
         path = Path(tmp) / "protocol.yaml"
         path.write_text(text)
         return load_protocol(path)
+
+
+def test_transfer_table_holds_out_rate_bands_per_class():
+    """Rule a's rates all below rule b's: per-class terciles hold out each rule's own band, so
+    every fold trains on both rules; the cell equals generalization's pooled number."""
+    ds = planted(np.geomspace(1e-4, 1e-3, 6), np.geomspace(1e-2, 1e-1, 6), rule_effect=1.0)
+    spec = IdentifySpec(**{**FAST, "splits": 2})
+    table = transfer_table(ds, spec, ["raw"], factors=["learning_rate"], n_jobs=1, bin_per_class=True)
+    held = generalization(ds, "learning_rate", spec, matrix=False, n_jobs=1, bin_per_class=True)
+    assert held.attrs["classes_not_trained"] == ""  # every band holds both rules
+    pooled = held["correct"].sum("level") / held["n_test"].sum("level")
+    np.testing.assert_allclose(table["transfer_accuracy"].sel(transfer_transform="raw", evaluation="held_out_learning_rate")
+                               .isel(classifier=0).values, pooled.isel(classifier=0))
