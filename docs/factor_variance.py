@@ -21,15 +21,16 @@ import numpy as np
 from scipy.stats import rankdata
 
 from simlab.analysis.common import open_run_recordings
-from simlab.analysis.identify import build_features, select_sites
+from simlab.analysis.identify import build_features, depth_groups, select_sites
 from simlab.rundir import RunDirectory
 from simlab.specs.analyses import DEFAULT_TRANSFORM, TRANSFORMS
 
 
 def r_squared(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Per column of ``y``: the share of its variance that the group means of ``levels`` carry."""
-    total = ((y - y.mean(0)) ** 2).sum(0)
-    between = sum((levels == v).sum() * (y[levels == v].mean(0) - y.mean(0)) ** 2 for v in np.unique(levels))
+    mean = y.mean(0)
+    total = ((y - mean) ** 2).sum(0)
+    between = sum((levels == v).sum() * (y[levels == v].mean(0) - mean) ** 2 for v in np.unique(levels))
     return between / np.where(total > 0, total, np.nan)
 
 
@@ -50,10 +51,11 @@ def factor_table(run: str, transform: str, null: bool, seed: int = 0) -> dict[st
     factors = {"rule": rule, **coord,
                "task x rule": _joined(coord["task"], rule), "architecture x rule": _joined(coord["architecture"], rule)}
     X, _, _ = build_features(sites, np.arange(len(sites.observables)), transform)
-    X = X[:, : X.shape[1] - len(set(sites.depth) - {""})]  # the depth one-hot is not a feature here
+    groups = depth_groups(sites)  # in a fixed order, so the sums are the same every run
+    X = X[:, : X.shape[1] - len(groups)]  # the depth one-hot is not a feature here
     table = dict.fromkeys(factors, 0.0)
     known = sites.depth != ""
-    for depth in set(sites.depth) - {""}:
+    for depth in groups:
         here = sites.depth == depth
         ranks = np.apply_along_axis(rankdata, 0, X[here])
         for name, levels in factors.items():

@@ -767,8 +767,8 @@ def matched_control(recordings, *, caliper: float | None = None, rigs: Sequence[
 
 def transfer_table(recordings, transforms: Sequence[Any] | None = None, *,
                    factors: Sequence[str] = ("architecture", "task"), bins: int = 3,
-                   bin_per_class: bool = False, rigs: Sequence[str] | None = None, progress: bool = False, n_jobs: int | None = None,
-                   **settings: Any) -> xr.Dataset:
+                   bin_per_class: bool = False, rigs: Sequence[str] | None = None, progress: bool = False,
+                   n_jobs: int | None = None, **settings: Any) -> xr.Dataset:
     """Within-cohort and held-out accuracy per transform and classifier:
     ``simlab identify --report-transfer``.
 

@@ -70,12 +70,12 @@ def transfer_table(ds: xr.Dataset, spec: IdentifySpec = IdentifySpec(), transfor
     progress : bool
     n_jobs : int, optional
         Worker processes, as for identify.
-    bin_per_class : bool
-        Bin a real-valued factor within each class (each rule's own low, middle and high
-        rates held out in turn), as in ``generalize``.
     within : xarray.Dataset, optional
         identify's results already computed with ``spec`` (its transform and grouping are
         reused instead of computed again).
+    bin_per_class : bool
+        Bin a real-valued factor within each class (each rule's own low, middle and high
+        rates held out in turn), as in ``generalize``.
 
     Returns
     -------

@@ -13,7 +13,7 @@ from simlab.analysis.classifiers import Layout, fit_predict
 from simlab.analysis.common import open_run_recordings
 from simlab.analysis.confound import curve_features, match_nearest, match_on_performance, performance_baseline
 from simlab.analysis.generalization import generalization
-from simlab.analysis.identify import build_features, identify, select_sites
+from simlab.analysis.identify import build_features, depth_groups, identify, select_sites
 from simlab.specs.analyses import ANALYSES, IdentifySpec, RobustnessSpec
 from simlab.analysis.trajectory import select_access, trajectory_access
 from simlab.cli.main import main
@@ -41,7 +41,7 @@ def _sites_of(ds, subjects):
 def _weight_features(sites):
     """The weight feature set as identify builds it (SPEC's transform), and its layout."""
     X, kept, _ = build_features(sites, np.flatnonzero(sites.measures == "weight"), SPEC.transform)
-    n_depth = len(set(sites.depth) - {""})
+    n_depth = len(depth_groups(sites))
     return X, Layout((X.shape[1] - n_depth) // len(kept), len(kept), n_depth)
 
 
